@@ -1,0 +1,79 @@
+"""The one interface every State adapter implements.
+
+Adapters store *entries*: the value as JSON text plus a version. They know
+nothing about update ops or triggers. Every write goes through ``mutate``:
+the State module passes a pure function from the current entry to the new
+value, and the adapter runs it atomically with respect to every other write
+of that key (an adapter that retries optimistically, like Redis, may call it
+more than once, so it must not have side effects).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, frozen=True)
+class Entry:
+    """A stored value: compact JSON text and a per-key monotonic version."""
+
+    raw: bytes
+    version: int
+
+
+class _Keep:
+    """Sentinel type: the mutation leaves the key exactly as it is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+# current entry (None = absent) -> new JSON text, None to delete, or KEEP.
+Mutation = Callable[[Entry | None], bytes | None | _Keep]
+
+
+class AdapterError(Exception):
+    """The backing store failed (I/O, connection). Mapped to *_ERROR codes."""
+
+
+class StateAdapter(abc.ABC):
+    """Storage for State: scope -> key -> Entry.
+
+    Ordering contract for ``list``: entries in the order their keys were first
+    inserted (overwriting keeps the position; delete + insert moves to the end).
+    """
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Load or connect. Raise ``ConfigError`` for an unusable store."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush everything acknowledged and release resources."""
+
+    @abc.abstractmethod
+    async def get(self, scope: str, key: str) -> Entry | None:
+        """The current entry, or None when the key is absent."""
+
+    @abc.abstractmethod
+    async def mutate(
+        self, scope: str, key: str, fn: Mutation
+    ) -> tuple[Entry | None, Entry | None]:
+        """Atomically replace the key with ``fn(current)``; return (old, new).
+
+        Returns only once the change is durable for this adapter. When ``fn``
+        returns KEEP, nothing is written and (old, old) is returned. ``fn``
+        may raise; the exception propagates and nothing is written.
+        """
+
+    @abc.abstractmethod
+    async def list(self, scope: str) -> list[Entry]:
+        """All entries of a scope in insertion order; [] for an unknown scope."""
+
+    @abc.abstractmethod
+    async def list_groups(self) -> list[str]:
+        """Sorted unique names of scopes that hold at least one key."""
