@@ -1,0 +1,5 @@
+import sys
+
+from pyiii.cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""The ``pyiii`` command: run an engine, or call a function from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from pyiii import __version__
+from pyiii.errors import ConfigError, IIIError
+
+EXIT_CONFIG = 2
+
+
+def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a Linux dependency
+        return asyncio.run(coro)
+    result: int = uvloop.run(coro)
+    return result
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pyiii.config import load_config
+    from pyiii.engine.server import Server
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # picows logs every accepted socket at INFO; that is noise on a busy engine.
+    logging.getLogger("picows").setLevel(max(logging.WARNING, logging.getLogger().level))
+    log = logging.getLogger("pyiii.engine")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pyiii: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.host:
+        config = dataclasses.replace(config, host=args.host)
+    if args.port is not None:
+        config = dataclasses.replace(config, port=args.port)
+
+    async def main() -> int:
+        server = Server(config)
+        try:
+            await server.start()
+        except ConfigError as exc:
+            print(f"pyiii: cannot start: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except OSError as exc:
+            print(f"pyiii: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+            return 1
+        source = config.source or "no config file (defaults: in-memory state)"
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        log.info("pyiii %s: config %s", __version__, source)
+        for module in server.modules:
+            log.info("module %s: %s", module.name, module.describe())
+        log.info("listening on ws://%s:%d", config.host, server.port)
+        # Tests and scripts wait for this exact line on stdout.
+        print(f"pyiii engine ready on ws://{config.host}:{server.port}", flush=True)
+        await server.run_forever()
+        return 0
+
+    return _run_loop(main())
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from pyiii.sdk import connect
+
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else {}
+    except json.JSONDecodeError as exc:
+        print(f"pyiii trigger: the payload is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    url = args.url or os.environ.get("III_URL") or "ws://127.0.0.1:49134"
+
+    async def main() -> int:
+        try:
+            worker = await connect(url, reconnect=False, name="pyiii-cli")
+        except IIIError as exc:
+            print(f"pyiii trigger: cannot reach the engine at {url}: {exc.message}", file=sys.stderr)
+            return 1
+        try:
+            result = await worker.trigger(args.function_id, payload, timeout_ms=args.timeout_ms)
+        except IIIError as exc:
+            print(json.dumps({"error": {"code": exc.code, "message": exc.message}}, indent=2))
+            return 1
+        finally:
+            await worker.shutdown()
+        print(json.dumps(result, indent=2))
+        return 0
+
+    return _run_loop(main())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyiii", description="pyiii: an iii engine in Python, and tools to talk to it."
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"pyiii {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the engine (the default command)")
+    for p in (parser, serve):
+        p.add_argument(
+            "-c",
+            "--config",
+            default=None,
+            help="config file (default: ./iii-config.yaml, then ./config.yaml)",
+        )
+        p.add_argument("--host", default=None, help="address to listen on (overrides the config)")
+        p.add_argument("--port", type=int, default=None, help="port (overrides the config)")
+        p.add_argument(
+            "--log-level",
+            default="info",
+            choices=["debug", "info", "warning", "error"],
+            help="console log level",
+        )
+
+    trig = sub.add_parser("trigger", help="call a function and print its result as JSON")
+    trig.add_argument("function_id", help="e.g. engine::functions::list or state::get")
+    trig.add_argument("payload", nargs="?", default=None, help="JSON payload, e.g. '{\"a\": 1}'")
+    trig.add_argument(
+        "--url", default=None, help="engine address (default: $III_URL, then ws://127.0.0.1:49134)"
+    )
+    trig.add_argument("--timeout-ms", type=int, default=30_000)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "trigger":
+        return _trigger(args)
+    return _serve(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

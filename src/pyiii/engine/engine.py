@@ -1,0 +1,761 @@
+"""The engine: registries, routing and pending invocations. No sockets.
+
+The transport hands every decoded-to-bytes frame to ``Engine.handle`` with
+the ``Connection`` it came from; the engine answers through that
+connection's ``send``. Built-in functions run in-process and answer with
+ordinary ``invocationresult`` frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from pyiii import errors, protocol
+from pyiii.engine.connection import Connection
+from pyiii.engine.registry import (
+    NO_RESULT,
+    Builtin,
+    CallContext,
+    Function,
+    Pending,
+    Trigger,
+    TriggerType,
+)
+from pyiii.errors import IIIError
+from pyiii.modules.base import TriggerProvider
+from pyiii.protocol import (
+    InvocationResult,
+    InvokeFunction,
+    RegisterFunction,
+    RegisterTrigger,
+    RegisterTriggerType,
+    TriggerRegistrationResult,
+    UnregisterFunction,
+    UnregisterTrigger,
+)
+
+log = logging.getLogger("pyiii.engine")
+
+DEFAULT_NS = "default"
+_PONG = protocol.encode(protocol.Pong())
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """Per-engine safety limits; hitting one yields an error, never a crash."""
+
+    max_pending_per_worker: int = 10_000
+
+
+def _opt_str(value: str | None | UnsetType) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class Engine:
+    """Routes calls between workers and built-in functions."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.connections: dict[str, Connection] = {}
+        self.functions: dict[tuple[str, str], Function] = {}
+        self.trigger_types: dict[str, TriggerType] = {}
+        self.triggers: dict[str, Trigger] = {}
+        self.pending: dict[str, Pending] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.accepting = True
+        self._dispatch: dict[type, Callable[[Connection, Any, bytes], None]] = {
+            InvokeFunction: self._on_invoke,
+            InvocationResult: self._on_result,
+            RegisterFunction: self._on_register_function,
+            UnregisterFunction: self._on_unregister_function,
+            RegisterTriggerType: self._on_register_trigger_type,
+            RegisterTrigger: self._on_register_trigger,
+            UnregisterTrigger: self._on_unregister_trigger,
+            TriggerRegistrationResult: self._on_trigger_registration_result,
+            protocol.Reattach: self._on_reattach,
+            protocol.Ping: self._on_ping,
+        }
+        # Observers of registry changes (engine::*-available trigger types).
+        self.on_workers_changed: list[Callable[[str, str], None]] = []
+        self.on_functions_changed: list[Callable[[], None]] = []
+
+    # --- connection lifecycle --------------------------------------------
+
+    def connect(self, conn: Connection) -> None:
+        """Register a new connection and greet it (always the first frame)."""
+        self.connections[conn.worker_id] = conn
+        conn.send(
+            protocol.encode(
+                protocol.WorkerRegistered(worker_id=conn.worker_id, reattach_token=conn.reattach_token)
+            )
+        )
+        self._notify_workers("worker_connected", conn.worker_id)
+
+    def disconnect(self, conn: Connection) -> None:
+        """Tear down everything the connection owned. Safe to call twice."""
+        if self.connections.get(conn.worker_id) is not conn:
+            return
+        conn.open = False
+        del self.connections[conn.worker_id]
+        functions_changed = bool(conn.functions)
+        for key in conn.functions:
+            fn = self.functions.get(key)
+            if fn is not None and fn.owner is conn:
+                del self.functions[key]
+        conn.functions.clear()
+        for trigger_id in list(conn.triggers):
+            self._remove_trigger(trigger_id)
+        for type_id in conn.trigger_types:
+            tt = self.trigger_types.get(type_id)
+            if tt is not None and tt.provider is conn:
+                del self.trigger_types[type_id]
+                for trig in self.triggers.values():
+                    if trig.trigger_type == type_id:
+                        trig.active = False
+        conn.trigger_types.clear()
+        stopped = errors.INVOCATION_STOPPED
+        for inv_id in list(conn.serving):
+            pending = self.pending.pop(inv_id, None)
+            if pending is not None:
+                self._fail(pending, IIIError(stopped, "Invocation stopped"))
+        conn.serving.clear()
+        conn.calling.clear()
+        self._notify_workers("worker_disconnected", conn.worker_id)
+        if functions_changed:
+            self._notify_functions()
+
+    # --- frame dispatch ----------------------------------------------------
+
+    def handle(self, conn: Connection, frame: bytes) -> None:
+        """Process one inbound text frame from ``conn``."""
+        try:
+            msg = protocol.decode(frame)
+        except protocol.FrameError as exc:
+            self._bad_frame(conn, frame, exc)
+            return
+        if msg is None:
+            return
+        handler = self._dispatch.get(type(msg))
+        if handler is not None:
+            handler(conn, msg, frame)
+        # pong, registerservice, unregistertriggertype, ...: accepted, no reply.
+
+    def _bad_frame(self, conn: Connection, frame: bytes, exc: protocol.FrameError) -> None:
+        if exc.ignorable:
+            log.debug("ignoring frame of unknown type %r from %s", exc.msg_type, conn.worker_id)
+            return
+        log.warning(
+            "dropping malformed %s frame from worker %s: %s",
+            exc.msg_type or "untyped",
+            conn.name,
+            exc.reason,
+        )
+        # A malformed call that still names an id gets an answer, so the
+        # caller fails fast instead of waiting for its timeout.
+        if exc.msg_type == "invokefunction":
+            try:
+                partial = msgspec.json.decode(frame)
+            except msgspec.DecodeError:
+                return
+            inv_id = partial.get("invocation_id") if isinstance(partial, dict) else None
+            if isinstance(inv_id, str) and inv_id:
+                fid = partial.get("function_id")
+                self._reply_error(
+                    conn,
+                    inv_id,
+                    fid if isinstance(fid, str) else "",
+                    IIIError(errors.DESERIALIZATION_ERROR, f"invalid invokefunction frame: {exc.reason}"),
+                )
+
+    def _on_ping(self, conn: Connection, msg: protocol.Ping, frame: bytes) -> None:
+        conn.send(_PONG)
+
+    # --- functions ---------------------------------------------------------
+
+    def register_builtin(
+        self,
+        function_id: str,
+        handler: Builtin,
+        *,
+        worker_name: str,
+        description: str | None = None,
+    ) -> None:
+        """Expose an in-process function under the default namespace."""
+        self.functions[(DEFAULT_NS, function_id)] = Function(
+            id=function_id,
+            namespace=DEFAULT_NS,
+            handler=handler,
+            worker_name=worker_name,
+            description=description,
+        )
+
+    def _on_register_function(self, conn: Connection, msg: RegisterFunction, frame: bytes) -> None:
+        ns = conn.namespace
+        key = (ns, msg.id)
+        current = self.functions.get(key)
+        reserved = msg.id.startswith("engine::") and ns != DEFAULT_NS
+        if reserved or (
+            current is not None
+            and current.owner is not conn
+            and (current.handler is not None or (current.owner is not None and current.owner.open))
+        ):
+            owner = "" if reserved or current is None or current.owner is None else current.owner.worker_id
+            log.warning("refusing %s from %s: already owned by %s", msg.id, conn.name, owner or "the engine")
+            conn.send(
+                protocol.encode(
+                    protocol.RegistrationRejected(
+                        code=errors.FUNCTION_NAMESPACE_CONFLICT,
+                        namespace=ns,
+                        owner_worker_id=owner,
+                        function_id=msg.id,
+                    )
+                )
+            )
+            return
+        if current is not None and current.owner is not None and current.owner is not conn:
+            current.owner.functions.discard(key)
+        self.functions[key] = Function(
+            id=msg.id,
+            namespace=ns,
+            owner=conn,
+            description=_opt_str(msg.description),
+            metadata=msg.metadata,
+            request_format=msg.request_format,
+            response_format=msg.response_format,
+        )
+        conn.functions.add(key)
+        self._notify_functions()
+
+    def _on_unregister_function(self, conn: Connection, msg: UnregisterFunction, frame: bytes) -> None:
+        key = (conn.namespace, msg.id)
+        fn = self.functions.get(key)
+        if fn is not None and fn.owner is conn:
+            del self.functions[key]
+            conn.functions.discard(key)
+            self._notify_functions()
+
+    # --- invocations -------------------------------------------------------
+
+    def _on_invoke(self, conn: Connection, msg: InvokeFunction, frame: bytes) -> None:
+        inv_id = msg.invocation_id if isinstance(msg.invocation_id, str) else None
+        action = msg.action if isinstance(msg.action, protocol.Action) else None
+        ns = msg.namespace if isinstance(msg.namespace, str) else DEFAULT_NS
+        if not ns.strip():
+            if inv_id is not None and (action is None or action.type != "void"):
+                self._reply_error(
+                    conn,
+                    inv_id,
+                    msg.function_id,
+                    IIIError(errors.INVALID_NAMESPACE, "namespace must not be blank"),
+                )
+            return
+        data = protocol.with_caller(msg.data, conn.worker_id)
+        if action is not None and action.type == "enqueue":
+            self._enqueue(conn, inv_id, ns, msg, data)
+            return
+        if action is not None and action.type == "void":
+            inv_id = None
+        fn = self.functions.get((ns, msg.function_id))
+        if fn is None:
+            if inv_id is not None:
+                self._reply_error(conn, inv_id, msg.function_id, self._not_found(ns, msg.function_id))
+            return
+        if fn.handler is not None:
+            ctx = CallContext(caller=conn, function_id=msg.function_id, metadata=msg.metadata)
+            self._run_builtin(fn.handler, data, ctx, conn, inv_id)
+            return
+        assert fn.owner is not None
+        if inv_id is None:
+            self._send_invoke(fn.owner, None, msg.function_id, data, msg)
+            return
+        if len(conn.calling) >= self.limits.max_pending_per_worker:
+            self._reply_error(
+                conn,
+                inv_id,
+                msg.function_id,
+                IIIError(
+                    errors.LIMIT_EXCEEDED,
+                    f"worker has {len(conn.calling)} calls pending, the limit is "
+                    f"{self.limits.max_pending_per_worker}; wait for results before sending more",
+                ),
+            )
+            return
+        fwd_id = inv_id if inv_id not in self.pending else str(uuid.uuid4())
+        self.pending[fwd_id] = Pending(
+            target=fn.owner,
+            function_id=msg.function_id,
+            caller=conn,
+            caller_invocation_id=inv_id,
+            traceparent=msg.traceparent,
+            baggage=msg.baggage,
+        )
+        fn.owner.serving.add(fwd_id)
+        conn.calling.add(fwd_id)
+        self._send_invoke(fn.owner, fwd_id, msg.function_id, data, msg)
+
+    @staticmethod
+    def _send_invoke(
+        target: Connection,
+        inv_id: str | None,
+        function_id: str,
+        data: Raw,
+        msg: InvokeFunction | None = None,
+        metadata: Raw | UnsetType = UNSET,
+    ) -> None:
+        out = InvokeFunction(
+            function_id=function_id,
+            data=data,
+            invocation_id=inv_id if inv_id is not None else UNSET,
+            metadata=msg.metadata if msg is not None else metadata,
+            traceparent=msg.traceparent if msg is not None else UNSET,
+            baggage=msg.baggage if msg is not None else UNSET,
+        )
+        target.send(protocol.encode(out))
+
+    def _on_result(self, conn: Connection, msg: InvocationResult, frame: bytes) -> None:
+        pending = self.pending.pop(msg.invocation_id, None)
+        if pending is None:
+            log.debug("dropping result for unknown invocation %s", msg.invocation_id)
+            return
+        pending.target.serving.discard(msg.invocation_id)
+        error = msg.error
+        if error is not UNSET and protocol.raw_is_null(error):
+            error = UNSET
+        if pending.future is not None:
+            if not pending.future.done():
+                if error is not UNSET:
+                    pending.future.set_exception(_error_from_raw(error, pending.function_id))
+                else:
+                    pending.future.set_result(None if protocol.raw_is_null(msg.result) else msg.result)  # type: ignore[arg-type]
+            return
+        caller = pending.caller
+        if caller is None or not caller.open:
+            return
+        caller.calling.discard(msg.invocation_id)
+        if error is not UNSET:
+            error = _clean_error(error)  # type: ignore[arg-type]
+            result: Raw | UnsetType = UNSET
+        else:
+            result = UNSET if protocol.raw_is_null(msg.result) else msg.result
+            if (
+                pending.caller_invocation_id == msg.invocation_id
+                and msg.error is UNSET
+                and result is not UNSET
+            ):
+                # Nothing to change: relay the worker's frame byte for byte.
+                caller.send(frame)
+                return
+        caller.send(
+            protocol.encode(
+                InvocationResult(
+                    invocation_id=pending.caller_invocation_id or msg.invocation_id,
+                    function_id=pending.function_id,
+                    result=result,
+                    error=error,
+                    traceparent=pending.traceparent,
+                    baggage=pending.baggage,
+                )
+            )
+        )
+
+    def _fail(self, pending: Pending, err: IIIError) -> None:
+        if pending.future is not None:
+            if not pending.future.done():
+                pending.future.set_exception(err)
+            return
+        caller = pending.caller
+        if caller is not None and caller.open and pending.caller_invocation_id is not None:
+            caller.calling.discard(pending.caller_invocation_id)
+            self._reply_error(caller, pending.caller_invocation_id, pending.function_id, err)
+
+    def _not_found(self, ns: str, function_id: str) -> IIIError:
+        message = f"Function {function_id} not found in namespace {ns}."
+        others = sorted(n for (n, fid) in self.functions if fid == function_id and n != ns)
+        if others:
+            message += f" It is registered in namespace(s): {', '.join(others)}."
+        return IIIError(errors.FUNCTION_NOT_FOUND, message)
+
+    @staticmethod
+    def _reply_error(conn: Connection, inv_id: str, function_id: str, err: IIIError) -> None:
+        conn.send(
+            protocol.encode(
+                InvocationResult(
+                    invocation_id=inv_id,
+                    function_id=function_id,
+                    error=Raw(protocol.encode(err.to_body())),
+                )
+            )
+        )
+
+    @staticmethod
+    def _reply_result(conn: Connection, inv_id: str, function_id: str, value: Any) -> None:
+        if value is NO_RESULT or value is None:
+            result: Raw | UnsetType = UNSET
+        elif isinstance(value, Raw):
+            result = value
+        else:
+            result = Raw(protocol.encode(value))
+        conn.send(
+            protocol.encode(InvocationResult(invocation_id=inv_id, function_id=function_id, result=result))
+        )
+
+    # --- built-ins -----------------------------------------------------------
+
+    def _run_builtin(
+        self,
+        handler: Builtin,
+        data: Raw,
+        ctx: CallContext,
+        conn: Connection | None,
+        inv_id: str | None,
+    ) -> None:
+        try:
+            out = handler(data, ctx)
+        except IIIError as err:
+            if conn is not None and inv_id is not None:
+                self._reply_error(conn, inv_id, ctx.function_id, err)
+            return
+        except Exception as exc:
+            log.exception("built-in %s failed", ctx.function_id)
+            if conn is not None and inv_id is not None:
+                self._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))
+            return
+        if inspect.isawaitable(out):
+            self.spawn(self._finish_builtin(out, ctx, conn, inv_id))
+        elif conn is not None and inv_id is not None:
+            self._reply_result(conn, inv_id, ctx.function_id, out)
+
+    async def _finish_builtin(
+        self,
+        out: Awaitable[Any],
+        ctx: CallContext,
+        conn: Connection | None,
+        inv_id: str | None,
+    ) -> None:
+        try:
+            value = await out
+        except IIIError as err:
+            if conn is not None and inv_id is not None and conn.open:
+                self._reply_error(conn, inv_id, ctx.function_id, err)
+            return
+        except Exception as exc:
+            log.exception("built-in %s failed", ctx.function_id)
+            if conn is not None and inv_id is not None and conn.open:
+                self._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))
+            return
+        if conn is not None and inv_id is not None and conn.open:
+            self._reply_result(conn, inv_id, ctx.function_id, value)
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run a background task and keep a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- calls made by the engine itself (triggers, enqueue, bridge) --------
+
+    async def call(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        namespace: str = DEFAULT_NS,
+        metadata: Raw | UnsetType = UNSET,
+    ) -> Raw | None:
+        """Invoke any function from inside the engine and await its result."""
+        raw = data if isinstance(data, Raw) else Raw(protocol.encode(data))
+        fn = self.functions.get((namespace, function_id))
+        if fn is None:
+            raise self._not_found(namespace, function_id)
+        if fn.handler is not None:
+            out = fn.handler(raw, CallContext(caller=None, function_id=function_id, metadata=metadata))
+            if inspect.isawaitable(out):
+                out = await out
+            if out is NO_RESULT or out is None:
+                return None
+            return out if isinstance(out, Raw) else Raw(protocol.encode(out))
+        assert fn.owner is not None
+        inv_id = str(uuid.uuid4())
+        future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
+        self.pending[inv_id] = Pending(target=fn.owner, function_id=function_id, future=future)
+        fn.owner.serving.add(inv_id)
+        self._send_invoke(fn.owner, inv_id, function_id, raw, metadata=metadata)
+        try:
+            return await future
+        finally:
+            if self.pending.pop(inv_id, None) is not None:
+                fn.owner.serving.discard(inv_id)
+
+    def call_void(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        namespace: str = DEFAULT_NS,
+        metadata: Raw | UnsetType = UNSET,
+    ) -> bool:
+        """Fire-and-forget invoke from inside the engine. False if no such function."""
+        raw = data if isinstance(data, Raw) else Raw(protocol.encode(data))
+        fn = self.functions.get((namespace, function_id))
+        if fn is None:
+            return False
+        if fn.handler is not None:
+            ctx = CallContext(caller=None, function_id=function_id, metadata=metadata)
+            self._run_builtin(fn.handler, raw, ctx, None, None)
+        else:
+            assert fn.owner is not None
+            self._send_invoke(fn.owner, None, function_id, raw, metadata=metadata)
+        return True
+
+    def _enqueue(self, conn: Connection, inv_id: str | None, ns: str, msg: InvokeFunction, data: Raw) -> None:
+        # In-process queue: accept at once, run the target as a void call.
+        if (ns, msg.function_id) not in self.functions:
+            if inv_id is not None:
+                self._reply_error(
+                    conn,
+                    inv_id,
+                    msg.function_id,
+                    IIIError(errors.ENQUEUE_ERROR, self._not_found(ns, msg.function_id).message),
+                )
+            return
+        receipt = str(uuid.uuid4())
+        if inv_id is not None:
+            self._reply_result(conn, inv_id, msg.function_id, {"messageReceiptId": receipt})
+        asyncio.get_running_loop().call_soon(
+            functools.partial(self.call_void, msg.function_id, data, namespace=ns, metadata=msg.metadata)
+        )
+
+    # --- trigger types and triggers ------------------------------------------
+
+    def register_trigger_type(
+        self, type_id: str, description: str, provider: TriggerProvider, *, worker_name: str
+    ) -> None:
+        """Expose a built-in trigger type and activate bindings parked for it."""
+        self.trigger_types[type_id] = TriggerType(
+            id=type_id, description=description, builtin=provider, worker_name=worker_name
+        )
+        for trig in list(self.triggers.values()):
+            if trig.trigger_type == type_id and not trig.active:
+                self._activate(trig)
+
+    def _on_register_trigger_type(self, conn: Connection, msg: RegisterTriggerType, frame: bytes) -> None:
+        previous = self.trigger_types.get(msg.id)
+        if previous is not None and previous.builtin is not None:
+            log.warning("worker %s tried to replace built-in trigger type %s", conn.name, msg.id)
+            return
+        if previous is not None and previous.provider is not None:
+            previous.provider.trigger_types.discard(msg.id)
+        self.trigger_types[msg.id] = TriggerType(id=msg.id, description=msg.description or "", provider=conn)
+        conn.trigger_types.add(msg.id)
+        for trig in list(self.triggers.values()):
+            if trig.trigger_type == msg.id:
+                trig.active = False
+                self._activate(trig)
+
+    def _on_register_trigger(self, conn: Connection, msg: RegisterTrigger, frame: bytes) -> None:
+        ns = msg.namespace if isinstance(msg.namespace, str) else DEFAULT_NS
+        if not ns.strip() or (isinstance(msg.trigger_namespace, str) and not msg.trigger_namespace.strip()):
+            self._trigger_error(
+                conn,
+                msg.id,
+                msg.trigger_type,
+                msg.function_id,
+                IIIError(errors.INVALID_NAMESPACE, "namespace must not be blank"),
+            )
+            return
+        if msg.id in self.triggers:
+            self._remove_trigger(msg.id)
+        trig = Trigger(
+            id=msg.id,
+            trigger_type=msg.trigger_type,
+            function_id=msg.function_id,
+            config=msg.config,
+            metadata=msg.metadata,
+            namespace=ns,
+            owner=conn,
+        )
+        self.triggers[msg.id] = trig
+        conn.triggers.add(msg.id)
+        self._activate(trig)
+
+    def add_trigger(
+        self, trigger_type: str, function_id: str, config: Any, *, metadata: Any = None
+    ) -> Trigger:
+        """Create an engine-owned binding (``engine::register_trigger``)."""
+        trig = Trigger(
+            id=str(uuid.uuid4()),
+            trigger_type=trigger_type,
+            function_id=function_id,
+            config=Raw(protocol.encode(config)),
+            metadata=Raw(protocol.encode(metadata)) if metadata is not None else UNSET,
+        )
+        self.triggers[trig.id] = trig
+        err = self._activate(trig)
+        if err is not None:
+            del self.triggers[trig.id]
+            raise err
+        return trig
+
+    def _activate(self, trig: Trigger) -> IIIError | None:
+        """Hand a binding to its provider; park it when the type is unknown."""
+        tt = self.trigger_types.get(trig.trigger_type)
+        if tt is None:
+            return None  # parked until someone registers the type
+        if tt.builtin is not None:
+            try:
+                tt.builtin.register(trig)
+            except IIIError as err:
+                self.triggers.pop(trig.id, None)
+                if trig.owner is not None:
+                    trig.owner.triggers.discard(trig.id)
+                    self._trigger_error(trig.owner, trig.id, trig.trigger_type, trig.function_id, err)
+                return err
+            trig.active = True
+            return None
+        assert tt.provider is not None
+        tt.provider.send(
+            protocol.encode(
+                RegisterTrigger(
+                    id=trig.id,
+                    trigger_type=trig.trigger_type,
+                    function_id=trig.function_id,
+                    config=trig.config,
+                    metadata=trig.metadata,
+                    namespace=trig.namespace if trig.namespace != DEFAULT_NS else UNSET,
+                )
+            )
+        )
+        trig.active = True
+        return None
+
+    def _on_unregister_trigger(self, conn: Connection, msg: UnregisterTrigger, frame: bytes) -> None:
+        self._remove_trigger(msg.id)
+
+    def remove_trigger(self, trigger_id: str) -> bool:
+        """Remove any binding by id; True if it existed."""
+        return self._remove_trigger(trigger_id)
+
+    def _remove_trigger(self, trigger_id: str) -> bool:
+        trig = self.triggers.pop(trigger_id, None)
+        if trig is None:
+            return False
+        if trig.owner is not None:
+            trig.owner.triggers.discard(trigger_id)
+        tt = self.trigger_types.get(trig.trigger_type)
+        if tt is not None and trig.active:
+            if tt.builtin is not None:
+                tt.builtin.unregister(trigger_id)
+            elif tt.provider is not None and tt.provider.open:
+                tt.provider.send(
+                    protocol.encode(UnregisterTrigger(id=trigger_id, trigger_type=trig.trigger_type))
+                )
+        return True
+
+    def _on_trigger_registration_result(
+        self, conn: Connection, msg: TriggerRegistrationResult, frame: bytes
+    ) -> None:
+        if msg.error is UNSET or protocol.raw_is_null(msg.error):
+            return
+        trig = self.triggers.get(msg.id)
+        if trig is None:
+            return
+        trig.active = False  # parked: replayed if the type is registered again
+        if trig.owner is not None and trig.owner.open:
+            trig.owner.send(frame)
+
+    @staticmethod
+    def _trigger_error(
+        conn: Connection, trigger_id: str, trigger_type: str, function_id: str, err: IIIError
+    ) -> None:
+        conn.send(
+            protocol.encode(
+                TriggerRegistrationResult(
+                    id=trigger_id,
+                    trigger_type=trigger_type,
+                    function_id=function_id,
+                    error=Raw(protocol.encode(err.to_body())),
+                )
+            )
+        )
+
+    # --- reattach -------------------------------------------------------------
+
+    def _on_reattach(self, conn: Connection, msg: protocol.Reattach, frame: bytes) -> None:
+        old = self.connections.get(msg.previous_worker_id)
+        if old is None or old is conn:
+            return
+        if msg.reattach_token is not UNSET and msg.reattach_token != old.reattach_token:
+            log.warning("reattach from %s refused: token does not match", conn.worker_id)
+            return
+        # The old socket is a zombie of this worker: free its ids now so the
+        # replayed registrations that follow take over without a conflict.
+        log.info("worker %s reattached as %s", old.worker_id, conn.worker_id)
+        self.disconnect(old)
+        old.close(1000, "replaced by a reattached connection")
+
+    # --- notifications ---------------------------------------------------------
+
+    def _notify_workers(self, event: str, worker_id: str) -> None:
+        for cb in self.on_workers_changed:
+            cb(event, worker_id)
+
+    def _notify_functions(self) -> None:
+        for cb in self.on_functions_changed:
+            cb()
+
+    # --- shutdown ---------------------------------------------------------------
+
+    def stop_all(self, reason: str) -> None:
+        """Fail every pending call with SHUTTING_DOWN and close every connection."""
+        self.accepting = False
+        for pending in list(self.pending.values()):
+            self._fail(pending, IIIError(errors.SHUTTING_DOWN, reason))
+        self.pending.clear()
+        for conn in list(self.connections.values()):
+            conn.close(1001, reason)
+            self.disconnect(conn)
+
+
+def _error_from_raw(error: Raw, function_id: str) -> IIIError:
+    try:
+        body = msgspec.json.decode(error)
+    except msgspec.DecodeError:
+        body = None
+    if not isinstance(body, dict):
+        return IIIError(errors.UNKNOWN, bytes(error).decode(errors="replace"), function_id=function_id)
+    stack = body.get("stacktrace")
+    return IIIError(
+        str(body.get("code", errors.UNKNOWN)),
+        str(body.get("message", "")),
+        function_id=function_id,
+        stacktrace=stack if isinstance(stack, str) else None,
+    )
+
+
+def _clean_error(error: Raw) -> Raw:
+    """Pass an error body through, minus a ``stacktrace: null`` Node would choke on."""
+    if b'"stacktrace"' not in bytes(error):
+        return error
+    try:
+        body = msgspec.json.decode(error)
+    except msgspec.DecodeError:
+        return error
+    if isinstance(body, dict) and body.get("stacktrace", "") is None:
+        del body["stacktrace"]
+        return Raw(protocol.encode(body))
+    return error
+
+
+def _internal(function_id: str, exc: Exception) -> IIIError:
+    return IIIError("internal_error", f"{function_id} failed inside the engine: {exc!r}")

@@ -1,0 +1,99 @@
+"""A running engine: config -> engine + modules + listener, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+from pyiii.engine import builtins
+from pyiii.engine.engine import Engine, Limits
+from pyiii.engine.transport import TransportOptions, serve
+
+if TYPE_CHECKING:
+    from pyiii.config import EngineConfig
+    from pyiii.modules.base import Module
+
+log = logging.getLogger("pyiii.engine")
+
+
+def build_modules(config: EngineConfig) -> list[Module]:
+    """The modules the config asks for, in start order."""
+    modules: list[Module] = []
+    if config.state is not None:
+        from pyiii.modules.state.module import StateModule
+
+        modules.append(StateModule(config.state))
+    return modules
+
+
+class Server:
+    """Owns the engine, its modules and its listener for one process."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        limits = config.limits
+        self.engine = Engine(Limits(max_pending_per_worker=limits.max_pending_per_worker))
+        self.modules = build_modules(config)
+        self.listener: asyncio.Server | None = None
+        self.stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        assert self.listener is not None
+        port: int = self.listener.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        """Start modules, then listen. Raises ConfigError for unusable modules."""
+        builtins.install(self.engine)
+        started: list[Module] = []
+        try:
+            for module in self.modules:
+                await module.start(self.engine)
+                started.append(module)
+        except BaseException:
+            for module in reversed(started):
+                await module.stop()
+            raise
+        cfg = self.config
+        options = TransportOptions(
+            max_frame_bytes=cfg.limits.max_frame_bytes,
+            max_connections=cfg.limits.max_connections,
+            auth_token=cfg.auth_token,
+        )
+        self.listener = await serve(self.engine, cfg.host, cfg.port, options)
+        if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.auth_token is None:
+            log.warning(
+                "listening on %s without auth_token: any host that can reach this port can "
+                "register and call functions. Set iii-worker-manager.config.auth_token.",
+                cfg.host,
+            )
+
+    async def stop(self, reason: str = "the engine is shutting down") -> None:
+        """Stop accepting, fail in-flight calls, close sockets, flush modules."""
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        if self.listener is not None:
+            self.listener.close()
+        self.engine.stop_all(reason)
+        # Let close frames reach the wire before the modules go away.
+        await asyncio.sleep(0.05)
+        for module in reversed(self.modules):
+            try:
+                await module.stop()
+            except Exception:
+                log.exception("module %s failed to stop cleanly", module.name)
+
+    async def run_forever(self) -> None:
+        """Serve until SIGINT/SIGTERM, then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: finishing in-flight writes and closing connections")
+        await self.stop()
+        log.info("stopped")

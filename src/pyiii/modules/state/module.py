@@ -1,0 +1,264 @@
+"""The State module: ``state::*`` functions over a pluggable adapter.
+
+Values travel as JSON text end to end: a ``state::set`` stores the bytes it
+received, ``state::get`` embeds the stored bytes in its reply. Only
+``state::update`` decodes a value, to run the ops on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from pyiii import errors
+from pyiii.engine.registry import NO_RESULT, CallContext
+from pyiii.errors import IIIError
+from pyiii.modules.base import Module
+from pyiii.modules.state import ops
+from pyiii.modules.state.adapters.base import KEEP, AdapterError, Entry, StateAdapter
+from pyiii.modules.state.triggers import CREATED, DELETED, UPDATED, StateTriggers
+
+if TYPE_CHECKING:
+    from pyiii.config import StateConfig
+    from pyiii.engine.engine import Engine
+
+log = logging.getLogger("pyiii.state")
+
+WORKER_NAME = "iii-state"
+
+
+class _KeyInput(msgspec.Struct):
+    scope: str
+    key: str
+
+
+class _SetInput(msgspec.Struct):
+    scope: str
+    key: str
+    value: Raw | UnsetType = UNSET
+    data: Raw | UnsetType = UNSET
+
+
+class _UpdateInput(msgspec.Struct):
+    scope: str
+    key: str
+    ops: Raw
+
+
+class _ScopeInput(msgspec.Struct):
+    scope: str
+
+
+class _AnyObject(msgspec.Struct):
+    pass
+
+
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {
+    t: msgspec.json.Decoder(t) for t in (_KeyInput, _SetInput, _UpdateInput, _ScopeInput, _AnyObject)
+}
+
+
+def _decode(cls: type, data: Raw, function_id: str) -> Any:
+    try:
+        return _decoders[cls].decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise IIIError(
+            errors.DESERIALIZATION_ERROR,
+            f"Failed to deserialize input for {function_id}: {_serde_style(str(exc))}",
+        ) from None
+
+
+def _serde_style(text: str) -> str:
+    # msgspec says "Object missing required field `scope`"; keep it readable.
+    return text.replace("Object missing required field", "missing field")
+
+
+def build_adapter(config: StateConfig) -> StateAdapter:
+    """The adapter the config names."""
+    if config.adapter == "kv":
+        if config.store_method == "file_based":
+            from pyiii.modules.state.adapters.sqlite import SqliteAdapter
+
+            return SqliteAdapter(config.file_path)
+        from pyiii.modules.state.adapters.memory import MemoryAdapter
+
+        return MemoryAdapter()
+    if config.adapter == "redis":
+        from pyiii.modules.state.adapters.redis import RedisAdapter  # type: ignore[import-not-found]
+
+        adapter: StateAdapter = RedisAdapter(config.redis_url)
+        return adapter
+    if config.adapter == "bridge":
+        from pyiii.modules.state.adapters.bridge import BridgeAdapter  # type: ignore[import-not-found]
+
+        adapter = BridgeAdapter(config.bridge_url)
+        return adapter
+    raise IIIError(errors.INVALID_ARGUMENTS, f"unknown state adapter {config.adapter!r}")
+
+
+def _pair(old: Entry | None, new_raw: bytes, extra: bytes = b"") -> Raw:
+    return Raw(
+        b"".join(
+            (
+                b'{"old_value":',
+                old.raw if old is not None else b"null",
+                b',"new_value":',
+                new_raw,
+                extra,
+                b"}",
+            )
+        )
+    )
+
+
+class StateModule(Module):
+    """Shared scoped key/value state with atomic updates and change triggers."""
+
+    name = WORKER_NAME
+
+    def __init__(self, config: StateConfig, adapter: StateAdapter | None = None) -> None:
+        self.config = config
+        self.adapter = adapter or build_adapter(config)
+        self.max_value_bytes = config.max_value_bytes
+        self.triggers: StateTriggers | None = None
+
+    def describe(self) -> str:
+        cfg = self.config
+        if cfg.adapter == "kv" and cfg.store_method == "file_based":
+            where = getattr(self.adapter, "db_path", cfg.file_path)
+            return f"kv file_based at {where} (every write committed before it is acknowledged)"
+        if cfg.adapter == "kv":
+            return "kv in_memory (nothing is persisted)"
+        if cfg.adapter == "redis":
+            return f"redis at {cfg.redis_url}"
+        return f"bridge to {cfg.bridge_url}"
+
+    async def start(self, engine: Engine) -> None:
+        await self.adapter.open()
+        self.triggers = StateTriggers(engine)
+        self.triggers.enabled = self.config.triggers_enabled
+        reg = engine.register_builtin
+        reg("state::set", self.set, worker_name=WORKER_NAME, description="Store a value")
+        reg("state::get", self.get, worker_name=WORKER_NAME, description="Read a value")
+        reg("state::delete", self.delete, worker_name=WORKER_NAME, description="Delete a key")
+        reg("state::update", self.update, worker_name=WORKER_NAME, description="Apply update ops atomically")
+        reg("state::list", self.list, worker_name=WORKER_NAME, description="Values of a scope")
+        reg(
+            "state::list_groups", self.list_groups, worker_name=WORKER_NAME, description="Names of all scopes"
+        )
+        engine.register_trigger_type(
+            "state",
+            "Fires when a state key is created, updated or deleted",
+            self.triggers,
+            worker_name=WORKER_NAME,
+        )
+
+    async def stop(self) -> None:
+        await self.adapter.close()
+
+    # --- functions ----------------------------------------------------------
+
+    async def set(self, data: Raw, ctx: CallContext) -> Raw:
+        inp: _SetInput = _decode(_SetInput, data, ctx.function_id)
+        if inp.value is not UNSET and inp.data is not UNSET:
+            raise IIIError(
+                errors.DESERIALIZATION_ERROR,
+                f"Failed to deserialize input for {ctx.function_id}: duplicate field `value` "
+                "(send either `value` or its alias `data`, not both)",
+            )
+        value = inp.value if inp.value is not UNSET else inp.data
+        if value is UNSET:
+            raise IIIError(
+                errors.DESERIALIZATION_ERROR,
+                f"Failed to deserialize input for {ctx.function_id}: missing field `value`",
+            )
+        raw = bytes(value)  # type: ignore[arg-type]
+        self._check_size(raw)
+        try:
+            old, _ = await self.adapter.mutate(inp.scope, inp.key, lambda _old: raw)
+        except AdapterError as exc:
+            raise IIIError(errors.SET_ERROR, f"Failed to set value: {exc}") from None
+        self._publish(CREATED if old is None else UPDATED, inp.scope, inp.key, old, raw)
+        return _pair(old, raw)
+
+    def _check_size(self, raw: bytes) -> None:
+        limit = self.max_value_bytes
+        if limit is None or len(raw) <= limit:
+            return
+        # The limit is on compact JSON; what we received may carry whitespace.
+        size = len(msgspec.json.encode(msgspec.json.decode(raw)))
+        if size > limit:
+            raise IIIError(
+                errors.VALUE_TOO_LARGE,
+                f"value of {size} bytes exceeds the configured max_value_bytes limit of {limit}",
+            )
+
+    async def get(self, data: Raw, ctx: CallContext) -> Any:
+        inp: _KeyInput = _decode(_KeyInput, data, ctx.function_id)
+        try:
+            entry = await self.adapter.get(inp.scope, inp.key)
+        except AdapterError as exc:
+            raise IIIError(errors.GET_ERROR, f"Failed to get value: {exc}") from None
+        return NO_RESULT if entry is None else Raw(entry.raw)
+
+    async def delete(self, data: Raw, ctx: CallContext) -> Any:
+        inp: _KeyInput = _decode(_KeyInput, data, ctx.function_id)
+        try:
+            old, _ = await self.adapter.mutate(
+                inp.scope, inp.key, lambda cur: None if cur is not None else KEEP
+            )
+        except AdapterError as exc:
+            raise IIIError(errors.DELETE_ERROR, f"Failed to delete value: {exc}") from None
+        # Like the reference, deleting a missing key still reports the delete.
+        self._publish(DELETED, inp.scope, inp.key, old, None)
+        return NO_RESULT if old is None else Raw(old.raw)
+
+    async def update(self, data: Raw, ctx: CallContext) -> Raw:
+        inp: _UpdateInput = _decode(_UpdateInput, data, ctx.function_id)
+        try:
+            parsed = ops.parse_ops(msgspec.json.decode(inp.ops))
+        except ops.OpsDecodeError as exc:
+            raise IIIError(
+                errors.DESERIALIZATION_ERROR,
+                f"Failed to deserialize input for {ctx.function_id}: ops: {exc.message}",
+            ) from None
+        op_errors: list[dict[str, Any]] = []
+        new_raw = b""
+
+        def run(current: Entry | None) -> bytes:
+            nonlocal op_errors, new_raw
+            value = msgspec.json.decode(current.raw) if current is not None else None
+            new_value, op_errors = ops.apply_ops(value, current is not None, parsed)
+            new_raw = msgspec.json.encode(new_value)
+            return new_raw
+
+        try:
+            old, _ = await self.adapter.mutate(inp.scope, inp.key, run)
+        except AdapterError as exc:
+            raise IIIError(errors.UPDATE_ERROR, f"Failed to update value: {exc}") from None
+        self._publish(CREATED if old is None else UPDATED, inp.scope, inp.key, old, new_raw)
+        extra = b',"errors":' + msgspec.json.encode(op_errors) if op_errors else b""
+        return _pair(old, new_raw, extra)
+
+    async def list(self, data: Raw, ctx: CallContext) -> Raw:
+        inp: _ScopeInput = _decode(_ScopeInput, data, ctx.function_id)
+        try:
+            entries = await self.adapter.list(inp.scope)
+        except AdapterError as exc:
+            raise IIIError(errors.LIST_ERROR, f"Failed to list values: {exc}") from None
+        return Raw(b"[" + b",".join(e.raw for e in entries) + b"]")
+
+    async def list_groups(self, data: Raw, ctx: CallContext) -> Any:
+        _decode(_AnyObject, data, ctx.function_id)
+        try:
+            groups = await self.adapter.list_groups()
+        except AdapterError as exc:
+            raise IIIError(errors.LIST_GROUPS_ERROR, f"Failed to list groups: {exc}") from None
+        return {"groups": groups}
+
+    def _publish(self, event_type: bytes, scope: str, key: str, old: Entry | None, new: bytes | None) -> None:
+        if self.triggers is not None:
+            self.triggers.publish(event_type, scope, key, old.raw if old is not None else None, new)
