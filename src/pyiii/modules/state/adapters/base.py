@@ -11,6 +11,7 @@ more than once, so it must not have side effects).
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,9 +72,9 @@ class StateAdapter(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def list(self, scope: str) -> list[Entry]:
+    async def list(self, scope: str) -> builtins.list[Entry]:
         """All entries of a scope in insertion order; [] for an unknown scope."""
 
     @abc.abstractmethod
-    async def list_groups(self) -> list[str]:
+    async def list_groups(self) -> builtins.list[str]:
         """Sorted unique names of scopes that hold at least one key."""

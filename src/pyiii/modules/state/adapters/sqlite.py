@@ -1,0 +1,534 @@
+"""File-based State storage: SQLite in WAL mode behind an in-memory mirror.
+
+Reads are served from a ``MemoryStore`` loaded at ``open()``. A write is
+applied to the mirror synchronously (so it is atomic on the event loop),
+then handed to one writer thread; ``mutate`` returns only after the SQLite
+transaction holding the change has committed (``synchronous=FULL`` by
+default: the commit is fsynced). The writer commits everything that queued
+up while the previous commit ran in one transaction (group commit), so many
+concurrent writers share each fsync.
+
+Consequences worth knowing:
+
+* Reads see writes whose commit is still in flight (read-uncommitted). If
+  that commit then fails, the writer is told and readers may have seen a
+  value that never reached disk.
+* Commit failure: the writer rolls back, reloads the whole mirror from the
+  database (which then holds exactly the committed state) and fails, with
+  ``AdapterError``, every write of the failed transaction and every write
+  queued behind it (those were computed from the uncommitted values). Later
+  writes proceed normally. If even the reload fails, the adapter refuses all
+  further operations with ``AdapterError`` until the engine restarts.
+* A write whose caller is cancelled while waiting is still committed.
+* The database is opened with ``locking_mode=EXCLUSIVE``: a second engine on
+  the same file fails to start instead of silently diverging from this one.
+* An existing file is checked (header, ``PRAGMA quick_check``, schema) through
+  a read-only connection before anything is written; a damaged or foreign
+  file makes ``open()`` raise ``ConfigError`` and is never modified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyiii.errors import ConfigError
+from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, StateAdapter
+from pyiii.modules.state.adapters.memory import MemoryStore
+
+log = logging.getLogger(__name__)
+
+DB_FILE_NAME = "pyiii-state.sqlite3"
+SCHEMA_VERSION = 1
+SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# How long open() waits for another process that holds the database lock.
+_LOCK_TIMEOUT_S = 2.0
+
+_CREATE_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+# ord is the version at which the key was (re)created: it keeps its value on
+# overwrite, grows on delete + re-insert, and as the rowid it makes the
+# load-time scan in list order a plain table walk. Scope and key are stored
+# as BLOBs (UTF-8, surrogatepass) so NUL and any Python str round-trip.
+_CREATE_KV = """CREATE TABLE IF NOT EXISTS kv (
+    ord INTEGER PRIMARY KEY,
+    scope BLOB NOT NULL,
+    key BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    UNIQUE (scope, key)
+)"""
+_INIT_META = (
+    "INSERT OR IGNORE INTO meta (name, value)"
+    " VALUES ('schema_version', ?), ('last_version', 0)"
+)
+_UPSERT = (
+    "INSERT INTO kv (ord, scope, key, version, value) VALUES (?1, ?2, ?3, ?1, ?4)"
+    " ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version, value = excluded.value"
+)
+_DELETE = "DELETE FROM kv WHERE scope = ? AND key = ?"
+# Persisted so a key deleted at the highest version cannot get a smaller
+# version after a restart.
+_SET_LAST_VERSION = "UPDATE meta SET value = ? WHERE name = 'last_version'"
+_LOAD = "SELECT scope, key, version, value FROM kv ORDER BY ord"
+
+
+@dataclass(slots=True)
+class _Write:
+    scope: str
+    key: str
+    value: bytes | None  # None deletes the key
+    version: int
+    future: asyncio.Future[None]
+
+
+class _Control:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_STOP = _Control("stop")  # commit what is queued, close, end the thread
+_RESUME = _Control("resume")  # end of the writes to drop after a failed commit
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogatepass")
+
+
+def _blob(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+class SqliteAdapter(StateAdapter):
+    """Durable State storage in one SQLite file (``store_method: file_based``).
+
+    ``path`` is a directory (an existing one, or any path without a suffix;
+    the database is ``<dir>/pyiii-state.sqlite3``) or else the database file
+    itself. ``synchronous`` is SQLite's setting; FULL fsyncs every commit,
+    NORMAL survives a process crash but may lose the last commits on power
+    loss. ``db_path`` is the resolved file; ``commits`` counts transactions.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}, not {synchronous!r}"
+            )
+        self._synchronous = mode
+        path = Path(path)
+        self.db_path = path / DB_FILE_NAME if path.is_dir() or not path.suffix else path
+        self.commits = 0
+        self._mem = MemoryStore()
+        self._queue: queue.SimpleQueue[_Write | _Control] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._state = "new"  # new -> opening -> open -> closed
+        self._broken: str | None = None
+
+    # -- StateAdapter ------------------------------------------------------
+
+    async def open(self) -> None:
+        """Check and load the database; ``ConfigError`` if it is unusable."""
+        if self._state != "new":
+            raise RuntimeError("SqliteAdapter.open() can only be called once")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stopped = loop.create_future()
+        opened: asyncio.Future[MemoryStore] = loop.create_future()
+        thread = threading.Thread(
+            target=self._run, args=(opened,), name="pyiii-state-sqlite", daemon=True
+        )
+        thread.start()
+        self._state = "opening"
+        try:
+            store = await opened
+        except BaseException:
+            self._state = "closed"
+            self._queue.put(_STOP)  # if cancelled after the thread opened the file
+            raise
+        if self._state == "closed":  # close() ran while we were opening
+            self._queue.put(_STOP)
+            return
+        self._mem = store
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Wait until every queued write has committed, then close the file."""
+        was_open = self._state == "open"
+        self._state = "closed"
+        if was_open:
+            self._queue.put(_STOP)
+        if self._stopped is not None:
+            await asyncio.shield(self._stopped)
+
+    async def get(self, scope: str, key: str) -> Entry | None:
+        self._check_usable()
+        return self._mem.get(scope, key)
+
+    async def mutate(
+        self, scope: str, key: str, fn: Mutation
+    ) -> tuple[Entry | None, Entry | None]:
+        self._check_usable()
+        mem = self._mem
+        old, new, changed = mem.apply(scope, key, fn)
+        if not changed:
+            return old, new
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        value = None if new is None else new.raw
+        self._queue.put(_Write(scope, key, value, mem.version, future))
+        await future
+        return old, new
+
+    async def list(self, scope: str) -> builtins.list[Entry]:
+        self._check_usable()
+        return self._mem.list(scope)
+
+    async def list_groups(self) -> builtins.list[str]:
+        self._check_usable()
+        return self._mem.list_groups()
+
+    # -- event-loop side -----------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._state != "open":
+            what = "closed" if self._state == "closed" else "not open yet"
+            raise AdapterError(f"state store {self.db_path} is {what}")
+        if self._broken is not None:
+            raise AdapterError(self._broken)
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` on the event loop (called from the writer thread)."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[Any], result: object = None) -> None:
+        if future.done():  # the waiting caller was cancelled
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    @staticmethod
+    def _committed(batch: builtins.list[_Write]) -> None:
+        for write in batch:
+            if not write.future.done():
+                write.future.set_result(None)
+
+    @staticmethod
+    def _failed(batch: builtins.list[_Write], reason: str) -> None:
+        for write in batch:
+            if not write.future.done():
+                write.future.set_exception(AdapterError(reason))
+
+    def _commit_failed(
+        self, batch: builtins.list[_Write], reason: str, store: MemoryStore | None
+    ) -> None:
+        self._failed(batch, reason)
+        if store is None:
+            self._broken = (
+                f"state store {self.db_path} is unusable after a failed commit ({reason});"
+                " restart the engine"
+            )
+            return
+        # Runs between two event-loop steps: every write applied to the old
+        # mirror is already queued ahead of _RESUME, so the writer drops
+        # exactly those, and every later write starts from the disk state.
+        self._mem = store
+        self._queue.put(_RESUME)
+
+    # -- writer thread -------------------------------------------------------
+
+    def _run(self, opened: asyncio.Future[MemoryStore]) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            try:
+                conn = self._connect()
+                store = self._load(conn)
+            except BaseException as exc:
+                self._call_soon(self._settle, opened, exc)
+                return
+            self._call_soon(self._settle, opened, store)
+            self._serve(conn)
+        except BaseException as exc:  # a bug: make it visible instead of hanging callers
+            log.exception("state store writer thread crashed")
+            reason = f"writer thread crashed: {exc!r}"
+            self._call_soon(self._commit_failed, [], reason, None)
+            waiting: builtins.list[_Write] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    item = self._queue.get_nowait()
+                    if isinstance(item, _Write):
+                        waiting.append(item)
+            self._call_soon(self._failed, waiting, reason)
+        finally:
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    log.exception("closing state store %s failed", self.db_path)
+            assert self._stopped is not None
+            self._call_soon(self._settle, self._stopped, None)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        dropping: str | None = None  # reason, while skipping writes after a failure
+        while True:
+            # Block for the first item, then take whatever queued up meanwhile:
+            # that is the group of the next commit.
+            items = [get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    items.append(get_nowait())
+            batch: builtins.list[_Write] = []
+            dropped: builtins.list[_Write] = []
+            drop_reason = dropping
+            stop = False
+            for item in items:
+                if isinstance(item, _Write):
+                    (batch if dropping is None else dropped).append(item)
+                elif item is _RESUME:
+                    dropping = None
+                else:
+                    stop = True
+            if dropped:
+                self._call_soon(
+                    self._failed,
+                    dropped,
+                    f"not written: an earlier write to it failed ({drop_reason})",
+                )
+            if batch:
+                dropping = self._commit(conn, batch)
+            if stop:
+                return
+
+    def _commit(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> str | None:
+        """Write ``batch`` in one transaction; return the reason if it failed."""
+        try:
+            conn.execute("BEGIN")
+            self._write_rows(conn, batch)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            reason = f"could not commit to {self.db_path}: {exc}"
+            log.error("state store: %s", reason)
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            try:
+                store: MemoryStore | None = self._load(conn)
+            except Exception:
+                log.exception("state store: reloading %s after a failed commit", self.db_path)
+                store = None
+            self._call_soon(self._commit_failed, batch, reason, store)
+            return reason
+        self.commits += 1
+        self._call_soon(self._committed, batch)
+        return None
+
+    def _write_rows(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> None:
+        cur = conn.cursor()
+        for write in batch:
+            scope, key = _blob(write.scope), _blob(write.key)
+            if write.value is None:
+                cur.execute(_DELETE, (scope, key))
+            else:
+                cur.execute(_UPSERT, (write.version, scope, key, write.value))
+        # Writes are queued in version order, so the last one is the highest.
+        cur.execute(_SET_LAST_VERSION, (batch[-1].version,))
+
+    def _load(self, conn: sqlite3.Connection) -> MemoryStore:
+        (last_version,) = conn.execute(
+            "SELECT value FROM meta WHERE name = 'last_version'"
+        ).fetchone()
+        store = MemoryStore()
+        store.replace(
+            (
+                (_text(scope), _text(key), Entry(bytes(value), version))
+                for scope, key, version, value in conn.execute(_LOAD)
+            ),
+            last_version,
+        )
+        return store
+
+    # -- opening (writer thread) ---------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.db_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the state store directory {path.parent}: "
+                f"{exc.strerror or exc}. Create it or set file_path to a writable location."
+            ) from exc
+        if path.name == DB_FILE_NAME and any(path.parent.glob("*.bin")):
+            log.warning(
+                "%s holds *.bin scope files of the reference engine; pyiii does not"
+                " read them and keeps its state in %s",
+                path.parent,
+                path,
+            )
+        existed = self._verify_existing(path)
+        try:
+            conn = sqlite3.connect(path, timeout=_LOCK_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _open_error(path, exc) from exc
+        try:
+            # Before the first access: the lock is then held until close, and
+            # WAL runs without a -shm file.
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            (journal,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if journal != "wal":
+                raise ConfigError(
+                    f"cannot use WAL mode for state store {path} (got {journal!r});"
+                    " put file_path on a local filesystem"
+                )
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_CREATE_META)
+            conn.execute(_CREATE_KV)
+            conn.execute(_INIT_META, (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _open_error(path, exc) from exc
+            raise
+        if not existed:
+            _fsync_dir(path.parent)  # make the new file's directory entry durable
+        return conn
+
+    def _verify_existing(self, path: Path) -> bool:
+        """Check an existing file without writing to it; True if it holds data."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot access state store {path}: {exc.strerror or exc}. Check its permissions."
+            ) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(
+                f"state store {path} exists but is not a regular file;"
+                " move it away or set file_path to another location"
+            )
+        if st.st_size == 0:
+            return False  # what SQLite leaves when it crashes right after creating the file
+        try:
+            with path.open("rb") as f:
+                header = f.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read state store {path}: {exc.strerror or exc}. Check its permissions."
+            ) from exc
+        if header != _SQLITE_MAGIC:
+            raise ConfigError(
+                f"{path} exists but is not a SQLite database, so it cannot be the pyiii state"
+                " store; it was left untouched. Move it away or set file_path to another location."
+            )
+
+        wal = Path(f"{path}-wal")
+        shm = Path(f"{path}-shm")
+        try:
+            has_wal = wal.stat().st_size > 0
+        except FileNotFoundError:
+            has_wal = False
+        shm_existed = shm.exists()
+        # Without a WAL the main file is the whole database, and immutable=1
+        # reads it with no locks and no -wal/-shm files: nothing is written.
+        # A non-empty WAL (left by a crash) holds committed data and must be
+        # read too; a read-only connection never checkpoints into the file.
+        uri = path.absolute().as_uri() + ("?mode=ro" if has_wal else "?mode=ro&immutable=1")
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=_LOCK_TIMEOUT_S, isolation_level=None)
+            try:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise ConfigError(_corrupt_message(path, "; ".join(map(str, problems))))
+                _check_schema(path, conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise _open_error(path, exc) from exc
+        finally:
+            if has_wal and not shm_existed:
+                # Ours: no live connection uses it (we run without -shm).
+                with contextlib.suppress(OSError):
+                    shm.unlink()
+        return True
+
+
+def _check_schema(path: Path, conn: sqlite3.Connection) -> None:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return  # an empty database: ours to initialise
+    if not {"meta", "kv"} <= tables:
+        raise ConfigError(
+            f"{path} is a SQLite database of something else (tables: {', '.join(sorted(tables))});"
+            " it was left untouched. Set file_path to another location."
+        )
+    row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    if row is None or row[0] != SCHEMA_VERSION:
+        found = "none" if row is None else row[0]
+        raise ConfigError(
+            f"state store {path} has schema version {found}, this pyiii reads version"
+            f" {SCHEMA_VERSION}; it was left untouched. Use the pyiii version that wrote it."
+        )
+
+
+def _corrupt_message(path: Path, detail: str) -> str:
+    return (
+        f"state store {path} is damaged ({detail}); it was left untouched. Restore it from a"
+        f" backup, or move it (with any {path.name}-wal file) away to start with an empty store."
+    )
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> ConfigError:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ConfigError(
+            f"state store {path} is in use by another process (another pyiii engine?)."
+            " Stop it, or give this engine its own file_path."
+        )
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return ConfigError(_corrupt_message(path, str(exc)))
+    return ConfigError(
+        f"cannot open state store {path}: {exc}. The file and its directory must be readable"
+        f" and writable (SQLite creates {path.name}-wal next to it)."
+    )
+
+
+def _fsync_dir(directory: Path) -> None:
+    flags = getattr(os, "O_DIRECTORY", None)
+    if flags is None:  # Windows cannot open directories
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
