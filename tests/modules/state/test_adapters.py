@@ -32,7 +32,9 @@ ODD_NAMES = ["", "a/b", "..", "../../etc/passwd", "nul\x00byte", "ünï©ødé �
 
 
 @pytest.fixture(params=sorted(ADAPTERS))
-async def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateAdapter]:
+async def state_adapter(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StateAdapter]:
     a = ADAPTERS[request.param](tmp_path)
     await a.open()
     yield a
@@ -52,119 +54,119 @@ def increment(current: Entry | None) -> bytes:
     return str((0 if current is None else int(current.raw)) + 1).encode()
 
 
-async def values(adapter: StateAdapter, scope: str) -> list[object]:
-    return [json.loads(e.raw) for e in await adapter.list(scope)]
+async def values(state_adapter: StateAdapter, scope: str) -> list[object]:
+    return [json.loads(e.raw) for e in await state_adapter.list(scope)]
 
 
 # -- contract ---------------------------------------------------------------
 
 
-async def test_set_get_overwrite(adapter: StateAdapter) -> None:
-    assert await adapter.get("s", "k") is None
-    old, new = await adapter.mutate("s", "k", put(1))
+async def test_set_get_overwrite(state_adapter: StateAdapter) -> None:
+    assert await state_adapter.get("s", "k") is None
+    old, new = await state_adapter.mutate("s", "k", put(1))
     assert old is None
     assert new is not None and new.raw == b"1"
-    assert await adapter.get("s", "k") == new
-    old2, new2 = await adapter.mutate("s", "k", put({"a": 2}))
+    assert await state_adapter.get("s", "k") == new
+    old2, new2 = await state_adapter.mutate("s", "k", put({"a": 2}))
     assert old2 == new
     assert new2 is not None and json.loads(new2.raw) == {"a": 2}
-    assert await adapter.get("s", "k") == new2
-    assert await adapter.get("other", "k") is None
+    assert await state_adapter.get("s", "k") == new2
+    assert await state_adapter.get("other", "k") is None
 
 
-async def test_delete(adapter: StateAdapter) -> None:
-    _, new = await adapter.mutate("s", "k", put("v"))
-    assert await adapter.mutate("s", "k", delete) == (new, None)
-    assert await adapter.get("s", "k") is None
-    assert await adapter.mutate("s", "k", delete) == (None, None)  # absent: a no-op
-    assert await adapter.list_groups() == []
+async def test_delete(state_adapter: StateAdapter) -> None:
+    _, new = await state_adapter.mutate("s", "k", put("v"))
+    assert await state_adapter.mutate("s", "k", delete) == (new, None)
+    assert await state_adapter.get("s", "k") is None
+    assert await state_adapter.mutate("s", "k", delete) == (None, None)  # absent: a no-op
+    assert await state_adapter.list_groups() == []
 
 
-async def test_keep_writes_nothing(adapter: StateAdapter) -> None:
-    assert await adapter.mutate("s", "k", lambda _: KEEP) == (None, None)
-    assert await adapter.list_groups() == []  # no scope created
-    _, new = await adapter.mutate("s", "k", put(1))
+async def test_keep_writes_nothing(state_adapter: StateAdapter) -> None:
+    assert await state_adapter.mutate("s", "k", lambda _: KEEP) == (None, None)
+    assert await state_adapter.list_groups() == []  # no scope created
+    _, new = await state_adapter.mutate("s", "k", put(1))
     seen: list[Entry | None] = []
 
     def keep(current: Entry | None) -> object:
         seen.append(current)
         return KEEP
 
-    assert await adapter.mutate("s", "k", keep) == (new, new)
+    assert await state_adapter.mutate("s", "k", keep) == (new, new)
     assert seen == [new]
-    assert await adapter.get("s", "k") == new
+    assert await state_adapter.get("s", "k") == new
 
 
-async def test_exception_in_fn_writes_nothing(adapter: StateAdapter) -> None:
-    _, before = await adapter.mutate("s", "k", put(1))
+async def test_exception_in_fn_writes_nothing(state_adapter: StateAdapter) -> None:
+    _, before = await state_adapter.mutate("s", "k", put(1))
 
     def boom(_current: Entry | None) -> bytes:
         raise ValueError("no")
 
     with pytest.raises(ValueError, match="no"):
-        await adapter.mutate("s", "k", boom)
+        await state_adapter.mutate("s", "k", boom)
     with pytest.raises(ValueError):
-        await adapter.mutate("fresh", "k", boom)
-    assert await adapter.get("s", "k") == before
-    assert await adapter.list_groups() == ["s"]
+        await state_adapter.mutate("fresh", "k", boom)
+    assert await state_adapter.get("s", "k") == before
+    assert await state_adapter.list_groups() == ["s"]
     # The version counter was not consumed either.
-    _, after = await adapter.mutate("s", "k", put(2))
+    _, after = await state_adapter.mutate("s", "k", put(2))
     assert before is not None and after is not None
     assert after.version == before.version + 1
 
 
-async def test_list_order(adapter: StateAdapter) -> None:
-    assert await adapter.list("s") == []
+async def test_list_order(state_adapter: StateAdapter) -> None:
+    assert await state_adapter.list("s") == []
     for k in ["c", "a", "b"]:
-        await adapter.mutate("s", k, put(k))
-    assert await values(adapter, "s") == ["c", "a", "b"]
-    await adapter.mutate("s", "c", put("c2"))  # overwrite keeps the position
-    assert await values(adapter, "s") == ["c2", "a", "b"]
-    await adapter.mutate("s", "c", delete)
-    await adapter.mutate("s", "c", put("c3"))  # delete + insert moves to the end
-    assert await values(adapter, "s") == ["a", "b", "c3"]
-    await adapter.mutate("t", "x", put("other scope"))
-    assert await values(adapter, "s") == ["a", "b", "c3"]
+        await state_adapter.mutate("s", k, put(k))
+    assert await values(state_adapter, "s") == ["c", "a", "b"]
+    await state_adapter.mutate("s", "c", put("c2"))  # overwrite keeps the position
+    assert await values(state_adapter, "s") == ["c2", "a", "b"]
+    await state_adapter.mutate("s", "c", delete)
+    await state_adapter.mutate("s", "c", put("c3"))  # delete + insert moves to the end
+    assert await values(state_adapter, "s") == ["a", "b", "c3"]
+    await state_adapter.mutate("t", "x", put("other scope"))
+    assert await values(state_adapter, "s") == ["a", "b", "c3"]
 
 
-async def test_list_groups(adapter: StateAdapter) -> None:
-    assert await adapter.list_groups() == []
+async def test_list_groups(state_adapter: StateAdapter) -> None:
+    assert await state_adapter.list_groups() == []
     for scope in ["zeta", "Alpha", "beta", "alpha"]:
-        await adapter.mutate(scope, "k", put(1))
-    await adapter.mutate("beta", "k2", put(1))
-    assert await adapter.list_groups() == ["Alpha", "alpha", "beta", "zeta"]
-    await adapter.mutate("zeta", "k", delete)  # last key: the scope disappears
-    await adapter.mutate("beta", "k", delete)  # one key left: it stays
-    assert await adapter.list_groups() == ["Alpha", "alpha", "beta"]
-    await adapter.get("never", "k")  # reading creates nothing
-    assert await adapter.list_groups() == ["Alpha", "alpha", "beta"]
+        await state_adapter.mutate(scope, "k", put(1))
+    await state_adapter.mutate("beta", "k2", put(1))
+    assert await state_adapter.list_groups() == ["Alpha", "alpha", "beta", "zeta"]
+    await state_adapter.mutate("zeta", "k", delete)  # last key: the scope disappears
+    await state_adapter.mutate("beta", "k", delete)  # one key left: it stays
+    assert await state_adapter.list_groups() == ["Alpha", "alpha", "beta"]
+    await state_adapter.get("never", "k")  # reading creates nothing
+    assert await state_adapter.list_groups() == ["Alpha", "alpha", "beta"]
 
 
-async def test_versions_monotonic_across_delete(adapter: StateAdapter) -> None:
+async def test_versions_monotonic_across_delete(state_adapter: StateAdapter) -> None:
     seen = []
     for fn in [put(1), put(2), delete, put(3), put(4)]:
-        _, new = await adapter.mutate("s", "k", fn)
+        _, new = await state_adapter.mutate("s", "k", fn)
         if new is not None:
             seen.append(new.version)
-        await adapter.mutate("s", "other", put(0))
+        await state_adapter.mutate("s", "other", put(0))
     assert seen == sorted(set(seen))
 
 
-async def test_odd_names(adapter: StateAdapter) -> None:
+async def test_odd_names(state_adapter: StateAdapter) -> None:
     for i, name in enumerate(ODD_NAMES):
-        await adapter.mutate(name, name, put(i))
-        await adapter.mutate("s", name, put(i))
+        await state_adapter.mutate(name, name, put(i))
+        await state_adapter.mutate("s", name, put(i))
     for i, name in enumerate(ODD_NAMES):
-        entry = await adapter.get(name, name)
+        entry = await state_adapter.get(name, name)
         assert entry is not None and json.loads(entry.raw) == i
-    assert await adapter.get("nul", "nul") is None
-    assert await values(adapter, "s") == list(range(len(ODD_NAMES)))
-    assert await adapter.list_groups() == sorted({*ODD_NAMES, "s"})
+    assert await state_adapter.get("nul", "nul") is None
+    assert await values(state_adapter, "s") == list(range(len(ODD_NAMES)))
+    assert await state_adapter.list_groups() == sorted({*ODD_NAMES, "s"})
 
 
-async def test_concurrent_increments(adapter: StateAdapter) -> None:
-    results = await asyncio.gather(*(adapter.mutate("s", "n", increment) for _ in range(1000)))
-    entry = await adapter.get("s", "n")
+async def test_concurrent_increments(state_adapter: StateAdapter) -> None:
+    results = await asyncio.gather(*(state_adapter.mutate("s", "n", increment) for _ in range(1000)))
+    entry = await state_adapter.get("s", "n")
     assert entry is not None and entry.raw == b"1000"
     assert sorted(int(new.raw) for _, new in results if new is not None) == list(range(1, 1001))
 
