@@ -124,6 +124,7 @@ class StateModule(Module):
         self.adapter = adapter or build_adapter(config)
         self.max_value_bytes = config.max_value_bytes
         self.triggers: StateTriggers | None = None
+        self._local_events = True
 
     def describe(self) -> str:
         cfg = self.config
@@ -140,6 +141,8 @@ class StateModule(Module):
         await self.adapter.open()
         self.triggers = StateTriggers(engine)
         self.triggers.enabled = self.config.triggers_enabled
+        # A shared adapter reports every change itself, ours and other engines'.
+        self._local_events = not self.adapter.subscribe(self.triggers.publish)
         reg = engine.register_builtin
         reg("state::set", self.set, worker_name=WORKER_NAME, description="Store a value")
         reg("state::get", self.get, worker_name=WORKER_NAME, description="Read a value")
@@ -212,9 +215,12 @@ class StateModule(Module):
             )
         except AdapterError as exc:
             raise IIIError(errors.DELETE_ERROR, f"Failed to delete value: {exc}") from None
-        # Like the reference, deleting a missing key still reports the delete.
+        if old is None:
+            # Nothing changed, so nothing fires (the reference fires anyway;
+            # see docs/decisions.md).
+            return NO_RESULT
         self._publish(DELETED, inp.scope, inp.key, old, None)
-        return NO_RESULT if old is None else Raw(old.raw)
+        return Raw(old.raw)
 
     async def update(self, data: Raw, ctx: CallContext) -> Raw:
         inp: _UpdateInput = _decode(_UpdateInput, data, ctx.function_id)
@@ -260,5 +266,5 @@ class StateModule(Module):
         return {"groups": groups}
 
     def _publish(self, event_type: bytes, scope: str, key: str, old: Entry | None, new: bytes | None) -> None:
-        if self.triggers is not None:
+        if self.triggers is not None and self._local_events:
             self.triggers.publish(event_type, scope, key, old.raw if old is not None else None, new)

@@ -39,6 +39,10 @@ KEEP = _Keep()
 Mutation = Callable[[Entry | None], bytes | None | _Keep]
 
 
+# (event_type, scope, key, old JSON text or None, new JSON text or None)
+ChangeListener = Callable[[bytes, str, str, bytes | None, bytes | None], None]
+
+
 class AdapterError(Exception):
     """The backing store failed (I/O, connection). Mapped to *_ERROR codes."""
 
@@ -78,3 +82,15 @@ class StateAdapter(abc.ABC):
     @abc.abstractmethod
     async def list_groups(self) -> builtins.list[str]:
         """Sorted unique names of scopes that hold at least one key."""
+
+    def subscribe(self, listener: ChangeListener) -> bool:
+        """Deliver every change, from any engine, to ``listener``.
+
+        Adapters shared by several engines (Redis) broadcast their changes
+        so a trigger fires wherever its worker is connected; they call
+        ``listener`` for each change, local ones included, and return True.
+        The default returns False: the State module then publishes its own
+        writes locally.
+        """
+        return False
+
