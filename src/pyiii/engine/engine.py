@@ -127,7 +127,7 @@ class Engine:
         for inv_id in list(conn.serving):
             pending = self.pending.pop(inv_id, None)
             if pending is not None:
-                self._fail(pending, IIIError(stopped, "Invocation stopped"))
+                self._fail(pending, inv_id, IIIError(stopped, "Invocation stopped"))
         conn.serving.clear()
         conn.calling.clear()
         self._notify_workers("worker_disconnected", conn.worker_id)
@@ -368,14 +368,14 @@ class Engine:
             )
         )
 
-    def _fail(self, pending: Pending, err: IIIError) -> None:
+    def _fail(self, pending: Pending, fwd_id: str, err: IIIError) -> None:
         if pending.future is not None:
             if not pending.future.done():
                 pending.future.set_exception(err)
             return
         caller = pending.caller
         if caller is not None and caller.open and pending.caller_invocation_id is not None:
-            caller.calling.discard(pending.caller_invocation_id)
+            caller.calling.discard(fwd_id)
             self._reply_error(caller, pending.caller_invocation_id, pending.function_id, err)
 
     def _not_found(self, ns: str, function_id: str) -> IIIError:
@@ -695,14 +695,16 @@ class Engine:
         old = self.connections.get(msg.previous_worker_id)
         if old is None or old is conn:
             return
-        if msg.reattach_token is not UNSET and msg.reattach_token != old.reattach_token:
+        # Worker ids are public (engine::workers::list); only the secret token
+        # proves the sender is the worker that owned the old connection.
+        if msg.reattach_token != old.reattach_token:
             log.warning("reattach from %s refused: token does not match", conn.worker_id)
             return
         # The old socket is a zombie of this worker: free its ids now so the
         # replayed registrations that follow take over without a conflict.
         log.info("worker %s reattached as %s", old.worker_id, conn.worker_id)
-        self.disconnect(old)
         old.close(1000, "replaced by a reattached connection")
+        self.disconnect(old)
 
     # --- notifications ---------------------------------------------------------
 
@@ -719,8 +721,8 @@ class Engine:
     def stop_all(self, reason: str) -> None:
         """Fail every pending call with SHUTTING_DOWN and close every connection."""
         self.accepting = False
-        for pending in list(self.pending.values()):
-            self._fail(pending, IIIError(errors.SHUTTING_DOWN, reason))
+        for fwd_id, pending in list(self.pending.items()):
+            self._fail(pending, fwd_id, IIIError(errors.SHUTTING_DOWN, reason))
         self.pending.clear()
         for conn in list(self.connections.values()):
             conn.close(1001, reason)
