@@ -1,0 +1,122 @@
+// Version-agnostic compat worker for the official Node iii-sdk (0.9.0 and 0.22.1).
+//
+//   III_URL=ws://127.0.0.1:PORT III_NODE_SDK=.compat/node-0.9 node tests/compat/node/worker.mjs ROLE [ARGS]
+//
+// III_NODE_SDK points at an install made by scripts/install-compat.sh; its sdk.mjs is the
+// only per-version code (Logger location, registerFunction form). Roles:
+//   serve-add PREFIX                 PREFIX::add -> {c: a+b}, PREFIX::fail throws Error('boom'); runs until killed
+//   call FUNCTION_ID [JSON] [MS]     one trigger; prints {"result":..} or {"error":{code,message,class}}
+//   log [MESSAGE]                    Logger().info(MESSAGE ?? 'hello from node', {userId: 'u1'})
+//   increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count")
+//   state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
+// stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
+import { format } from 'node:util'
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+
+for (const k of ['log', 'info', 'debug', 'warn']) {
+  console[k] = (...a) => process.stderr.write(`${format(...a)}\n`)
+}
+const emit = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+const fail = (msg) => { emit({ fatal: msg }); process.exit(2) }
+
+const url = process.env.III_URL
+const sdkDir = process.env.III_NODE_SDK
+if (!url) fail('III_URL is not set')
+if (!sdkDir) fail('III_NODE_SDK is not set (e.g. .compat/node-0.9)')
+const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
+const [role, ...args] = process.argv.slice(2)
+const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger']
+if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
+
+// 0.9.0 rejects with the raw wire ErrorBody (a plain object); 0.22.1 with InvocationError,
+// whose .message is "<code>: <message>". Report what user code sees.
+const errorJson = (e) => ({
+  code: e?.code ?? null,
+  message: e?.message ?? String(e),
+  class: e?.constructor?.name ?? typeof e,
+})
+
+const iii = sdk.registerWorker(url, { workerName: process.env.III_WORKER_NAME ?? `compat-node-${role}-${process.pid}` })
+
+let stopping = false
+async function stop(code = 0) {
+  if (stopping) return
+  stopping = true
+  try { await iii.shutdown() } catch (e) { process.stderr.write(`shutdown: ${e}\n`) }
+  process.exit(code)
+}
+process.on('SIGTERM', () => stop(0))
+process.on('SIGINT', () => stop(0))
+
+// Registrations carry no ack: a round trip through the engine to one of our own functions
+// proves the engine has processed everything sent before it on this socket.
+async function waitRoutable(functionId, payload, deadlineMs = 15000) {
+  const until = Date.now() + deadlineMs
+  for (;;) {
+    try { return await iii.trigger({ function_id: functionId, payload, timeoutMs: 2000 }) } catch (e) {
+      if (Date.now() > until) fail(`not routable: ${functionId}: ${JSON.stringify(errorJson(e))}`)
+      await sleep(200)
+    }
+  }
+}
+
+async function serveAdd(prefix = 'compat') {
+  sdk.registerFunction(iii, `${prefix}::add`, async (data) => {
+    if (!data?.__ready) emit({ invoked: `${prefix}::add`, data })
+    return { c: data.a + data.b }
+  })
+  sdk.registerFunction(iii, `${prefix}::fail`, async (data) => {
+    emit({ invoked: `${prefix}::fail`, data })
+    throw new Error('boom')
+  })
+  await waitRoutable(`${prefix}::add`, { a: 0, b: 0, __ready: true })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+async function call(functionId, json = 'null', timeoutMs) {
+  const request = { function_id: functionId, payload: JSON.parse(json) }
+  if (timeoutMs) request.timeoutMs = Number(timeoutMs)
+  try {
+    const result = await iii.trigger(request)
+    emit({ result: result ?? null })
+  } catch (e) {
+    emit({ error: errorJson(e) })
+  }
+  await stop(0)
+}
+
+async function log(message = 'hello from node') {
+  new sdk.Logger().info(message, { userId: 'u1' })
+  emit({ logged: message, sdk: sdk.sdkVersion })
+  await sleep(1000) // batch flush is 100 ms; give the telemetry socket time to connect and send
+  await stop(0)
+}
+
+async function increment(scope, key, n = '10', path = 'count') {
+  const ops = [{ type: 'increment', path, by: 1 }]
+  const outcomes = await Promise.allSettled(
+    Array.from({ length: Number(n) }, () =>
+      iii.trigger({ function_id: 'state::update', payload: { scope, key, ops } })),
+  )
+  const errors = outcomes.filter((o) => o.status === 'rejected').map((o) => errorJson(o.reason))
+  const final = await iii.trigger({ function_id: 'state::get', payload: { scope, key } }).catch((e) => ({ error: errorJson(e) }))
+  emit({ ok: outcomes.length - errors.length, failed: errors.length, errors: errors.slice(0, 5), final: final ?? null })
+  await stop(0)
+}
+
+async function stateTrigger(functionId, scope, key) {
+  sdk.registerFunction(iii, functionId, async (data) => {
+    if (data?.__ready) return { pong: true }
+    emit({ event: data })
+    return {}
+  })
+  const config = key === undefined ? { scope } : { scope, key }
+  iii.registerTrigger({ type: 'state', function_id: functionId, config })
+  await waitRoutable(functionId, { __ready: true })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+const roles = { 'serve-add': serveAdd, call, log, increment, 'state-trigger': stateTrigger }
+await roles[role](...args)

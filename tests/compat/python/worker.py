@@ -1,0 +1,176 @@
+"""Version-agnostic compat worker for the official Python iii-sdk (0.11.6 and 0.25.0).
+
+    III_URL=ws://127.0.0.1:PORT .compat/py-0.25.0/bin/python tests/compat/python/worker.py ROLE [ARGS]
+
+Run it with the venv's python made by scripts/install-compat.sh. Roles:
+    serve-add PREFIX                 PREFIX::add -> {c: a+b}, PREFIX::fail raises 'boom'; runs until killed
+    call FUNCTION_ID [JSON] [MS]     one trigger; prints {"result":..} or {"error":{code,message,class}}
+    log [MESSAGE]                    Logger().info(MESSAGE or 'hello from python', {'userId': 'u1'})
+    increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count")
+    state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
+stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
+from typing import Any
+
+from iii import register_worker
+
+try:  # 0.11.x exports Logger from `iii`; 0.25.x moved it to iii-helpers
+    from iii import Logger  # type: ignore[attr-defined]
+except ImportError:
+    from iii_helpers.observability import Logger
+
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+warnings.simplefilter("ignore", DeprecationWarning)  # 0.25.0: register_trigger is deprecated
+SDK = version("iii-sdk")
+_out = threading.Lock()
+
+
+def emit(obj: dict[str, Any]) -> None:
+    with _out:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def fail(msg: str) -> None:
+    emit({"fatal": msg})
+    os._exit(2)
+
+
+def error_json(e: BaseException) -> dict[str, Any]:
+    # 0.11.6 raises IIIInvocationError, 0.25.0 InvocationError; both have .code/.message.
+    return {
+        "code": getattr(e, "code", None),
+        "message": getattr(e, "message", str(e)),
+        "class": type(e).__name__,
+    }
+
+
+URL = os.environ.get("III_URL") or fail("III_URL is not set")
+ROLE, ARGS = (sys.argv[1] if len(sys.argv) > 1 else ""), sys.argv[2:]
+ROLE_NAMES = ("serve-add", "call", "log", "increment", "state-trigger")
+if ROLE not in ROLE_NAMES:
+    fail(f"unknown role {ROLE!r} (expected: {', '.join(ROLE_NAMES)})")
+# Blocks until connected (returns after 30 s anyway if the engine never answers).
+iii = register_worker(URL)
+
+
+def stop(code: int = 0) -> None:
+    iii.shutdown()  # closes both sockets and joins the SDK's event-loop thread
+    sys.exit(code)
+
+
+def wait_routable(function_id: str, payload: Any, deadline_s: float = 15.0) -> None:
+    """Registrations have no ack: a round trip through the engine proves they were processed."""
+    until = time.monotonic() + deadline_s
+    while True:
+        try:
+            iii.trigger({"function_id": function_id, "payload": payload, "timeout_ms": 2000})
+            return
+        except Exception as e:  # function_not_found until the engine has our registration
+            if time.monotonic() > until:
+                fail(f"not routable: {function_id}: {error_json(e)}")
+            time.sleep(0.2)
+
+
+def serve_forever() -> None:
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    stop(0)
+
+
+def serve_add(prefix: str = "compat") -> None:
+    async def add(data: Any) -> Any:
+        if not data.get("__ready"):
+            emit({"invoked": f"{prefix}::add", "data": data})
+        return {"c": data["a"] + data["b"]}
+
+    async def boom(data: Any) -> Any:
+        emit({"invoked": f"{prefix}::fail", "data": data})
+        raise Exception("boom")
+
+    iii.register_function(f"{prefix}::add", add)
+    iii.register_function(f"{prefix}::fail", boom)
+    wait_routable(f"{prefix}::add", {"a": 0, "b": 0, "__ready": True})
+    emit({"ready": True, "sdk": SDK})
+    serve_forever()
+
+
+def call(function_id: str, payload: str = "null", timeout_ms: str | None = None) -> None:
+    request: dict[str, Any] = {"function_id": function_id, "payload": json.loads(payload)}
+    if timeout_ms:
+        request["timeout_ms"] = int(timeout_ms)
+    try:
+        emit({"result": iii.trigger(request)})
+    except Exception as e:
+        emit({"error": error_json(e)})
+    stop(0)
+
+
+def log(message: str = "hello from python") -> None:
+    Logger().info(message, {"userId": "u1"})
+    emit({"logged": message, "sdk": SDK})
+    time.sleep(1.0)  # shutdown closes the telemetry socket WITHOUT flushing: let the batch go out
+    stop(0)
+
+
+def increment(scope: str, key: str, n: str = "10", path: str = "count") -> None:
+    req = {
+        "function_id": "state::update",
+        "payload": {"scope": scope, "key": key, "ops": [{"type": "increment", "path": path, "by": 1}]},
+    }
+
+    def one(_: int) -> dict[str, Any] | None:
+        try:
+            iii.trigger(req)  # sync trigger from a worker thread: portable across both SDKs
+            return None
+        except Exception as e:
+            return error_json(e)
+
+    with ThreadPoolExecutor(max_workers=min(int(n), 64) or 1) as pool:
+        errors = [e for e in pool.map(one, range(int(n))) if e is not None]
+    try:
+        final = iii.trigger({"function_id": "state::get", "payload": {"scope": scope, "key": key}})
+    except Exception as e:
+        final = {"error": error_json(e)}
+    emit({"ok": int(n) - len(errors), "failed": len(errors), "errors": errors[:5], "final": final})
+    stop(0)
+
+
+def state_trigger(function_id: str, scope: str, key: str | None = None) -> None:
+    async def on_event(data: Any) -> Any:
+        if isinstance(data, dict) and data.get("__ready"):
+            return {"pong": True}
+        emit({"event": data})
+        return {}
+
+    iii.register_function(function_id, on_event)
+    config = {"scope": scope} if key is None else {"scope": scope, "key": key}
+    iii.register_trigger({"type": "state", "function_id": function_id, "config": config})
+    wait_routable(function_id, {"__ready": True})
+    emit({"ready": True, "sdk": SDK})
+    serve_forever()
+
+
+ROLES = {
+    "serve-add": serve_add,
+    "call": call,
+    "log": log,
+    "increment": increment,
+    "state-trigger": state_trigger,
+}
+ROLES[ROLE](*ARGS)
