@@ -44,7 +44,9 @@ let stopping = false
 async function stop(code = 0) {
   if (stopping) return
   stopping = true
-  try { await iii.shutdown() } catch (e) { process.stderr.write(`shutdown: ${e}\n`) }
+  // 0.9.0's shutdown() can hang ~30 s flushing spans when the engine is gone: cap it.
+  const shutdown = iii.shutdown().catch((e) => process.stderr.write(`shutdown: ${e}\n`))
+  await Promise.race([shutdown, sleep(5000)])
   process.exit(code)
 }
 process.on('SIGTERM', () => stop(0))
