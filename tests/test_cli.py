@@ -1,0 +1,192 @@
+"""The ``pyiii`` command as a user runs it: ``python -m pyiii ...`` subprocesses."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PYIII = [sys.executable, "-m", "pyiii"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PYIII, *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- config errors: exit 2, one message naming the file and the entry ----------------
+
+BAD_CONFIGS: dict[str, tuple[str | bytes, list[str]]] = {
+    "unknown-module-class": (
+        "modules:\n  - class: modules::state::StateModul\n",
+        ["modules[0].class", "modules::state::StateModul", "did you mean 'modules::state::StateModule'"],
+    ),
+    "unknown-worker-near-miss": (
+        "workers:\n  - name: iii-stat\n",
+        ["workers[0].name", "iii-stat", "did you mean 'iii-state'"],
+    ),
+    "port-not-a-number": ("port: abc\n", ["port", "'abc'", "integer"]),
+    "manager-port-not-a-number": (
+        "workers:\n  - name: iii-worker-manager\n    config: { port: abc }\n",
+        ["workers[0]", "iii-worker-manager", "port", "'abc'"],
+    ),
+    "invalid-yaml": ("workers: [\n  - name: iii-state\n", ["invalid YAML", "line 2"]),
+    "unknown-adapter": (
+        "workers:\n  - name: iii-state\n    config:\n      adapter: { name: nosuch, config: {} }\n",
+        ["workers[0]", "adapter", "nosuch"],
+    ),
+    "not-utf8": (b"workers:\n  - name: \xff\xfe\n", ["cannot read", "UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_exits_2_naming_file_and_entry(tmp_path: Path, case: str) -> None:
+    content, expected = BAD_CONFIGS[case]
+    path = tmp_path / f"{case}.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    proc = run("serve", "--config", str(path), "--port", str(free_port()), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert str(path) in proc.stderr
+    for text in expected:
+        assert text in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "engine ready" not in proc.stdout
+
+
+def test_missing_explicit_config_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "iii-config.yaml"
+    proc = run("serve", "--config", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr
+    assert "not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreadable_config_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "iii-config.yaml"
+    path.mkdir()  # exists but cannot be read as a file (works even as root)
+    proc = run("serve", "--config", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr
+    assert "cannot read" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- starting and stopping -----------------------------------------------------------
+
+
+def test_no_config_file_starts_with_in_memory_state(make_engine_proc: Any, tmp_path: Path) -> None:
+    assert not list(tmp_path.glob("*.yaml"))
+    eng = make_engine_proc().start()
+    assert f"engine ready on ws://127.0.0.1:{eng.port}" in eng.output
+    assert "no config file" in eng.output
+    assert "in-memory" in eng.output
+    assert port_open(eng.port)
+    assert eng.stop(signal.SIGTERM) == 0
+    assert not port_open(eng.port)
+    assert not list(tmp_path.glob("*.db")), "in-memory state must not write files"
+
+
+def test_sigterm_right_after_ready_line_exits_cleanly(tmp_path: Path) -> None:
+    # The ready line tells scripts the engine is up; a SIGTERM sent as soon as
+    # it appears must take the clean-stop path (exit 0), not kill the process.
+    for _ in range(8):
+        proc = subprocess.Popen(
+            [*PYIII, "serve", "--port", str(free_port())],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if "engine ready on" in line:
+                    break
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_port_flag_overrides_config(make_engine_proc: Any) -> None:
+    config_port = free_port()
+    eng = make_engine_proc(f"port: {config_port}\nmodules: []\n").start()
+    assert eng.port != config_port
+    assert f"engine ready on ws://127.0.0.1:{eng.port}" in eng.output
+    assert port_open(eng.port)
+    assert not port_open(config_port)
+
+
+# --- trigger --------------------------------------------------------------------------
+
+
+def test_trigger_prints_function_list(engine_proc: Any) -> None:
+    proc = run("trigger", "engine::functions::list", "--url", engine_proc.url)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    ids = {f["function_id"] for f in out["functions"]}
+    assert {"state::get", "state::set"} <= ids
+
+
+def test_trigger_with_payload_round_trips_state(engine_proc: Any) -> None:
+    payload = json.dumps({"scope": "cli", "key": "k", "value": {"n": 1}})
+    assert run("trigger", "state::set", payload, "--url", engine_proc.url).returncode == 0
+    proc = run("trigger", "state::get", '{"scope": "cli", "key": "k"}', "--url", engine_proc.url)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"n": 1}
+
+
+def test_trigger_unknown_function_fails(engine_proc: Any) -> None:
+    proc = run("trigger", "nope::x", "--url", engine_proc.url)
+    assert proc.returncode != 0
+    assert "function_not_found" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_trigger_without_engine_fails_cleanly(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    proc = run("trigger", "engine::functions::list", "--url", url, "--timeout-ms", "2000", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+
+
+def test_trigger_rejects_invalid_json_payload(tmp_path: Path) -> None:
+    proc = run("trigger", "state::get", "{not json", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "not valid JSON" in proc.stderr
+
+
+# --- help ------------------------------------------------------------------------------
+
+
+def test_help() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: pyiii")
+    for word in ("serve", "trigger", "--config", "--port"):
+        assert word in proc.stdout
+    assert re.search(r"pyiii \S+", run("--version").stdout)
