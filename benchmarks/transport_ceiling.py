@@ -1,0 +1,93 @@
+"""The ceiling: the pyiii SDK client against a bare echo server on our transport.
+
+The echo server speaks just enough protocol to answer ``invokefunction``
+with its own data: one decode and one encode per request, the least any
+engine can do. ``invoke.py`` and ``state.py`` compare against this.
+
+    python benchmarks/transport_ceiling.py            # print the rows
+    python benchmarks/transport_ceiling.py --serve N  # run the echo server alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Row, free_port, measure, print_rows, process, progress, run, save
+from pyiii import connect, protocol
+
+
+async def serve_echo(port: int) -> None:
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+
+    class Echo(WSListener):
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            self.t = transport
+            hello = protocol.WorkerRegistered(worker_id=str(uuid.uuid4()))
+            transport.send(WSMsgType.TEXT, protocol.encode(hello))
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type is not WSMsgType.TEXT:
+                if frame.msg_type is WSMsgType.CLOSE:
+                    transport.send_close(frame.get_close_code())
+                    transport.disconnect()
+                return
+            msg = protocol.decode(frame.get_payload_as_bytes())
+            if isinstance(msg, protocol.InvokeFunction) and isinstance(msg.invocation_id, str):
+                reply = protocol.InvocationResult(
+                    invocation_id=msg.invocation_id, function_id=msg.function_id, result=msg.data
+                )
+                transport.send(WSMsgType.TEXT, protocol.encode(reply))
+
+    server = await ws_create_server(lambda _req: Echo(), "127.0.0.1", port)
+    print("echo ready", flush=True)
+    await server.serve_forever()
+
+
+def echo_server(port: int):  # type: ignore[no-untyped-def]
+    return process([sys.executable, __file__, "--serve", str(port)], "echo ready")
+
+
+async def client_rows(url: str, function_id: str, label: str, seconds: float) -> list[Row]:
+    worker = await connect(url, name="bench-client")
+    payload = {"scope": "bench", "key": "k", "n": 1}
+    rows = []
+    try:
+        for inflight in (1, 64):
+            progress(f"{label}, {inflight} in flight")
+            ops, p50, p99 = await measure(
+                lambda _i: worker.trigger(function_id, payload), inflight=inflight, seconds=seconds
+            )
+            rows.append(Row(f"{label}, {inflight} in flight", ops, p50, p99))
+    finally:
+        await worker.shutdown()
+    return rows
+
+
+def ceiling_rows(seconds: float = 2.0) -> list[Row]:
+    port = free_port()
+    with echo_server(port):
+        return run(client_rows(f"ws://127.0.0.1:{port}", "echo", "ceiling: bare echo", seconds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--serve", type=int, help="run only the echo server on this port")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    if args.serve:
+        import uvloop
+
+        uvloop.run(serve_echo(args.serve))
+        return
+    rows = ceiling_rows(args.seconds)
+    print_rows("transport ceiling (pyiii SDK client <-> bare echo on picows)", rows)
+    save("transport_ceiling", rows)
+
+
+if __name__ == "__main__":
+    main()
