@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         server = Server(config)
+        stop = server.catch_signals()
         try:
             await server.start()
         except ConfigError as exc:
@@ -68,7 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("listening on ws://%s:%d", config.host, server.port)
         # Tests and scripts wait for this exact line on stdout.
         print(f"pyiii engine ready on ws://{config.host}:{server.port}", flush=True)
-        await server.run_forever()
+        await server.run_forever(stop)
         return 0
 
     return _run_loop(main())

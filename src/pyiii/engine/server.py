@@ -87,12 +87,16 @@ class Server:
             except Exception:
                 log.exception("module %s failed to stop cleanly", module.name)
 
-    async def run_forever(self) -> None:
-        """Serve until SIGINT/SIGTERM, then stop cleanly."""
+    def catch_signals(self) -> asyncio.Event:
+        """Route SIGINT/SIGTERM to a clean stop. Call before announcing readiness."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        return stop
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set (by a signal), then stop cleanly."""
         await stop.wait()
         log.info("stopping: finishing in-flight writes and closing connections")
         await self.stop()
