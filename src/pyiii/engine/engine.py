@@ -47,6 +47,7 @@ from pyiii.protocol import (
 log = logging.getLogger("pyiii.engine")
 
 DEFAULT_NS = "default"
+TRACE_MEMORY = 4096  # trace ids remembered for labelling worker log lines
 _PONG = protocol.encode(protocol.Pong())
 
 
@@ -71,6 +72,7 @@ class Engine:
         self.trigger_types: dict[str, TriggerType] = {}
         self.triggers: dict[str, Trigger] = {}
         self.pending: dict[str, Pending] = {}
+        self.trace_functions: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.accepting = True
         self._dispatch: dict[type, Callable[[Connection, Any, bytes], None]] = {
@@ -259,6 +261,8 @@ class Engine:
                     IIIError(errors.INVALID_NAMESPACE, "namespace must not be blank"),
                 )
             return
+        if conn.serving and isinstance(msg.traceparent, str):
+            self._note_trace(conn, msg.traceparent)
         data = protocol.with_caller(msg.data, conn.worker_id)
         if action is not None and action.type == "enqueue":
             self._enqueue(conn, inv_id, ns, msg, data)
@@ -302,6 +306,21 @@ class Engine:
         fn.owner.serving.add(fwd_id)
         conn.calling.add(fwd_id)
         self._send_invoke(fn.owner, fwd_id, msg.function_id, data, msg)
+
+    def _note_trace(self, conn: Connection, traceparent: str) -> None:
+        # A worker that calls out while serving a function does so from that
+        # function's span: remember trace -> function, so the worker's log
+        # lines (which carry the trace id but no function id) can be labelled.
+        trace_id = traceparent[3:35]
+        functions = {p.function_id for i in conn.serving if (p := self.pending.get(i)) is not None}
+        if len(functions) == 1 and len(trace_id) == 32:
+            self.trace_functions[trace_id] = functions.pop()
+            if len(self.trace_functions) > TRACE_MEMORY:
+                del self.trace_functions[next(iter(self.trace_functions))]
+
+    def function_for_trace(self, trace_id: str) -> str | None:
+        """The function a worker was serving when it called out in this trace."""
+        return self.trace_functions.get(trace_id)
 
     @staticmethod
     def _send_invoke(

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 worker_log = logging.getLogger("pyiii.worker")
+TraceLookup = Callable[[str], str | None]
 
 _LEVELS = {
     "TRACE": logging.DEBUG,
@@ -72,8 +74,13 @@ def _level(record: dict[str, Any]) -> tuple[int, str]:
     return logging.INFO, "INFO"
 
 
-def log_lines(payload: bytes) -> list[tuple[int, str]]:
-    """Format every log record of a ``LOGS`` export as (level, console line)."""
+def log_lines(payload: bytes, function_for_trace: TraceLookup | None = None) -> list[tuple[int, str]]:
+    """Format every log record of a ``LOGS`` export as (level, console line).
+
+    The official SDKs put no function id in a log record; when one is
+    missing, ``function_for_trace`` maps the record's trace id to the
+    function that was running in that trace, if the engine saw it.
+    """
     try:
         doc = msgspec.json.decode(payload)
     except msgspec.DecodeError:
@@ -90,7 +97,12 @@ def log_lines(payload: bytes) -> list[tuple[int, str]]:
                 if isinstance(data, str):
                     with contextlib.suppress(msgspec.DecodeError):
                         data = msgspec.json.decode(data)
-                function_id = attrs.pop("function_id", None) or attrs.pop("iii.function.id", None)
+                function_id = attrs.pop("function_id", None)
+                trace_id = record.get("traceId") or attrs.get("trace_id")
+                if function_id is None and function_for_trace is not None and isinstance(trace_id, str):
+                    function_id = function_for_trace(trace_id)
+                for noise in ("trace_id", "span_id", "service.name"):
+                    attrs.pop(noise, None)
                 body = any_value(record.get("body"))
                 parts = [f"[{name}]"]
                 if service:
@@ -107,8 +119,8 @@ def log_lines(payload: bytes) -> list[tuple[int, str]]:
     return lines
 
 
-def ingest(frame: bytes) -> None:
+def ingest(frame: bytes, function_for_trace: TraceLookup | None = None) -> None:
     """Handle one telemetry frame (prefix + OTLP/JSON)."""
     if frame[:4] == b"LOGS":
-        for level, line in log_lines(frame[4:]):
+        for level, line in log_lines(frame[4:], function_for_trace):
             worker_log.log(level, "%s", line)

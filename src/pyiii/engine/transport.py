@@ -159,7 +159,7 @@ class _WorkerListener(_Base):
         if conn is None:
             return
         if msg_type is WSMsgType.BINARY and protocol.is_telemetry(payload):
-            telemetry.ingest(payload)  # old SDKs send telemetry on "/"
+            telemetry.ingest(payload, self.engine.function_for_trace)  # old SDKs use "/"
             return
         self.engine.handle(conn, payload)
 
@@ -171,12 +171,16 @@ class _WorkerListener(_Base):
 class _TelemetryListener(_Base):
     """The SDKs' telemetry socket on ``/otel``; never a worker."""
 
+    def __init__(self, engine: Engine, options: TransportOptions) -> None:
+        super().__init__(options)
+        self.engine = engine
+
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
 
     def on_message(self, msg_type: WSMsgType, payload: bytes) -> None:
         if msg_type is WSMsgType.BINARY:
-            telemetry.ingest(payload)
+            telemetry.ingest(payload, self.engine.function_for_trace)
 
 
 def _authorized(headers: dict[str, str], token: str) -> bool:
@@ -196,7 +200,7 @@ async def serve(engine: Engine, host: str, port: int, options: TransportOptions)
         if path == b"/":
             return _WorkerListener(engine, options, request)
         if path == b"/otel":
-            return _TelemetryListener(options)
+            return _TelemetryListener(engine, options)
         return None  # picows answers 404
 
     return await ws_create_server(
