@@ -2,7 +2,9 @@
 
 ``engine_proc`` runs ``python -m pyiii serve`` as a subprocess (for tests that
 read its console, kill it or restart it); ``engine`` runs a Server inside the
-test's event loop (cheaper, still real sockets).
+test's event loop (cheaper, still real sockets). ``redis_url`` is a private
+redis-server shared by the session; ``private_redis`` is one a test may stop
+and restart.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -157,3 +161,37 @@ async def engine(tmp_path: Path) -> AsyncIterator[str]:
     yield f"ws://127.0.0.1:{server.port}"
     await server.stop()
     await asyncio.sleep(0)
+
+
+# -- Redis -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server for the whole session (never stopped by tests).
+
+    Fails (does not skip) when redis-server is missing: `make test` installs it.
+    """
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the session's redis-server."""
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for this test alone: it may ``stop()`` and ``start()`` it."""
+    try:
+        server = RedisServer(tmp_path / "redis").start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()

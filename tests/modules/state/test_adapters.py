@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,12 +21,17 @@ import pytest
 from pyiii.errors import ConfigError
 from pyiii.modules.state.adapters.base import KEEP, AdapterError, Entry, Mutation, StateAdapter
 from pyiii.modules.state.adapters.memory import MemoryAdapter
+from pyiii.modules.state.adapters.redis import RedisAdapter
 from pyiii.modules.state.adapters.sqlite import DB_FILE_NAME, SqliteAdapter
 
-# name -> factory(tmp_path). Add further adapters (redis) here.
-ADAPTERS: dict[str, Callable[[Path], StateAdapter]] = {
-    "memory": lambda tmp: MemoryAdapter(),
-    "sqlite": lambda tmp: SqliteAdapter(tmp / "store"),
+# name -> factory(tmp_path, request). Add further adapters here.
+ADAPTERS: dict[str, Callable[[Path, pytest.FixtureRequest], StateAdapter]] = {
+    "memory": lambda tmp, request: MemoryAdapter(),
+    "sqlite": lambda tmp, request: SqliteAdapter(tmp / "store"),
+    # The session's redis-server; a fresh key prefix isolates each test.
+    "redis": lambda tmp, request: RedisAdapter(
+        request.getfixturevalue("redis_url"), prefix=f"test-{uuid.uuid4().hex}"
+    ),
 }
 
 ODD_NAMES = ["", "a/b", "..", "../../etc/passwd", "nul\x00byte", "ünï©ødé 🚀", "x" * 10_000]
@@ -35,7 +41,7 @@ ODD_NAMES = ["", "a/b", "..", "../../etc/passwd", "nul\x00byte", "ünï©ødé �
 async def state_adapter(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StateAdapter]:
-    a = ADAPTERS[request.param](tmp_path)
+    a = ADAPTERS[request.param](tmp_path, request)
     await a.open()
     yield a
     await a.close()

@@ -56,6 +56,16 @@ class _AnyObject(msgspec.Struct):
     pass
 
 
+class _PairOutput(msgspec.Struct):
+    """A remote set/update result, as far as local triggers need it."""
+
+    old_value: Raw = Raw(b"null")
+    new_value: Raw = Raw(b"null")
+
+
+_pair_output = msgspec.json.Decoder(_PairOutput)
+
+
 _decoders: dict[type, msgspec.json.Decoder[Any]] = {
     t: msgspec.json.Decoder(t) for t in (_KeyInput, _SetInput, _UpdateInput, _ScopeInput, _AnyObject)
 }
@@ -87,12 +97,12 @@ def build_adapter(config: StateConfig) -> StateAdapter:
 
         return MemoryAdapter()
     if config.adapter == "redis":
-        from pyiii.modules.state.adapters.redis import RedisAdapter  # type: ignore[import-not-found]
+        from pyiii.modules.state.adapters.redis import RedisAdapter
 
         adapter: StateAdapter = RedisAdapter(config.redis_url)
         return adapter
     if config.adapter == "bridge":
-        from pyiii.modules.state.adapters.bridge import BridgeAdapter  # type: ignore[import-not-found]
+        from pyiii.modules.state.adapters.bridge import BridgeAdapter
 
         adapter = BridgeAdapter(config.bridge_url)
         return adapter
@@ -180,6 +190,9 @@ class StateModule(Module):
             )
         raw = bytes(value)  # type: ignore[arg-type]
         self._check_size(raw)
+        if self.adapter.remote:
+            out = await self._forward("state::set", data, errors.SET_ERROR, "Failed to set value")
+            return self._relay_pair(out, inp.scope, inp.key, errors.SET_ERROR)
         try:
             old, _ = await self.adapter.mutate(inp.scope, inp.key, lambda _old: raw)
         except AdapterError as exc:
@@ -201,6 +214,9 @@ class StateModule(Module):
 
     async def get(self, data: Raw, ctx: CallContext) -> Any:
         inp: _KeyInput = _decode(_KeyInput, data, ctx.function_id)
+        if self.adapter.remote:
+            out = await self._forward("state::get", data, errors.GET_ERROR, "Failed to get value")
+            return NO_RESULT if out is None else Raw(out)
         try:
             entry = await self.adapter.get(inp.scope, inp.key)
         except AdapterError as exc:
@@ -209,6 +225,12 @@ class StateModule(Module):
 
     async def delete(self, data: Raw, ctx: CallContext) -> Any:
         inp: _KeyInput = _decode(_KeyInput, data, ctx.function_id)
+        if self.adapter.remote:
+            out = await self._forward("state::delete", data, errors.DELETE_ERROR, "Failed to delete value")
+            if out is None:
+                return NO_RESULT
+            self._publish(DELETED, inp.scope, inp.key, Entry(out, 0), None)
+            return Raw(out)
         try:
             old, _ = await self.adapter.mutate(
                 inp.scope, inp.key, lambda cur: None if cur is not None else KEEP
@@ -231,6 +253,9 @@ class StateModule(Module):
                 errors.DESERIALIZATION_ERROR,
                 f"Failed to deserialize input for {ctx.function_id}: ops: {exc.message}",
             ) from None
+        if self.adapter.remote:
+            out = await self._forward("state::update", data, errors.UPDATE_ERROR, "Failed to update value")
+            return self._relay_pair(out, inp.scope, inp.key, errors.UPDATE_ERROR)
         op_errors: list[dict[str, Any]] = []
         new_raw = b""
 
@@ -251,6 +276,9 @@ class StateModule(Module):
 
     async def list(self, data: Raw, ctx: CallContext) -> Raw:
         inp: _ScopeInput = _decode(_ScopeInput, data, ctx.function_id)
+        if self.adapter.remote:
+            out = await self._forward("state::list", data, errors.LIST_ERROR, "Failed to list values")
+            return Raw(out if out is not None else b"[]")
         try:
             entries = await self.adapter.list(inp.scope)
         except AdapterError as exc:
@@ -259,11 +287,35 @@ class StateModule(Module):
 
     async def list_groups(self, data: Raw, ctx: CallContext) -> Any:
         _decode(_AnyObject, data, ctx.function_id)
+        if self.adapter.remote:
+            out = await self._forward(
+                "state::list_groups", data, errors.LIST_GROUPS_ERROR, "Failed to list groups"
+            )
+            return Raw(out) if out is not None else {"groups": []}
         try:
             groups = await self.adapter.list_groups()
         except AdapterError as exc:
             raise IIIError(errors.LIST_GROUPS_ERROR, f"Failed to list groups: {exc}") from None
         return {"groups": groups}
+
+    # --- remote adapters (bridge) ----------------------------------------------
+
+    async def _forward(self, function_id: str, data: Raw, code: str, failure: str) -> bytes | None:
+        """Run the call on the remote engine; its own State errors pass through."""
+        try:
+            return await self.adapter.call(function_id, bytes(data))
+        except AdapterError as exc:
+            raise IIIError(code, f"{failure}: {exc}") from None
+
+    def _relay_pair(self, out: bytes | None, scope: str, key: str, code: str) -> Raw:
+        """Fire local triggers for a remote set/update and return its result."""
+        if out is None:
+            raise IIIError(code, "the remote engine returned no result")
+        pair = _pair_output.decode(out)
+        old_raw = bytes(pair.old_value)
+        old = None if old_raw == b"null" else Entry(old_raw, 0)
+        self._publish(CREATED if old is None else UPDATED, scope, key, old, bytes(pair.new_value))
+        return Raw(out)
 
     def _publish(self, event_type: bytes, scope: str, key: str, old: Entry | None, new: bytes | None) -> None:
         if self.triggers is not None and self._local_events:

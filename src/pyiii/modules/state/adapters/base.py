@@ -83,6 +83,20 @@ class StateAdapter(abc.ABC):
     async def list_groups(self) -> builtins.list[str]:
         """Sorted unique names of scopes that hold at least one key."""
 
+    # A remote adapter (the bridge) forwards whole ``state::*`` calls to
+    # another engine: a pure ``mutate`` function cannot travel over the
+    # wire, so the State module calls ``call`` instead of the methods above.
+    remote: bool = False
+
+    async def call(self, function_id: str, payload: bytes) -> bytes | None:
+        """Run ``state::*`` ``function_id`` remotely; its result as JSON text.
+
+        None means the call had no result. Raises ``AdapterError`` when the
+        remote side cannot be reached, and ``IIIError`` with the remote code
+        for errors the remote State module reported.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not a remote adapter")
+
     def subscribe(self, listener: ChangeListener) -> bool:
         """Deliver every change, from any engine, to ``listener``.
 

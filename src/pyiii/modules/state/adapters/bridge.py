@@ -1,0 +1,160 @@
+"""State kept by another engine: this engine forwards every call to it.
+
+The adapter connects to the engine at ``bridge_url`` as a worker named
+``iii-state-bridge`` (pyiii SDK; it reconnects by itself, with backoff of up
+to 10 s) and sends each ``state::*`` call there with the caller's payload
+unchanged. It is a *remote* adapter: ``mutate`` takes a Python function,
+which cannot travel, so the State module uses ``call`` for whole operations
+(see ``StateAdapter.remote``). The local module still validates payloads
+first, then fires this engine's own ``state`` triggers from the remote
+result; the remote engine fires its own.
+
+Errors: while the bridge is not connected, calls fail at once with
+``AdapterError`` ("the engine at <url> is unreachable"), which the module
+reports as ``SET_ERROR``/``GET_ERROR``/...; they work again as soon as the
+worker has reconnected. Errors the remote State module reports
+(``deserialization_error``, ``VALUE_TOO_LARGE``, its own ``*_ERROR``) come
+back with their code unchanged.
+
+Limits: the SDK turns a JSON ``null`` result and a missing result into the
+same ``None``, so through the bridge ``state::get`` of a stored null looks
+like a missing key, and deleting a key that holds null fires no local
+``state:deleted`` (the remote engine's triggers are unaffected).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from typing import Any
+
+import msgspec
+from msgspec import Raw
+
+from pyiii import errors
+from pyiii.errors import IIIError
+from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, StateAdapter
+from pyiii.sdk.worker import Worker, register_worker
+
+log = logging.getLogger(__name__)
+
+WORKER_NAME = "iii-state-bridge"
+# How long open() waits for the first connection before starting anyway.
+FIRST_CONNECT_WAIT_S = 2.0
+CALL_TIMEOUT_MS = 30_000
+
+# Errors the remote State module reports: passed on as they are.
+STATE_CODES = frozenset(
+    {
+        errors.DESERIALIZATION_ERROR,
+        errors.VALUE_TOO_LARGE,
+        errors.SET_ERROR,
+        errors.GET_ERROR,
+        errors.DELETE_ERROR,
+        errors.UPDATE_ERROR,
+        errors.LIST_ERROR,
+        errors.LIST_GROUPS_ERROR,
+        errors.VERSION_MISMATCH,
+        errors.INVALID_ARGUMENTS,
+    }
+)
+# SDK codes that mean the remote engine was not (or no longer) there.
+_LOST = frozenset({errors.INVOCATION_STOPPED, errors.CONNECTION_LOST, errors.SHUTDOWN})
+
+# Expected result shape per function, checked before anything is relayed.
+_SHAPES: dict[str, type] = {
+    "state::set": dict,
+    "state::update": dict,
+    "state::list": list,
+    "state::list_groups": dict,
+}
+
+
+class BridgeAdapter(StateAdapter):
+    """Forwards State calls to the engine at ``url`` (see module docstring)."""
+
+    remote = True
+
+    def __init__(self, url: str, *, call_timeout_ms: int = CALL_TIMEOUT_MS) -> None:
+        self.url = url
+        self.call_timeout_ms = call_timeout_ms
+        self._worker: Worker | None = None
+
+    async def open(self) -> None:
+        # Starts connecting in the background; an engine that is not up yet
+        # is not fatal, the worker keeps retrying.
+        self._worker = register_worker(
+            self.url, name=WORKER_NAME, invocation_timeout_ms=self.call_timeout_ms
+        )
+        try:
+            await self._worker.wait_connected(FIRST_CONNECT_WAIT_S)
+        except IIIError:
+            log.warning(
+                "state bridge: the engine at %s is not reachable yet; state calls fail with"
+                " *_ERROR until it is (reconnecting in the background)",
+                self.url,
+            )
+
+    async def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.shutdown()
+
+    @property
+    def connected(self) -> bool:
+        return self._worker is not None and self._worker.connected
+
+    def _unreachable(self, detail: str) -> AdapterError:
+        return AdapterError(f"the engine at {self.url} is unreachable ({detail})")
+
+    async def call(self, function_id: str, payload: bytes) -> bytes | None:
+        worker = self._worker
+        if worker is None:
+            raise self._unreachable("the bridge is closed")
+        if not worker.connected:
+            # The SDK would queue the call until it reconnects; fail fast instead.
+            raise self._unreachable("not connected; the bridge keeps retrying in the background")
+        try:
+            result = await worker.trigger(function_id, Raw(payload))
+        except IIIError as exc:
+            if exc.code in STATE_CODES:
+                raise IIIError(exc.code, exc.message) from None
+            if exc.code in _LOST:
+                raise self._unreachable(exc.message) from None
+            if exc.code == errors.TIMEOUT:
+                raise AdapterError(
+                    f"the engine at {self.url} did not answer {function_id} within"
+                    f" {self.call_timeout_ms} ms"
+                ) from None
+            raise AdapterError(
+                f"the engine at {self.url} answered {function_id} with {exc.code}: {exc.message}"
+            ) from None
+        shape = _SHAPES.get(function_id)
+        if shape is not None and not isinstance(result, shape):
+            raise AdapterError(
+                f"the engine at {self.url} sent an unexpected {function_id} result: {result!r:.200}"
+            )
+        if function_id == "state::list_groups" and not isinstance(result.get("groups"), builtins.list):
+            raise AdapterError(f"the engine at {self.url} sent a state::list_groups result without groups")
+        return None if result is None else msgspec.json.encode(result)
+
+    # The storage interface, for callers other than the State module.
+
+    async def get(self, scope: str, key: str) -> Entry | None:
+        raw = await self.call("state::get", msgspec.json.encode({"scope": scope, "key": key}))
+        return None if raw is None else Entry(raw, 0)
+
+    async def mutate(
+        self, scope: str, key: str, fn: Mutation
+    ) -> tuple[Entry | None, Entry | None]:
+        raise AdapterError("the bridge adapter forwards whole state calls (call()); it has no mutate")
+
+    async def list(self, scope: str) -> builtins.list[Entry]:
+        raw = await self.call("state::list", msgspec.json.encode({"scope": scope}))
+        values: builtins.list[Any] = msgspec.json.decode(raw) if raw is not None else []
+        return [Entry(msgspec.json.encode(v), 0) for v in values]
+
+    async def list_groups(self) -> builtins.list[str]:
+        raw = await self.call("state::list_groups", b"{}")
+        groups: builtins.list[str] = msgspec.json.decode(raw)["groups"] if raw is not None else []
+        return groups

@@ -1,0 +1,378 @@
+"""The Redis State adapter: op fidelity, key layout, retries, several engines, outages.
+
+Adapter-level tests use a fresh key prefix each; engine-level tests run
+in-process engines with ``adapter: redis`` (default prefix) on a flushed
+server, and talk to them through pyiii SDK workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+
+from pyiii.config import StateConfig, parse_config
+from pyiii.engine.server import Server
+from pyiii.errors import ConfigError, IIIError
+from pyiii.modules.state.adapters import redis as redis_adapter
+from pyiii.modules.state.adapters.base import AdapterError, Entry
+from pyiii.modules.state.adapters.redis import RedisAdapter
+from pyiii.modules.state.ops import OpsDecodeError, apply_ops, parse_ops
+from pyiii.sdk import Worker, connect
+
+VECTORS_PATH = Path(__file__).resolve().parents[3].parent / "shared/spec/update-ops-vectors.json"
+VECTORS: list[dict[str, Any]] = msgspec.json.decode(VECTORS_PATH.read_bytes())
+
+
+def same_json(a: object, b: object) -> bool:
+    """JSON equality that also requires identical types (3 != 3.0 != True)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        assert isinstance(b, dict)
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        assert isinstance(b, list)
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def adapter(redis_url: str) -> AsyncIterator[RedisAdapter]:
+    a = RedisAdapter(redis_url, prefix=f"test-{uuid.uuid4().hex}")
+    await a.open()
+    yield a
+    await a.close()
+
+
+@pytest.fixture
+def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+async def update(a: RedisAdapter, scope: str, key: str, raw_ops: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """What state::update does: run the ops on the stored value inside mutate."""
+    parsed = parse_ops(raw_ops)
+    op_errors: list[dict[str, Any]] = []
+
+    def run(current: Entry | None) -> bytes:
+        nonlocal op_errors
+        value = msgspec.json.decode(current.raw) if current is not None else None
+        new_value, op_errors = apply_ops(value, current is not None, parsed)
+        return msgspec.json.encode(new_value)
+
+    await a.mutate(scope, key, run)
+    stored = await a.get(scope, key)
+    assert stored is not None
+    return msgspec.json.decode(stored.raw), op_errors
+
+
+# -- update ops through Redis -----------------------------------------------------
+
+
+@pytest.mark.parametrize("index", range(len(VECTORS)), ids=[v["name"] for v in VECTORS])
+async def test_vector(adapter: RedisAdapter, index: int) -> None:
+    vector = VECTORS[index]
+    initial, expect = vector["initial"], vector["expect"]
+    if initial is not None or vector.get("initial_exists"):
+        raw = msgspec.json.encode(initial)
+        await adapter.mutate("v", "k", lambda _: raw)
+    before = await adapter.get("v", "k")
+    if "error_code" in expect:
+        with pytest.raises(OpsDecodeError):
+            await update(adapter, "v", "k", vector["ops"])
+        assert await adapter.get("v", "k") == before
+        return
+    value, op_errors = await update(adapter, "v", "k", vector["ops"])
+    assert same_json(value, expect["new_value"]), (value, expect["new_value"])
+    expected = [(e["op_index"], e["code"]) for e in expect.get("errors", [])]
+    assert [(e["op_index"], e["code"]) for e in op_errors] == expected
+
+
+async def test_numbers_and_empty_containers_are_exact(adapter: RedisAdapter) -> None:
+    # The reference's Lua port turns [] into {} and numbers into 14-digit doubles.
+    raw = b'{"big":9223372036854775807,"f":1.1,"two":2.0,"list":[],"obj":{},"n":0}'
+    await adapter.mutate("s", "k", lambda _: raw)
+    value, errors = await update(
+        adapter,
+        "s",
+        "k",
+        [
+            {"type": "increment", "path": "big", "by": 1},
+            {"type": "increment", "path": "f", "by": 2},
+            {"type": "increment", "path": "two", "by": 1},
+            {"type": "increment", "path": "n", "by": 1},
+        ],
+    )
+    assert errors == []
+    stored = await adapter.get("s", "k")
+    assert stored is not None
+    assert stored.raw == b'{"big":9223372036854775808,"f":3.1,"two":3.0,"list":[],"obj":{},"n":1}'
+    assert value["big"] == 2**63 and type(value["f"]) is float and type(value["two"]) is float
+
+
+async def test_absent_key_defaults(adapter: RedisAdapter) -> None:
+    # Root increment / string append on an absent key (the Lua port errs here).
+    assert await update(adapter, "s", "n", [{"type": "increment", "path": "", "by": 5}]) == (5, [])
+    assert await update(adapter, "s", "t", [{"type": "append", "value": "x"}]) == ("x", [])
+
+
+# -- layout, registry, retries ----------------------------------------------------
+
+
+async def test_key_layout(adapter: RedisAdapter, raw_redis: redis.Redis) -> None:
+    p = adapter._prefix
+    _, first = await adapter.mutate("sc", "a", lambda _: b"1")
+    _, second = await adapter.mutate("sc", "b", lambda _: b'"x:y"')
+    await adapter.mutate("sc", "a", lambda _: b"[]")  # overwrite: keeps ord
+    assert first is not None and second is not None
+    stored = raw_redis.hgetall(p + b":{sc}:kv")
+    assert stored[b"b"] == b'%d:%d:"x:y"' % (second.version, second.version)
+    version, ord_, raw = stored[b"a"].split(b":", 2)
+    assert (int(ord_), raw) == (first.version, b"[]") and int(version) > second.version
+    assert raw_redis.smembers(p + b":scopes") == {b"sc"}
+    await adapter.mutate("sc", "a", lambda _: None)
+    assert raw_redis.smembers(p + b":scopes") == {b"sc"}
+    await adapter.mutate("sc", "b", lambda _: None)  # last key: hash and registry entry go
+    assert raw_redis.exists(p + b":{sc}:kv") == 0
+    assert raw_redis.smembers(p + b":scopes") == set()
+    raw_redis.hset(p + b":{foreign}:kv", "k", b"not ours")
+    with pytest.raises(AdapterError, match="not written by pyiii"):
+        await adapter.get("foreign", "k")
+
+
+async def test_conflicts_rerun_fn_then_give_up(
+    adapter: RedisAdapter, raw_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kv = adapter._prefix + b":{s}:kv"
+    await adapter.mutate("s", "k", lambda _: b"0")
+    seen: list[bytes | None] = []
+
+    def meddling(times: int) -> Any:
+        def fn(current: Entry | None) -> bytes:
+            seen.append(None if current is None else current.raw)
+            if len(seen) <= times:  # another client changes the scope mid-transaction
+                raw_redis.hset(kv, "other", b"1:1:%d" % len(seen))
+            return b"42"
+
+        return fn
+
+    old, new = await adapter.mutate("s", "k", meddling(2))
+    assert len(seen) == 3 and old is not None and old.raw == b"0"
+    assert new is not None and (await adapter.get("s", "k")) == new
+
+    monkeypatch.setattr(redis_adapter, "MAX_ATTEMPTS", 3)
+    seen.clear()
+    with pytest.raises(AdapterError, match=r"gave up .* after 3 attempts"):
+        await adapter.mutate("s", "k", meddling(99))
+    assert len(seen) == 3
+    assert await adapter.get("s", "k") == new
+
+
+async def test_open_fails_fast_with_config_error() -> None:
+    port = free_port()
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        await RedisAdapter(f"redis://:hunter2@127.0.0.1:{port}/0").open()
+    assert time.monotonic() - start < 6
+    assert f"127.0.0.1:{port}" in str(err.value) and "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError, match="invalid redis_url"):
+        await RedisAdapter("http://127.0.0.1:1").open()
+
+
+# -- several engines on one Redis ---------------------------------------------------
+
+
+def redis_state(url: str) -> StateConfig:
+    return StateConfig(adapter="redis", redis_url=url)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(state: StateConfig, port: int = 0) -> AsyncIterator[str]:
+    config = dataclasses.replace(parse_config("workers: []\n", source="test"), port=port, state=state)
+    server = Server(config)
+    await server.start()
+    try:
+        yield f"ws://127.0.0.1:{server.port}"
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def worker(url: str, name: str) -> AsyncIterator[Worker]:
+    w = await connect(url, name=name, invocation_timeout_ms=20_000)
+    try:
+        yield w
+    finally:
+        await w.shutdown()
+
+
+class Recorder:
+    """A function that records the payloads it is called with."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self._changed = asyncio.Event()
+
+    async def __call__(self, data: Any) -> None:
+        self.events.append(data)
+        self._changed.set()
+
+    async def wait_until(self, done: Callable[[list[Any]], bool], timeout: float = 10.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while not done(self.events):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"events never matched; got {self.events!r}"
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return self.events
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
+        return await self.wait_until(lambda events: len(events) >= count, timeout)
+
+
+async def watch(w: Worker, function_id: str, config: dict[str, Any]) -> Recorder:
+    """Register a recording function and a state trigger for it; return once both are live."""
+    rec = Recorder()
+    w.register_function(function_id, rec)
+    w.register_trigger({"type": "state", "function_id": function_id, "config": config})
+    await w.trigger("state::list_groups", {})  # frames are handled in order: both are registered now
+    return rec
+
+
+@dataclasses.dataclass
+class Pair:
+    a: Worker
+    b: Worker
+
+
+@pytest.fixture
+async def pair(redis_url: str, raw_redis: redis.Redis) -> AsyncIterator[Pair]:
+    """Two engines on the session's Redis (flushed first), one worker on each."""
+    raw_redis.flushall()
+    async with (
+        running_engine(redis_state(redis_url)) as url_a,
+        running_engine(redis_state(redis_url)) as url_b,
+        worker(url_a, "on-a") as wa,
+        worker(url_b, "on-b") as wb,
+    ):
+        yield Pair(wa, wb)
+
+
+async def test_engines_share_state(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    assert await a.trigger("state::set", {"scope": "s", "key": "k", "value": {"x": [1, 2.5]}}) == {
+        "old_value": None,
+        "new_value": {"x": [1, 2.5]},
+    }
+    assert await b.trigger("state::get", {"scope": "s", "key": "k"}) == {"x": [1, 2.5]}
+    await b.trigger("state::set", {"scope": "s", "key": "j", "value": []})
+    ops = [{"type": "set", "path": "", "value": 1}]
+    await a.trigger("state::update", {"scope": "t", "key": "k", "ops": ops})
+    assert await a.trigger("state::list", {"scope": "s"}) == [{"x": [1, 2.5]}, []]
+    assert await a.trigger("state::list_groups", {}) == {"groups": ["s", "t"]}
+    assert await b.trigger("state::delete", {"scope": "t", "key": "k"}) == 1
+    assert await a.trigger("state::list_groups", {}) == {"groups": ["s"]}
+    assert await a.trigger("state::get", {"scope": "t", "key": "k"}) is None
+
+
+async def test_concurrent_increments_across_engines(pair: Pair) -> None:
+    ops = [{"type": "increment", "path": "n", "by": 1}]
+    results = await asyncio.gather(
+        *(
+            (pair.a if i % 2 else pair.b).trigger("state::update", {"scope": "c", "key": "k", "ops": ops})
+            for i in range(1000)
+        )
+    )
+    assert await pair.a.trigger("state::get", {"scope": "c", "key": "k"}) == {"n": 1000}
+    # Every increment saw a distinct predecessor: none was lost or applied twice.
+    assert sorted(r["new_value"]["n"] for r in results) == list(range(1, 1001))
+
+
+async def test_trigger_fires_once_wherever_the_write_happens(pair: Pair) -> None:
+    rec = await watch(pair.b, "b::changes", {"scope": "w"})
+    await pair.a.trigger("state::set", {"scope": "w", "key": "k", "value": {"v": 1}})
+    await pair.a.trigger("state::set", {"scope": "other", "key": "k", "value": 0})  # filtered out
+    ops = [{"type": "increment", "path": "v", "by": 1}]
+    await pair.b.trigger("state::update", {"scope": "w", "key": "k", "ops": ops})  # a local write on B
+    await pair.a.trigger("state::delete", {"scope": "w", "key": "k"})
+    await pair.a.trigger("state::delete", {"scope": "w", "key": "k"})  # absent: nothing fires
+    events = await rec.wait_for(3)
+    await asyncio.sleep(0.3)  # room for a duplicate to show up
+    head = {"type": "state", "scope": "w", "key": "k"}
+    assert events == [
+        {**head, "event_type": "state:created", "old_value": None, "new_value": {"v": 1}},
+        {**head, "event_type": "state:updated", "old_value": {"v": 1}, "new_value": {"v": 2}},
+        {**head, "event_type": "state:deleted", "old_value": {"v": 2}, "new_value": None},
+    ]
+
+
+async def test_redis_outage_and_recovery(private_redis: Any) -> None:
+    url = private_redis.url
+    async with (
+        running_engine(redis_state(url)) as url_a,
+        running_engine(redis_state(url)) as url_b,
+        worker(url_a, "on-a") as a,
+        worker(url_b, "on-b") as b,
+    ):
+        rec = await watch(b, "b::changes", {"scope": "o"})
+        a.register_function("a::ping", lambda data: "pong")
+        b.register_function("b::ping", lambda data: "pong")
+        await a.trigger("state::set", {"scope": "o", "key": "k", "value": 1})
+        await rec.wait_for(1)
+
+        private_redis.stop()
+        for w, function_id, payload, code in [
+            (a, "state::set", {"scope": "o", "key": "k", "value": 2}, "SET_ERROR"),
+            (b, "state::get", {"scope": "o", "key": "k"}, "GET_ERROR"),
+            (a, "state::update", {"scope": "o", "key": "k", "ops": []}, "UPDATE_ERROR"),
+            (b, "state::delete", {"scope": "o", "key": "k"}, "DELETE_ERROR"),
+            (a, "state::list", {"scope": "o"}, "LIST_ERROR"),
+            (b, "state::list_groups", {}, "LIST_GROUPS_ERROR"),
+        ]:
+            start = time.monotonic()
+            with pytest.raises(IIIError) as err:
+                await w.trigger(function_id, payload)
+            assert err.value.code == code, err.value
+            assert f"Redis at {url} is unreachable" in err.value.message, err.value.message
+            assert time.monotonic() - start < 8, f"{function_id} took too long to fail"
+        # The engines are still up and routing.
+        assert a.connected and b.connected
+        assert await a.trigger("a::ping", {}) == "pong"
+        assert await b.trigger("b::ping", {}) == "pong"
+
+        private_redis.start()  # empty: nothing was saved
+        assert await a.trigger("state::set", {"scope": "o", "key": "k", "value": 3}) == {
+            "old_value": None,
+            "new_value": 3,
+        }
+        assert await b.trigger("state::get", {"scope": "o", "key": "k"}) == 3
+        # B's subscriber reconnects by itself; from then on its triggers fire again.
+        deadline = time.monotonic() + 15
+        value = 3
+        while len(rec.events) < 2:
+            assert time.monotonic() < deadline, f"no event after Redis came back: {rec.events!r}"
+            await asyncio.sleep(0.2)
+            value += 1
+            await a.trigger("state::set", {"scope": "o", "key": "k", "value": value})
+        await a.trigger("state::set", {"scope": "o", "key": "k", "value": "last"})
+        await rec.wait_until(lambda events: events[-1]["new_value"] == "last")
