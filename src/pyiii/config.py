@@ -319,9 +319,7 @@ def _as_str(ctx: _Ctx, where: str, value: object, *, nonempty: bool = True) -> s
 def _as_url(ctx: _Ctx, where: str, value: object, schemes: tuple[str, ...]) -> str:
     url = _as_str(ctx, where, value).strip()
     if not url.startswith(schemes):
-        ctx.fail(
-            where, f"expected a URL, found {_found(value)}; valid schemes: {', '.join(schemes)}"
-        )
+        ctx.fail(where, f"expected a URL, found {_found(value)}; valid schemes: {', '.join(schemes)}")
     return url
 
 
@@ -484,9 +482,7 @@ def _parse_yaml(text: str, source: str) -> object:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(
-    path: str | Path | None, *, environ: Mapping[str, str] | None = None
-) -> EngineConfig:
+def load_config(path: str | Path | None, *, environ: Mapping[str, str] | None = None) -> EngineConfig:
     """Read the engine config.
 
     ``path=None`` looks for ``iii-config.yaml``, then ``config.yaml``, in the
@@ -509,9 +505,7 @@ def load_config(
     try:
         text = file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{source}: cannot read config file: not UTF-8 text ({exc.reason})"
-        ) from exc
+        raise ConfigError(f"{source}: cannot read config file: not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from exc
     return parse_config(text, source=source, environ=env)
@@ -552,8 +546,7 @@ class _Builder:
         if "workers" in top and "modules" in top:
             ctx.fail(
                 "top level",
-                "both 'workers' and 'modules' are present; 'modules' is an alias of "
-                "'workers', use only one",
+                "both 'workers' and 'modules' are present; 'modules' is an alias of 'workers', use only one",
             )
         list_key = "workers" if "workers" in top else "modules"
         entries = top.get(list_key)
@@ -612,8 +605,7 @@ class _Builder:
         if not isinstance(entry, Mapping):
             ctx.fail(
                 where,
-                "expected a mapping like {name: iii-state, config: {...}}, "
-                f"found {_found(entry)}",
+                f"expected a mapping like {{name: iii-state, config: {{...}}}}, found {_found(entry)}",
             )
         item = _as_mapping(ctx, where, entry)
         if "class" in item and "name" in item:
@@ -666,9 +658,7 @@ class _Builder:
             ctx.warn(label, f"'image' is ignored for {canonical} (built into pyiii)")
         self._accept(label, base, canonical, f"#{suffix}" if sep else "", item.get("config"))
 
-    def _accept(
-        self, label: str, written: str, canonical: str, suffix: str, config: object
-    ) -> None:
+    def _accept(self, label: str, written: str, canonical: str, suffix: str, config: object) -> None:
         ctx = self.ctx
         instance = canonical + suffix
         if instance in self.first_by_canonical:
@@ -676,12 +666,9 @@ class _Builder:
             if first != written:
                 ctx.fail(
                     label,
-                    f"'{written}' and '{first}' name the same module ({canonical}); "
-                    "list only one of them",
+                    f"'{written}' and '{first}' name the same module ({canonical}); list only one of them",
                 )
-            ctx.fail(
-                label, f"'{written}{suffix}' is listed twice; use a '#suffix' for another instance"
-            )
+            ctx.fail(label, f"'{written}{suffix}' is listed twice; use a '#suffix' for another instance")
         self.first_by_canonical[instance] = written
         if canonical in (STATE, WORKER_MANAGER) and any(
             s == canonical or s.startswith(canonical + "#") for s in self.seen
@@ -741,9 +728,7 @@ class _Builder:
         ctx.check_keys(where, cfg, _STATE_KEYS)
         values: dict[str, Any] = {}
         if cfg.get("triggers_enabled") is not None:
-            values["triggers_enabled"] = _as_bool(
-                ctx, f"{where}.triggers_enabled", cfg["triggers_enabled"]
-            )
+            values["triggers_enabled"] = _as_bool(ctx, f"{where}.triggers_enabled", cfg["triggers_enabled"])
         if cfg.get("max_value_bytes") is not None:
             limit = _as_int(ctx, f"{where}.max_value_bytes", cfg["max_value_bytes"], minimum=0)
             values["max_value_bytes"] = limit or None
@@ -752,9 +737,7 @@ class _Builder:
             adapter = self._adapter(f"{where}.adapter", cfg["adapter"], values)
         values["adapter"] = adapter
         if cfg.get("save_interval_ms") is not None:
-            values["save_interval_ms"] = _as_int(
-                ctx, f"{where}.save_interval_ms", cfg["save_interval_ms"]
-            )
+            values["save_interval_ms"] = _as_int(ctx, f"{where}.save_interval_ms", cfg["save_interval_ms"])
         return StateConfig(**values)
 
     def _adapter(self, where: str, raw: object, values: dict[str, Any]) -> AdapterName:
@@ -806,8 +789,7 @@ class _Builder:
             if target in values and values[target] != parsed:
                 ctx.fail(
                     f"{cw}.{key}",
-                    f"'url' and 'bridge_url' disagree ({values[target]!r} vs {parsed!r}); "
-                    "give only one",
+                    f"'url' and 'bridge_url' disagree ({values[target]!r} vs {parsed!r}); give only one",
                 )
             values[target] = parsed
         return adapter

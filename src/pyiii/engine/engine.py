@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,14 +191,21 @@ class Engine:
         *,
         worker_name: str,
         description: str | None = None,
+        eager: bool = False,
     ) -> None:
-        """Expose an in-process function under the default namespace."""
+        """Expose an in-process function under the default namespace.
+
+        ``eager``: the handler is a coroutine function that may be stepped
+        outside a Task (it uses no asyncio.timeout or current_task()), so
+        calls that never wait finish without the cost of creating a Task.
+        """
         self.functions[(DEFAULT_NS, function_id)] = Function(
             id=function_id,
             namespace=DEFAULT_NS,
             handler=handler,
             worker_name=worker_name,
             description=description,
+            eager=eager,
         )
 
     def _on_register_function(self, conn: Connection, msg: RegisterFunction, frame: bytes) -> None:
@@ -276,7 +283,7 @@ class Engine:
             return
         if fn.handler is not None:
             ctx = CallContext(caller=conn, function_id=msg.function_id, metadata=msg.metadata)
-            self._run_builtin(fn.handler, data, ctx, conn, inv_id)
+            self._run_builtin(fn.handler, data, ctx, conn, inv_id, fn.eager)
             return
         assert fn.owner is not None
         if inv_id is None:
@@ -437,9 +444,20 @@ class Engine:
         ctx: CallContext,
         conn: Connection | None,
         inv_id: str | None,
+        eager: bool = False,
     ) -> None:
         try:
             out = handler(data, ctx)
+            if eager and inspect.iscoroutine(out):
+                # Run it eagerly: most calls of such a built-in (a state::get from
+                # memory) finish without ever waiting, and then no Task is created.
+                try:
+                    waiting_on = out.send(None)
+                except StopIteration as done:
+                    out = done.value
+                else:
+                    self.spawn(self._finish_builtin(_resume(out, waiting_on), ctx, conn, inv_id))
+                    return
         except IIIError as err:
             if conn is not None and inv_id is not None:
                 self._reply_error(conn, inv_id, ctx.function_id, err)
@@ -746,6 +764,28 @@ class Engine:
         for conn in list(self.connections.values()):
             conn.close(1001, reason)
             self.disconnect(conn)
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
+    """Drive a coroutine that was started by hand and is now waiting.
+
+    ``waiting_on`` is what its first step yielded: an asyncio future (or None
+    for a bare yield). Each time that completes, the coroutine is stepped
+    again, exactly as a Task would do, until it returns.
+    """
+    while True:
+        try:
+            if waiting_on is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((waiting_on,))
+        except asyncio.CancelledError:
+            waiting_on = coro.throw(asyncio.CancelledError())
+            continue
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration as done:
+            return done.value
 
 
 def _error_from_raw(error: Raw, function_id: str) -> IIIError:

@@ -44,6 +44,7 @@ class Function:
     namespace: str
     owner: Connection | None = None
     handler: Builtin | None = None
+    eager: bool = False
     worker_name: str = ""
     description: str | None = None
     metadata: Raw | UnsetType = UNSET

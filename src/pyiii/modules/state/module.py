@@ -153,15 +153,18 @@ class StateModule(Module):
         self.triggers.enabled = self.config.triggers_enabled
         # A shared adapter reports every change itself, ours and other engines'.
         self._local_events = not self.adapter.subscribe(self.triggers.publish)
-        reg = engine.register_builtin
-        reg("state::set", self.set, worker_name=WORKER_NAME, description="Store a value")
-        reg("state::get", self.get, worker_name=WORKER_NAME, description="Read a value")
-        reg("state::delete", self.delete, worker_name=WORKER_NAME, description="Delete a key")
-        reg("state::update", self.update, worker_name=WORKER_NAME, description="Apply update ops atomically")
-        reg("state::list", self.list, worker_name=WORKER_NAME, description="Values of a scope")
-        reg(
-            "state::list_groups", self.list_groups, worker_name=WORKER_NAME, description="Names of all scopes"
-        )
+        eager = self.adapter.eager_safe
+        for function_id, handler, description in (
+            ("state::set", self.set, "Store a value"),
+            ("state::get", self.get, "Read a value"),
+            ("state::delete", self.delete, "Delete a key"),
+            ("state::update", self.update, "Apply update ops atomically"),
+            ("state::list", self.list, "Values of a scope"),
+            ("state::list_groups", self.list_groups, "Names of all scopes"),
+        ):
+            engine.register_builtin(
+                function_id, handler, worker_name=WORKER_NAME, description=description, eager=eager
+            )
         engine.register_trigger_type(
             "state",
             "Fires when a state key is created, updated or deleted",
@@ -202,9 +205,12 @@ class StateModule(Module):
 
     def _check_size(self, raw: bytes) -> None:
         limit = self.max_value_bytes
-        if limit is None or len(raw) <= limit:
+        # The limit is on the compact encoding. The text we received can be
+        # longer (whitespace) or shorter: "1E15" is 4 bytes but encodes as
+        # 1000000000000000.0, 18. No number token grows more than 8-fold, so
+        # texts under limit/8 cannot exceed it and skip the re-encoding.
+        if limit is None or len(raw) * 8 <= limit:
             return
-        # The limit is on compact JSON; what we received may carry whitespace.
         size = len(msgspec.json.encode(msgspec.json.decode(raw)))
         if size > limit:
             raise IIIError(

@@ -258,9 +258,7 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Op]]] = {
 
 def _parse_op(raw: object) -> Op:
     if type(raw) is not dict:
-        raise OpsDecodeError(
-            f"invalid type: {_unexpected(raw)}, expected internally tagged enum UpdateOp"
-        )
+        raise OpsDecodeError(f"invalid type: {_unexpected(raw)}, expected internally tagged enum UpdateOp")
     kind = raw.get("type", _MISSING)
     if kind is _MISSING:
         raise OpsDecodeError("missing field `type`")
@@ -491,10 +489,7 @@ def _apply_append(work: _Work, op: Op) -> None:
             parent[leaf] = _appended(work, current, value, leaf)
         return
     current = work.root.get(leaf, _MISSING)
-    if current is _MISSING:
-        new = _first_append(work, value)
-    else:
-        new = _appended(work, current, value, leaf)
+    new = _first_append(work, value) if current is _MISSING else _appended(work, current, value, leaf)
     work.root_dict()[leaf] = new
 
 
@@ -544,7 +539,5 @@ def apply_ops(current: object, exists: bool, ops: list[Op]) -> tuple[object, lis
                 # absent-default behaviour.
                 work.absent = False
                 continue
-        errors.append(
-            {"op_index": index, "code": failure[0], "message": failure[1], "doc_url": DOC_URL}
-        )
+        errors.append({"op_index": index, "code": failure[0], "message": failure[1], "doc_url": DOC_URL})
     return work.root, errors

@@ -65,9 +65,7 @@ class StateAdapter(abc.ABC):
         """The current entry, or None when the key is absent."""
 
     @abc.abstractmethod
-    async def mutate(
-        self, scope: str, key: str, fn: Mutation
-    ) -> tuple[Entry | None, Entry | None]:
+    async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
         """Atomically replace the key with ``fn(current)``; return (old, new).
 
         Returns only once the change is durable for this adapter. When ``fn``
@@ -82,6 +80,11 @@ class StateAdapter(abc.ABC):
     @abc.abstractmethod
     async def list_groups(self) -> builtins.list[str]:
         """Sorted unique names of scopes that hold at least one key."""
+
+    # True when every method only awaits plain asyncio futures (no
+    # asyncio.timeout, no current_task()): the engine may then step calls
+    # eagerly and skip creating a Task for the ones that never wait.
+    eager_safe: bool = False
 
     # A remote adapter (the bridge) forwards whole ``state::*`` calls to
     # another engine: a pure ``mutate`` function cannot travel over the
@@ -107,4 +110,3 @@ class StateAdapter(abc.ABC):
         writes locally.
         """
         return False
-

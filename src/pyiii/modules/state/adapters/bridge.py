@@ -83,9 +83,7 @@ class BridgeAdapter(StateAdapter):
     async def open(self) -> None:
         # Starts connecting in the background; an engine that is not up yet
         # is not fatal, the worker keeps retrying.
-        self._worker = register_worker(
-            self.url, name=WORKER_NAME, invocation_timeout_ms=self.call_timeout_ms
-        )
+        self._worker = register_worker(self.url, name=WORKER_NAME, invocation_timeout_ms=self.call_timeout_ms)
         try:
             await self._worker.wait_connected(FIRST_CONNECT_WAIT_S)
         except IIIError:
@@ -123,8 +121,7 @@ class BridgeAdapter(StateAdapter):
                 raise self._unreachable(exc.message) from None
             if exc.code == errors.TIMEOUT:
                 raise AdapterError(
-                    f"the engine at {self.url} did not answer {function_id} within"
-                    f" {self.call_timeout_ms} ms"
+                    f"the engine at {self.url} did not answer {function_id} within {self.call_timeout_ms} ms"
                 ) from None
             raise AdapterError(
                 f"the engine at {self.url} answered {function_id} with {exc.code}: {exc.message}"
@@ -144,9 +141,7 @@ class BridgeAdapter(StateAdapter):
         raw = await self.call("state::get", msgspec.json.encode({"scope": scope, "key": key}))
         return None if raw is None else Entry(raw, 0)
 
-    async def mutate(
-        self, scope: str, key: str, fn: Mutation
-    ) -> tuple[Entry | None, Entry | None]:
+    async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
         raise AdapterError("the bridge adapter forwards whole state calls (call()); it has no mutate")
 
     async def list(self, scope: str) -> builtins.list[Entry]:

@@ -34,9 +34,7 @@ class MemoryStore:
         keys = self._scopes.get(scope)
         return None if keys is None else keys.get(key)
 
-    def apply(
-        self, scope: str, key: str, fn: Mutation
-    ) -> tuple[Entry | None, Entry | None, bool]:
+    def apply(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None, bool]:
         """Run ``fn`` on the current entry and store its result.
 
         Returns (old, new, changed). ``changed`` is False for KEEP and for
@@ -94,15 +92,15 @@ class MemoryAdapter(StateAdapter):
     atomic with respect to all other operations on the same event loop.
     """
 
+    eager_safe = True
+
     def __init__(self) -> None:
         self._store = MemoryStore()
 
     async def get(self, scope: str, key: str) -> Entry | None:
         return self._store.get(scope, key)
 
-    async def mutate(
-        self, scope: str, key: str, fn: Mutation
-    ) -> tuple[Entry | None, Entry | None]:
+    async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
         old, new, _ = self._store.apply(scope, key, fn)
         return old, new
 

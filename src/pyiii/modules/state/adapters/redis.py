@@ -275,9 +275,7 @@ class RedisAdapter(StateAdapter):
             if not slot.users:
                 del self._locks[scope]
 
-    async def mutate(
-        self, scope: str, key: str, fn: Mutation
-    ) -> tuple[Entry | None, Entry | None]:
+    async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
         client = self._client()
         kv, field = self._kv(scope), _b(key)
         async with self._exclusive(scope):

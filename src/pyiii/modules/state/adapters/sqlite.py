@@ -70,10 +70,7 @@ _CREATE_KV = """CREATE TABLE IF NOT EXISTS kv (
     value BLOB NOT NULL,
     UNIQUE (scope, key)
 )"""
-_INIT_META = (
-    "INSERT OR IGNORE INTO meta (name, value)"
-    " VALUES ('schema_version', ?), ('last_version', 0)"
-)
+_INIT_META = "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?), ('last_version', 0)"
 _UPSERT = (
     "INSERT INTO kv (ord, scope, key, version, value) VALUES (?1, ?2, ?3, ?1, ?4)"
     " ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version, value = excluded.value"
@@ -123,12 +120,12 @@ class SqliteAdapter(StateAdapter):
     loss. ``db_path`` is the resolved file; ``commits`` counts transactions.
     """
 
+    eager_safe = True
+
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
-            raise ValueError(
-                f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}, not {synchronous!r}"
-            )
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}, not {synchronous!r}")
         self._synchronous = mode
         path = Path(path)
         self.db_path = path / DB_FILE_NAME if path.is_dir() or not path.suffix else path
@@ -150,9 +147,7 @@ class SqliteAdapter(StateAdapter):
         self._loop = loop
         self._stopped = loop.create_future()
         opened: asyncio.Future[MemoryStore] = loop.create_future()
-        thread = threading.Thread(
-            target=self._run, args=(opened,), name="pyiii-state-sqlite", daemon=True
-        )
+        thread = threading.Thread(target=self._run, args=(opened,), name="pyiii-state-sqlite", daemon=True)
         thread.start()
         self._state = "opening"
         try:
@@ -180,9 +175,7 @@ class SqliteAdapter(StateAdapter):
         self._check_usable()
         return self._mem.get(scope, key)
 
-    async def mutate(
-        self, scope: str, key: str, fn: Mutation
-    ) -> tuple[Entry | None, Entry | None]:
+    async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
         self._check_usable()
         mem = self._mem
         old, new, changed = mem.apply(scope, key, fn)
@@ -239,14 +232,11 @@ class SqliteAdapter(StateAdapter):
             if not write.future.done():
                 write.future.set_exception(AdapterError(reason))
 
-    def _commit_failed(
-        self, batch: builtins.list[_Write], reason: str, store: MemoryStore | None
-    ) -> None:
+    def _commit_failed(self, batch: builtins.list[_Write], reason: str, store: MemoryStore | None) -> None:
         self._failed(batch, reason)
         if store is None:
             self._broken = (
-                f"state store {self.db_path} is unusable after a failed commit ({reason});"
-                " restart the engine"
+                f"state store {self.db_path} is unusable after a failed commit ({reason}); restart the engine"
             )
             return
         # Runs between two event-loop steps: every write applied to the old
@@ -356,9 +346,7 @@ class SqliteAdapter(StateAdapter):
         cur.execute(_SET_LAST_VERSION, (batch[-1].version,))
 
     def _load(self, conn: sqlite3.Connection) -> MemoryStore:
-        (last_version,) = conn.execute(
-            "SELECT value FROM meta WHERE name = 'last_version'"
-        ).fetchone()
+        (last_version,) = conn.execute("SELECT value FROM meta WHERE name = 'last_version'").fetchone()
         store = MemoryStore()
         store.replace(
             (
