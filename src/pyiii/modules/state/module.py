@@ -8,6 +8,7 @@ received, ``state::get`` embeds the stored bytes in its reply. Only
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -109,6 +110,25 @@ def build_adapter(config: StateConfig) -> StateAdapter:
     raise IIIError(errors.INVALID_ARGUMENTS, f"unknown state adapter {config.adapter!r}")
 
 
+# An exponent of three digits or more: the only way a JSON number can be
+# too large for a double (msgspec keeps big integers exact).
+_BIG_EXPONENT = re.compile(rb"[eE][+-]?[0-9]{3}")
+
+
+def _check_numbers(raw: bytes, function_id: str) -> None:
+    """Refuse values with numbers no reader could hold (1e400 reads as Infinity)."""
+    if _BIG_EXPONENT.search(raw) is None:
+        return
+    try:
+        msgspec.json.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise IIIError(
+            errors.DESERIALIZATION_ERROR,
+            f"Failed to deserialize input for {function_id}: value: {exc} "
+            "(a number beyond the double range; send it as a string)",
+        ) from None
+
+
 def _pair(old: Entry | None, new_raw: bytes, extra: bytes = b"") -> Raw:
     return Raw(
         b"".join(
@@ -192,6 +212,7 @@ class StateModule(Module):
                 f"Failed to deserialize input for {ctx.function_id}: missing field `value`",
             )
         raw = bytes(value)  # type: ignore[arg-type]
+        _check_numbers(raw, ctx.function_id)
         self._check_size(raw)
         if self.adapter.remote:
             out = await self._forward("state::set", data, errors.SET_ERROR, "Failed to set value")
@@ -258,6 +279,11 @@ class StateModule(Module):
             raise IIIError(
                 errors.DESERIALIZATION_ERROR,
                 f"Failed to deserialize input for {ctx.function_id}: ops: {exc.message}",
+            ) from None
+        except msgspec.ValidationError as exc:  # e.g. 1e400: no double holds it
+            raise IIIError(
+                errors.DESERIALIZATION_ERROR,
+                f"Failed to deserialize input for {ctx.function_id}: ops: {exc}",
             ) from None
         if self.adapter.remote:
             out = await self._forward("state::update", data, errors.UPDATE_ERROR, "Failed to update value")

@@ -70,7 +70,9 @@ class StateTriggers(TriggerProvider):
         self.engine = engine
         self.enabled = True
         self.bindings: dict[str, Trigger] = {}
-        self._queues: dict[tuple[str, str, str], deque[Raw]] = {}
+        # Keyed by the binding object, not its id: re-registering an id makes a
+        # new binding that must not inherit the old one's queue.
+        self._queues: dict[tuple[int, str, str], deque[Raw]] = {}
 
     def register(self, trigger: Trigger) -> None:
         try:
@@ -98,7 +100,7 @@ class StateTriggers(TriggerProvider):
                 continue
             if event is None:
                 event = encode_event(event_type, scope, key, old, new)
-            qkey = (trig.id, scope, key)
+            qkey = (id(trig), scope, key)
             queue = self._queues.get(qkey)
             if queue is None:
                 queue = self._queues[qkey] = deque()
@@ -107,7 +109,7 @@ class StateTriggers(TriggerProvider):
             else:
                 queue.append(event)
 
-    async def _drain(self, trig: Trigger, qkey: tuple[str, str, str], queue: deque[Raw]) -> None:
+    async def _drain(self, trig: Trigger, qkey: tuple[int, str, str], queue: deque[Raw]) -> None:
         try:
             while queue:
                 await self._deliver(trig, queue[0])
@@ -116,8 +118,8 @@ class StateTriggers(TriggerProvider):
             self._queues.pop(qkey, None)
 
     async def _deliver(self, trig: Trigger, event: Raw) -> None:
-        if trig.id not in self.bindings:
-            return
+        if self.bindings.get(trig.id) is not trig:
+            return  # unregistered or replaced since the event was queued
         cfg: StateTriggerConfig = trig.parsed
         try:
             if cfg.condition_function_id is not None:
