@@ -1,6 +1,9 @@
-"""SDK worker tests against a tiny scripted engine (real picows sockets, no engine code).
+"""SDK wire behaviour against a scripted peer (real picows sockets, no engine code).
 
-``FakeEngine`` speaks just enough of the protocol: it greets every connection
+These pin exact frame order and timing that a real engine cannot be made to
+produce on demand (a drop mid-call, a refused upgrade); the same flows run
+against the real engine in test_worker_engine.py. ``ScriptedPeer`` speaks
+just enough of the protocol: it greets every connection
 with ``workerregistered``, records every frame, answers ``invokefunction``
 calls through a test-provided ``responder`` and accepts ``/otel``.
 """
@@ -38,7 +41,7 @@ Responder = Callable[[Msg], Msg | None]
 class Conn(WSListener):
     """One worker session seen from the engine side."""
 
-    def __init__(self, engine: FakeEngine, headers: dict[str, str]) -> None:
+    def __init__(self, engine: ScriptedPeer, headers: dict[str, str]) -> None:
         self.engine = engine
         self.headers = headers
         self.frames: list[Msg] = []
@@ -84,7 +87,7 @@ class Conn(WSListener):
 
 
 class Otel(WSListener):
-    def __init__(self, engine: FakeEngine) -> None:
+    def __init__(self, engine: ScriptedPeer) -> None:
         self.engine = engine
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -95,7 +98,7 @@ class Otel(WSListener):
             transport.disconnect()
 
 
-class FakeEngine:
+class ScriptedPeer:
     def __init__(self) -> None:
         self.conns: list[Conn] = []
         self.otel: list[bytes] = []
@@ -165,17 +168,17 @@ def invokes(conn: Conn, function_id: str) -> list[Msg]:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeEngine]:
-    engine = FakeEngine()
+async def peer() -> AsyncIterator[ScriptedPeer]:
+    engine = ScriptedPeer()
     await engine.start()
     yield engine
     await engine.stop()
 
 
 @pytest.fixture
-async def worker(fake: FakeEngine) -> AsyncIterator[Worker]:
-    w = await connect(fake.url, name="unit")
-    await fake.conn(0)
+async def worker(peer: ScriptedPeer) -> AsyncIterator[Worker]:
+    w = await connect(peer.url, name="unit")
+    await peer.conn(0)
     yield w
     await w.shutdown()
 
@@ -188,16 +191,16 @@ def echo_add(msg: Msg) -> Msg:
 # --- connect sequence ----------------------------------------------------------
 
 
-async def test_connect_sequence_registrations_then_queue_then_announce(fake: FakeEngine) -> None:
-    fake.responder = echo_add
-    w = register_worker(fake.url, name="seq", token="s3cret", headers={"X-Team": "a"})
+async def test_connect_sequence_registrations_then_queue_then_announce(peer: ScriptedPeer) -> None:
+    peer.responder = echo_add
+    w = register_worker(peer.url, name="seq", token="s3cret", headers={"X-Team": "a"})
     assert not w.connected  # inside a running loop: returned before connecting
     w.register_function("math::add", lambda d: d, description="adds", metadata={"v": 1})
     trig = w.register_trigger({"type": "state", "function_id": "math::add", "config": {"scope": "s"}})
     queued = asyncio.ensure_future(w.trigger("math::add", {"a": 1, "b": 2}))
     await w.wait_connected()
     assert await queued == {"c": 3}
-    conn = fake.conns[0]
+    conn = peer.conns[0]
     await until(lambda: len(conn.frames) >= 4)
     assert conn.types()[:4] == ["registerfunction", "registertrigger", "invokefunction", "invokefunction"]
     reg, rt, call, announce = conn.frames[:4]
@@ -218,8 +221,8 @@ async def test_connect_sequence_registrations_then_queue_then_announce(fake: Fak
     await w.shutdown()
 
 
-async def test_registration_after_connect_is_sent_live(fake: FakeEngine, worker: Worker) -> None:
-    conn = fake.conns[0]
+async def test_registration_after_connect_is_sent_live(peer: ScriptedPeer, worker: Worker) -> None:
+    conn = peer.conns[0]
     ref = worker.register_function("late::fn", lambda d: d)
     await until(lambda: "registerfunction" in conn.types())
     ref.unregister()
@@ -235,31 +238,31 @@ async def test_registration_after_connect_is_sent_live(fake: FakeEngine, worker:
 # --- trigger -------------------------------------------------------------------------
 
 
-async def test_trigger_returns_decoded_result(fake: FakeEngine, worker: Worker) -> None:
-    fake.responder = echo_add
+async def test_trigger_returns_decoded_result(peer: ScriptedPeer, worker: Worker) -> None:
+    peer.responder = echo_add
     assert await worker.trigger({"function_id": "math::add", "payload": {"a": 2, "b": 3}}) == {"c": 5}
-    [call] = invokes(fake.conns[0], "math::add")
+    [call] = invokes(peer.conns[0], "math::add")
     uuid.UUID(call["invocation_id"])
     assert call["data"] == {"a": 2, "b": 3} and "action" not in call
 
 
-async def test_trigger_absent_or_null_result_is_none(fake: FakeEngine, worker: Worker) -> None:
-    fake.responder = lambda msg: {}
+async def test_trigger_absent_or_null_result_is_none(peer: ScriptedPeer, worker: Worker) -> None:
+    peer.responder = lambda msg: {}
     assert await worker.trigger("x::none", {}) is None
-    fake.responder = lambda msg: {"result": None}
+    peer.responder = lambda msg: {"result": None}
     assert await worker.trigger("x::none", {}) is None
 
 
-async def test_trigger_error_result_raises_iii_error(fake: FakeEngine, worker: Worker) -> None:
-    fake.responder = lambda msg: {"error": {"code": "boom", "message": "it broke", "stacktrace": "tb"}}
+async def test_trigger_error_result_raises_iii_error(peer: ScriptedPeer, worker: Worker) -> None:
+    peer.responder = lambda msg: {"error": {"code": "boom", "message": "it broke", "stacktrace": "tb"}}
     with pytest.raises(IIIError) as info:
         await worker.trigger("x::fail", {"a": 1})
     assert (info.value.code, info.value.message) == ("boom", "it broke")
     assert info.value.function_id == "x::fail" and info.value.stacktrace == "tb"
 
 
-async def test_trigger_timeout_sends_nothing_more(fake: FakeEngine, worker: Worker) -> None:
-    conn = fake.conns[0]
+async def test_trigger_timeout_sends_nothing_more(peer: ScriptedPeer, worker: Worker) -> None:
+    conn = peer.conns[0]
     before = len(conn.frames)
     with pytest.raises(IIIError) as info:
         await worker.trigger({"function_id": "slow::fn", "payload": 1, "timeout_ms": 50})
@@ -270,13 +273,13 @@ async def test_trigger_timeout_sends_nothing_more(fake: FakeEngine, worker: Work
     conn.send({"type": "invocationresult", "invocation_id": call["invocation_id"], "result": 1})
     await asyncio.sleep(0.2)
     assert len(conn.frames) == before + 1
-    fake.responder = echo_add
+    peer.responder = echo_add
     assert await worker.trigger("math::add", {"a": 1, "b": 1}) == {"c": 2}  # still healthy
 
 
-async def test_void_trigger_sends_no_id_and_returns_none(fake: FakeEngine, worker: Worker) -> None:
-    fake.responder = echo_add
-    conn = fake.conns[0]
+async def test_void_trigger_sends_no_id_and_returns_none(peer: ScriptedPeer, worker: Worker) -> None:
+    peer.responder = echo_add
+    conn = peer.conns[0]
     req = {"function_id": "audit::log", "payload": {"m": 1}, "action": {"type": "void"}}
     assert await worker.trigger(req) is None
     await until(lambda: bool(invokes(conn, "audit::log")))
@@ -285,18 +288,18 @@ async def test_void_trigger_sends_no_id_and_returns_none(fake: FakeEngine, worke
                     "action": {"type": "void"}}  # fmt: skip
 
 
-async def test_enqueue_trigger_returns_receipt(fake: FakeEngine, worker: Worker) -> None:
-    fake.responder = lambda msg: {"result": {"messageReceiptId": "r1"}}
+async def test_enqueue_trigger_returns_receipt(peer: ScriptedPeer, worker: Worker) -> None:
+    peer.responder = lambda msg: {"result": {"messageReceiptId": "r1"}}
     got = await worker.trigger("pay::charge", {"n": 1}, action={"type": "enqueue", "queue": "payments"})
     assert got == {"messageReceiptId": "r1"}
-    [call] = invokes(fake.conns[0], "pay::charge")
+    [call] = invokes(peer.conns[0], "pay::charge")
     assert call["action"] == {"type": "enqueue", "queue": "payments"} and call["invocation_id"]
 
 
 # --- handlers ------------------------------------------------------------------------
 
 
-async def test_sync_handler_runs_off_loop(fake: FakeEngine, worker: Worker) -> None:
+async def test_sync_handler_runs_off_loop(peer: ScriptedPeer, worker: Worker) -> None:
     seen: list[str] = []
 
     @worker.function("math::add")
@@ -304,15 +307,15 @@ async def test_sync_handler_runs_off_loop(fake: FakeEngine, worker: Worker) -> N
         seen.append(threading.current_thread().name)
         return {"c": data["a"] + data["b"]}
 
-    conn = fake.conns[0]
+    conn = peer.conns[0]
     await until(lambda: "registerfunction" in conn.types())
-    reply = await fake.invoke(conn, "math::add", {"a": 1, "b": 2, "_caller_worker_id": "w"})
+    reply = await peer.invoke(conn, "math::add", {"a": 1, "b": 2, "_caller_worker_id": "w"})
     assert reply["result"] == {"c": 3} and reply["function_id"] == "math::add"
     assert "error" not in reply
     assert seen[0].startswith("pyiii")
 
 
-async def test_async_and_inline_handlers_and_metadata(fake: FakeEngine, worker: Worker) -> None:
+async def test_async_and_inline_handlers_and_metadata(peer: ScriptedPeer, worker: Worker) -> None:
     async def greet(data: Msg, metadata: Any) -> Msg:
         await asyncio.sleep(0)
         return {"hi": data["name"], "meta": metadata}
@@ -320,16 +323,16 @@ async def test_async_and_inline_handlers_and_metadata(fake: FakeEngine, worker: 
     worker.register_function("greet", greet)
     worker.register_function("cheap", lambda d: d * 2, inline=True)
     worker.register_function("noargs", lambda: "ok")
-    conn = fake.conns[0]
-    reply = await fake.invoke(conn, "greet", {"name": "ann"}, metadata={"m": 1})
+    conn = peer.conns[0]
+    reply = await peer.invoke(conn, "greet", {"name": "ann"}, metadata={"m": 1})
     assert reply["result"] == {"hi": "ann", "meta": {"m": 1}}
-    reply = await fake.invoke(conn, "greet", {"name": "bob"})
+    reply = await peer.invoke(conn, "greet", {"name": "bob"})
     assert reply["result"] == {"hi": "bob", "meta": None}
-    assert (await fake.invoke(conn, "cheap", 21))["result"] == 42
-    assert (await fake.invoke(conn, "noargs", {}))["result"] == "ok"
+    assert (await peer.invoke(conn, "cheap", 21))["result"] == 42
+    assert (await peer.invoke(conn, "noargs", {}))["result"] == "ok"
 
 
-async def test_handler_errors_and_none(fake: FakeEngine, worker: Worker) -> None:
+async def test_handler_errors_and_none(peer: ScriptedPeer, worker: Worker) -> None:
     def bad(data: Any) -> None:
         raise ValueError("bad input")
 
@@ -340,24 +343,24 @@ async def test_handler_errors_and_none(fake: FakeEngine, worker: Worker) -> None
     worker.register_function("coded", coded)
     worker.register_function("nothing", lambda d: None)
     worker.register_function("unserializable", lambda d: object())
-    conn = fake.conns[0]
-    err = (await fake.invoke(conn, "bad", {}))["error"]
+    conn = peer.conns[0]
+    err = (await peer.invoke(conn, "bad", {}))["error"]
     assert err["code"] == "invocation_failed" and err["message"] == "bad input"
     assert "ValueError: bad input" in err["stacktrace"]
-    err = (await fake.invoke(conn, "coded", {}))["error"]
+    err = (await peer.invoke(conn, "coded", {}))["error"]
     assert (err["code"], err["message"]) == ("custom_code", "nope")
-    reply = await fake.invoke(conn, "nothing", {})
+    reply = await peer.invoke(conn, "nothing", {})
     assert "result" not in reply and "error" not in reply
-    err = (await fake.invoke(conn, "unserializable", {}))["error"]
+    err = (await peer.invoke(conn, "unserializable", {}))["error"]
     assert err["code"] == "serialization_error"
 
 
-async def test_unknown_function_gets_function_not_found(fake: FakeEngine, worker: Worker) -> None:
-    reply = await fake.invoke(fake.conns[0], "nope::x", {})
+async def test_unknown_function_gets_function_not_found(peer: ScriptedPeer, worker: Worker) -> None:
+    reply = await peer.invoke(peer.conns[0], "nope::x", {})
     assert reply["error"] == {"code": "function_not_found", "message": "Function 'nope::x' not found"}
 
 
-async def test_void_invocation_runs_without_reply(fake: FakeEngine, worker: Worker) -> None:
+async def test_void_invocation_runs_without_reply(peer: ScriptedPeer, worker: Worker) -> None:
     ran = asyncio.Event()
 
     async def handler(data: Any) -> str:
@@ -365,20 +368,20 @@ async def test_void_invocation_runs_without_reply(fake: FakeEngine, worker: Work
         return "ignored"
 
     worker.register_function("void::fn", handler)
-    conn = fake.conns[0]
+    conn = peer.conns[0]
     conn.send({"type": "invokefunction", "function_id": "void::fn", "data": {}})
     await asyncio.wait_for(ran.wait(), 5)
     await asyncio.sleep(0.05)
     assert "invocationresult" not in conn.types()
 
 
-async def test_bad_frames_are_ignored(fake: FakeEngine, worker: Worker) -> None:
+async def test_bad_frames_are_ignored(peer: ScriptedPeer, worker: Worker) -> None:
     worker.register_function("echo", lambda d: d, inline=True)
-    conn = fake.conns[0]
+    conn = peer.conns[0]
     conn.send("this is not json")
     conn.send({"type": "nosuchtype"})
     conn.send({"type": "ping"})
-    assert (await fake.invoke(conn, "echo", [1]))["result"] == [1]
+    assert (await peer.invoke(conn, "echo", [1]))["result"] == [1]
     await until(lambda: "pong" in conn.types())
     assert worker.connected
 
@@ -386,13 +389,13 @@ async def test_bad_frames_are_ignored(fake: FakeEngine, worker: Worker) -> None:
 # --- reconnect ---------------------------------------------------------------------
 
 
-async def test_reconnect_reattaches_first_and_replays(fake: FakeEngine, worker: Worker) -> None:
+async def test_reconnect_reattaches_first_and_replays(peer: ScriptedPeer, worker: Worker) -> None:
     worker.register_function("math::add", lambda d: d)
     trig = worker.register_trigger({"type": "state", "function_id": "math::add", "config": None})
-    first = fake.conns[0]
+    first = peer.conns[0]
     await until(lambda: "registertrigger" in first.types())
     first.drop()
-    second = await fake.conn(1)
+    second = await peer.conn(1)
     await until(lambda: len(second.frames) >= 4)
     assert second.types()[:4] == ["reattach", "registerfunction", "registertrigger", "invokefunction"]
     assert second.frames[0] == {"type": "reattach", "previous_worker_id": first.worker_id,
@@ -402,9 +405,9 @@ async def test_reconnect_reattaches_first_and_replays(fake: FakeEngine, worker: 
     await until(lambda: worker.worker_id == second.worker_id)
 
 
-async def test_drop_fails_in_flight_calls_with_invocation_stopped(fake: FakeEngine, worker: Worker) -> None:
+async def test_drop_fails_in_flight_calls_with_invocation_stopped(peer: ScriptedPeer, worker: Worker) -> None:
     call = asyncio.ensure_future(worker.trigger("slow::fn", {}))
-    conn = fake.conns[0]
+    conn = peer.conns[0]
     await until(lambda: bool(invokes(conn, "slow::fn")))
     conn.drop()
     with pytest.raises(IIIError) as info:
@@ -413,13 +416,13 @@ async def test_drop_fails_in_flight_calls_with_invocation_stopped(fake: FakeEngi
     assert info.value.message == "connection to the engine was lost"
 
 
-async def test_offline_queue_flushed_after_reconnect(fake: FakeEngine, worker: Worker) -> None:
+async def test_offline_queue_flushed_after_reconnect(peer: ScriptedPeer, worker: Worker) -> None:
     worker.register_function("mine", lambda d: d)
-    first = fake.conns[0]
-    fake.accepting = False
+    first = peer.conns[0]
+    peer.accepting = False
     first.drop()
     await until(lambda: not worker.connected)
-    fake.responder = echo_add
+    peer.responder = echo_add
     kept = asyncio.ensure_future(worker.trigger("math::add", {"a": 20, "b": 22}))
     expired = asyncio.ensure_future(worker.trigger("math::add", {"a": 0, "b": 0}, timeout_ms=50))
     void = asyncio.ensure_future(worker.trigger("audit::log", {"v": 1}, action={"type": "void"}))
@@ -428,9 +431,9 @@ async def test_offline_queue_flushed_after_reconnect(fake: FakeEngine, worker: W
     assert info.value.code == "TIMEOUT"
     assert await void is None
     await asyncio.sleep(0.3)  # a couple of refused reconnect attempts
-    fake.accepting = True
+    peer.accepting = True
     assert await asyncio.wait_for(kept, 10) == {"c": 42}
-    second = fake.conns[1]
+    second = peer.conns[1]
     assert second.types()[:2] == ["reattach", "registerfunction"]
     calls = [f for f in second.frames if f["type"] == "invokefunction"]
     assert [c["function_id"] for c in calls] == ["math::add", "audit::log", "engine::workers::register"]
@@ -440,9 +443,9 @@ async def test_offline_queue_flushed_after_reconnect(fake: FakeEngine, worker: W
 # --- shutdown ----------------------------------------------------------------------
 
 
-async def test_shutdown_fails_pending_and_closes_1000(fake: FakeEngine) -> None:
-    async with await connect(fake.url, name="bye") as w:
-        conn = await fake.conn(0)
+async def test_shutdown_fails_pending_and_closes_1000(peer: ScriptedPeer) -> None:
+    async with await connect(peer.url, name="bye") as w:
+        conn = await peer.conn(0)
         call = asyncio.ensure_future(w.trigger("slow::fn", {}))
         await until(lambda: bool(invokes(conn, "slow::fn")))
     with pytest.raises(IIIError) as info:
@@ -451,7 +454,7 @@ async def test_shutdown_fails_pending_and_closes_1000(fake: FakeEngine) -> None:
     await until(lambda: conn.close_code is not None)
     assert conn.close_code == WSCloseCode.OK
     await asyncio.sleep(0.5)
-    assert len(fake.conns) == 1  # no reconnect after shutdown
+    assert len(peer.conns) == 1  # no reconnect after shutdown
     with pytest.raises(IIIError):
         await w.trigger("x", {})
 
@@ -470,13 +473,13 @@ async def test_connect_failure_raises_connection_lost() -> None:
     assert info.value.code == "CONNECTION_LOST"
 
 
-async def test_auth_error_fails_connect_without_retrying(fake: FakeEngine) -> None:
-    fake.auth_error = True
+async def test_auth_error_fails_connect_without_retrying(peer: ScriptedPeer) -> None:
+    peer.auth_error = True
     with pytest.raises(IIIError) as info:
-        await connect(fake.url, token="wrong", connect_timeout=5)
+        await connect(peer.url, token="wrong", connect_timeout=5)
     assert (info.value.code, info.value.message) == ("AUTH_ERROR", "bad token")
     await asyncio.sleep(0.5)
-    assert len(fake.conns) == 1
+    assert len(peer.conns) == 1
 
 
 # --- logger ------------------------------------------------------------------------
@@ -496,7 +499,7 @@ def _log_records(frames: list[bytes]) -> list[tuple[str, Msg]]:
     return out
 
 
-async def test_logger_sends_logs_frames_to_otel(fake: FakeEngine, worker: Worker) -> None:
+async def test_logger_sends_logs_frames_to_otel(peer: ScriptedPeer, worker: Worker) -> None:
     logger = Logger("billing")
 
     async def handler(data: Any) -> None:
@@ -507,12 +510,12 @@ async def test_logger_sends_logs_frames_to_otel(fake: FakeEngine, worker: Worker
 
     worker.register_function("pay::charge", handler)
     worker.register_function("pay::sync", sync_handler)
-    conn = fake.conns[0]
-    await fake.invoke(conn, "pay::charge", {})
-    await fake.invoke(conn, "pay::sync", {})
+    conn = peer.conns[0]
+    await peer.invoke(conn, "pay::charge", {})
+    await peer.invoke(conn, "pay::sync", {})
     logger.warn("outside")
-    await until(lambda: len(_log_records(fake.otel)) >= 3)
-    records = {r["body"]["stringValue"]: (svc, r) for svc, r in _log_records(fake.otel)}
+    await until(lambda: len(_log_records(peer.otel)) >= 3)
+    records = {r["body"]["stringValue"]: (svc, r) for svc, r in _log_records(peer.otel)}
     svc, charged = records["charged"]
     assert svc == "billing"
     assert (charged["severityNumber"], charged["severityText"]) == (9, "INFO")
@@ -537,12 +540,12 @@ async def test_logger_without_worker_falls_back_to_logging(caplog: pytest.LogCap
 # --- sync facade -------------------------------------------------------------------
 
 
-async def test_sync_facade_from_plain_thread(fake: FakeEngine) -> None:
-    fake.responder = echo_add
+async def test_sync_facade_from_plain_thread(peer: ScriptedPeer) -> None:
+    peer.responder = echo_add
     out: dict[str, Any] = {}
 
     def script() -> Worker:
-        w = register_worker(fake.url, name="script")  # no loop in this thread
+        w = register_worker(peer.url, name="script")  # no loop in this thread
         out["direct"] = w.trigger_sync({"function_id": "math::add", "payload": {"a": 1, "b": 1}})
         out["facade"] = sdk_sync.trigger("math::add", {"a": 2, "b": 2})
         sdk_sync.register_function("thread::fn", lambda d: {"got": d})
@@ -553,8 +556,8 @@ async def test_sync_facade_from_plain_thread(fake: FakeEngine) -> None:
     assert w._thread is not None and w._thread.is_alive()
     # Awaiting from another loop (this test's) is forwarded to the worker's loop.
     assert await w.trigger("math::add", {"a": 3, "b": 3}) == {"c": 6}
-    conn = fake.conns[0]
-    assert (await fake.invoke(conn, "thread::fn", 7))["result"] == {"got": 7}
+    conn = peer.conns[0]
+    assert (await peer.invoke(conn, "thread::fn", 7))["result"] == {"got": 7}
     await asyncio.to_thread(sdk_sync.shutdown)
     assert not w._thread.is_alive()
     await until(lambda: conn.close_code == WSCloseCode.OK)
