@@ -2,7 +2,8 @@
 
 Adapter-level tests use a fresh key prefix each; engine-level tests run
 in-process engines with ``adapter: redis`` (default prefix) on a flushed
-server, and talk to them through pyiii SDK workers.
+server, and talk to them through pyiii SDK workers. The last tests run
+against a real three-node Redis Cluster.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 import msgspec
 import pytest
 import redis
+import redis.asyncio.client
+import redis.crc
 
 from pyiii.config import StateConfig, parse_config
 from pyiii.engine.server import Server
@@ -29,6 +32,7 @@ from pyiii.modules.state.adapters.base import AdapterError, Entry
 from pyiii.modules.state.adapters.redis import RedisAdapter
 from pyiii.modules.state.ops import OpsDecodeError, apply_ops, parse_ops
 from pyiii.sdk import Worker, connect
+from support.redis_server import RedisClusterServers  # tests/support, on sys.path via tests/conftest.py
 
 VECTORS_PATH = Path(__file__).resolve().parents[3].parent / "shared/spec/update-ops-vectors.json"
 VECTORS: list[dict[str, Any]] = msgspec.json.decode(VECTORS_PATH.read_bytes())
@@ -138,25 +142,164 @@ async def test_absent_key_defaults(adapter: RedisAdapter) -> None:
 # -- layout, registry, retries ----------------------------------------------------
 
 
+def keyspace(raw_redis: redis.Redis, a: RedisAdapter) -> set[bytes]:
+    return set(raw_redis.scan_iter(match=redis_adapter._glob_escape(a._prefix) + b":*"))
+
+
 async def test_key_layout(adapter: RedisAdapter, raw_redis: redis.Redis) -> None:
     p = adapter._prefix
     _, first = await adapter.mutate("sc", "a", lambda _: b"1")
     _, second = await adapter.mutate("sc", "b", lambda _: b'"x:y"')
-    await adapter.mutate("sc", "a", lambda _: b"[]")  # overwrite: keeps ord
-    assert first is not None and second is not None
+    _, third = await adapter.mutate("sc", "a", lambda _: b"[]")  # overwrite: keeps ord
+    assert first is not None and second is not None and third is not None
     stored = raw_redis.hgetall(p + b":{sc}:kv")
     assert stored[b"b"] == b'%d:%d:"x:y"' % (second.version, second.version)
     version, ord_, raw = stored[b"a"].split(b":", 2)
     assert (int(ord_), raw) == (first.version, b"[]") and int(version) > second.version
-    assert raw_redis.smembers(p + b":scopes") == {b"sc"}
+    assert raw_redis.get(p + b":{sc}:version") == b"%d" % third.version
+    assert keyspace(raw_redis, adapter) == {p + b":{sc}:kv", p + b":{sc}:version"}
     await adapter.mutate("sc", "a", lambda _: None)
-    assert raw_redis.smembers(p + b":scopes") == {b"sc"}
-    await adapter.mutate("sc", "b", lambda _: None)  # last key: hash and registry entry go
-    assert raw_redis.exists(p + b":{sc}:kv") == 0
-    assert raw_redis.smembers(p + b":scopes") == set()
+    await adapter.mutate("sc", "b", lambda _: None)  # last key: the hash goes
+    assert keyspace(raw_redis, adapter) == {p + b":{sc}:version"}  # the counter stays: no ABA
+    _, again = await adapter.mutate("sc", "a", lambda _: b"1")
+    assert again is not None and again.version > third.version
+    # Scope names are percent-encoded inside the hash tag.
+    for scope, tag in [
+        ("", b"%"),
+        ("{x}", b"%7Bx%7D"),
+        ("a:b/c", b"a:b/c"),
+        ("100%", b"100%25"),
+        ("é ", b"%C3%A9%20"),
+    ]:
+        await adapter.mutate(scope, "k", lambda _: b"0")
+        assert raw_redis.hget(p + b":{" + tag + b"}:kv", "k") is not None, scope
     raw_redis.hset(p + b":{foreign}:kv", "k", b"not ours")
     with pytest.raises(AdapterError, match="not written by pyiii"):
         await adapter.get("foreign", "k")
+
+
+WEIRD_SCOPES = [
+    "plain",
+    "",
+    "{",
+    "}",
+    "}{",
+    "a}b{c",
+    "{x}",
+    "{}",
+    "a:b",
+    ":",
+    "%",
+    "%7B",
+    "100%",
+    "café",
+    "日本",
+    "\ud800",
+    "sp ace",
+    "tab\tnl\n",
+    "*",
+    "[a-z]?",
+    "\\",
+    "pyiii:{s}:kv",
+]
+
+
+def record_pipelines(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[Any, ...]]]:
+    """Record the commands each pipeline (= each mutate attempt) sends; see the test below."""
+    pipelines: list[list[tuple[Any, ...]]] = []
+    real_init = redis.asyncio.client.Pipeline.__init__
+    real_execute_command = redis.asyncio.client.Pipeline.execute_command
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self._recorded = []
+        pipelines.append(self._recorded)
+
+    def execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._recorded.append(args)
+        return real_execute_command(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "__init__", init)
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute_command", execute_command)
+    return pipelines
+
+
+async def test_every_transaction_stays_in_one_slot(
+    adapter: RedisAdapter, raw_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipelines = record_pipelines(monkeypatch)
+    ops = [{"type": "increment", "path": "n", "by": 1}]
+    for scope in WEIRD_SCOPES:
+        await adapter.mutate(scope, "k", lambda _: b"{}")
+        await update(adapter, scope, "k", ops)
+        await adapter.mutate(scope, "other", lambda _: b"1")
+        await adapter.mutate(scope, "other", lambda _: None)
+    assert len(pipelines) == 4 * len(WEIRD_SCOPES)
+    for commands in pipelines:
+        # Every command here names its key (or, for PUBLISH, its channel) first.
+        names = [args[1] for args in commands]
+        assert commands[0][0] == "WATCH" and commands[-1][0] == "PUBLISH", commands
+        assert {args[0] for args in commands} <= {"WATCH", "HGET", "INCRBY", "HSET", "HDEL", "PUBLISH"}, (
+            commands
+        )
+        assert len({redis.crc.key_slot(name) for name in names}) == 1, commands
+
+    # The keyspace: per scope, one hash and one counter, both in one slot.
+    by_scope: dict[str, set[bytes]] = {}
+    for name in keyspace(raw_redis, adapter):
+        by_scope.setdefault(adapter_scope(adapter, name), set()).add(name)
+    assert sorted(by_scope) == sorted(WEIRD_SCOPES)
+    slots: set[int] = set()
+    for scope, scope_names in by_scope.items():
+        assert len(scope_names) == 2, (scope, scope_names)
+        scope_slots = {redis.crc.key_slot(name) for name in scope_names}
+        assert len(scope_slots) == 1, (scope, scope_names)
+        slots |= scope_slots
+    assert len(slots) > len(WEIRD_SCOPES) // 2  # scopes spread over slots
+
+
+def adapter_scope(a: RedisAdapter, name: bytes) -> str:
+    """The scope a key belongs to, from its hash tag (Redis's rule: first ``{`` to the next ``}``)."""
+    start = name.index(b"{") + 1
+    tag = name[start : name.index(b"}", start)]
+    scope = redis_adapter._untag(tag)
+    assert scope is not None, name
+    assert name in (a._key(scope, b"kv"), a._key(scope, b"version")), name
+    return scope
+
+
+async def test_list_groups_is_exactly_the_non_empty_scopes(
+    adapter: RedisAdapter, redis_url: str, raw_redis: redis.Redis
+) -> None:
+    assert await adapter.list_groups() == []
+    for scope in WEIRD_SCOPES:
+        await adapter.mutate(scope, "a", lambda _: b"1")
+        await adapter.mutate(scope, "b", lambda _: b"2")
+    assert await adapter.list_groups() == sorted(WEIRD_SCOPES)
+    await adapter.mutate("{x}", "a", lambda _: None)
+    assert await adapter.list_groups() == sorted(WEIRD_SCOPES)
+    await adapter.mutate("{x}", "b", lambda _: None)  # its last key
+    await adapter.mutate("", "a", lambda _: None)
+    await adapter.mutate("", "b", lambda _: None)
+    expected = sorted(set(WEIRD_SCOPES) - {"{x}", ""})
+    assert await adapter.list_groups() == expected
+    # Keys that match the pattern but that the adapter never writes are ignored.
+    p = adapter._prefix
+    for name in [b":{%61}:kv", b":{a{b}:kv", b":{%ZZ}:kv", b":{%FF}:kv", b":{}:kv", b":{x}:kv:more"]:
+        raw_redis.hset(p + name, "k", b"1:1:1")
+    assert await adapter.list_groups() == expected
+    # Another prefix (even one the first one matches as a glob) is another keyspace.
+    other = RedisAdapter(redis_url, prefix=adapter._prefix.decode() + "*")
+    await other.open()
+    try:
+        assert await other.list_groups() == []
+        await other.mutate("mine", "k", lambda _: b"1")
+        assert await other.list_groups() == ["mine"]
+        assert await adapter.list_groups() == expected
+    finally:
+        await other.close()
+    with pytest.raises(ValueError, match="braces"):
+        RedisAdapter(redis_url, prefix="a{b}")
 
 
 async def test_conflicts_rerun_fn_then_give_up(
@@ -376,3 +519,85 @@ async def test_redis_outage_and_recovery(private_redis: Any) -> None:
             await a.trigger("state::set", {"scope": "o", "key": "k", "value": value})
         await a.trigger("state::set", {"scope": "o", "key": "k", "value": "last"})
         await rec.wait_until(lambda events: events[-1]["new_value"] == "last")
+
+
+# -- Redis Cluster ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """Three redis-servers joined into one Redis Cluster, for this module's cluster tests."""
+    try:
+        cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+async def test_adapter_on_a_redis_cluster(redis_cluster: RedisClusterServers) -> None:
+    prefix = f"test-{uuid.uuid4().hex}"
+    a, b = (
+        RedisAdapter(redis_cluster.url, prefix=prefix),
+        RedisAdapter(redis_cluster.nodes[2].url, prefix=prefix),
+    )
+    events: list[tuple[bytes, str, str]] = []
+    a.subscribe(lambda event_type, scope, key, old, new: events.append((event_type, scope, key)))
+    await a.open()
+    await b.open()
+    try:
+        assert a.cluster and b.cluster
+        scopes = ["s0", "s1", "s2", "s3", "s4", "s5", *WEIRD_SCOPES]
+        nodes = {a._redis.get_node_from_key(a._kv(scope)).name for scope in scopes}
+        assert len(nodes) == 3, nodes  # the scopes live on every node
+        for scope in scopes:
+            await a.mutate(scope, "k", lambda _: b'{"n":0}')
+            assert await update(b, scope, "k", [{"type": "increment", "path": "n", "by": 2}]) == (
+                {"n": 2},
+                [],
+            )
+            await b.mutate(scope, "j", lambda _: b"[]")
+            assert [e.raw for e in await a.list(scope)] == [b'{"n":2}', b"[]"]
+        assert await a.list_groups() == sorted(scopes)
+        for scope in scopes[::2]:
+            await a.mutate(scope, "k", lambda _: None)
+            await b.mutate(scope, "j", lambda _: None)
+        assert await b.list_groups() == sorted(scopes[1::2])
+        assert await a.get(scopes[0], "k") is None
+
+        # Concurrent writers on two clients, scopes on different nodes: WATCH/EXEC on the slot's node.
+        ops = [{"type": "increment", "path": "", "by": 1}]
+        await asyncio.gather(*(update(a if i % 2 else b, f"s{i % 3}", "c", ops) for i in range(150)))
+        for i in range(3):
+            stored = await a.get(f"s{i}", "c")
+            assert stored is not None and stored.raw == b"50"
+
+        # Events from every node reach the subscriber on the node of the URL.
+        expected = {(b"state:created", scope, "k") for scope in scopes} | {
+            (b"state:deleted", scope, "j") for scope in scopes[::2]
+        }
+        deadline = time.monotonic() + 10
+        while not expected <= set(events):
+            assert time.monotonic() < deadline, expected - set(events)
+            await asyncio.sleep(0.05)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_engines_on_a_redis_cluster(redis_cluster: RedisClusterServers) -> None:
+    url = redis_cluster.url
+    async with (
+        running_engine(redis_state(url)) as url_a,
+        running_engine(redis_state(redis_cluster.nodes[1].url)) as url_b,
+        worker(url_a, "on-a") as wa,
+        worker(url_b, "on-b") as wb,
+    ):
+        rec = await watch(wb, "b::changes", {"scope": "c{1}"})
+        await wa.trigger("state::set", {"scope": "c{1}", "key": "k", "value": {"v": 1}})
+        await wa.trigger("state::set", {"scope": "c2", "key": "k", "value": 2})
+        assert await wb.trigger("state::get", {"scope": "c{1}", "key": "k"}) == {"v": 1}
+        groups = (await wb.trigger("state::list_groups", {}))["groups"]
+        assert {"c{1}", "c2"} <= set(groups)
+        events = await rec.wait_for(1)
+        assert events[0]["event_type"] == "state:created" and events[0]["new_value"] == {"v": 1}

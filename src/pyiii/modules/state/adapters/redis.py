@@ -1,26 +1,51 @@
 """State in Redis, shared by every engine that points at the same server.
 
-Key layout (``<p>`` is the prefix, ``pyiii`` by default):
+Key layout (``<p>`` is the prefix, ``pyiii`` by default; ``<t>`` is the
+scope's *tag*, see below). Everything of one scope carries the hash tag
+``{<t>}``, so it lives in one Redis Cluster slot, and every transaction
+touches that one slot only (a cluster refuses a ``MULTI`` spanning slots
+with ``CROSSSLOT``):
 
-* ``<p>:{<scope>}:kv`` -- one hash per scope. Field = key (UTF-8); value =
+* ``<p>:{<t>}:kv`` -- one hash per scope. Field = key (UTF-8); value =
   ``<version>:<ord>:<json text>``, e.g. ``7:3:{"a":1}``. ``version`` changes
   on every write; ``ord`` is the version at which the key was (re)created, so
   sorting by it gives the in-memory adapter's ``list`` order (overwrite keeps
   the position, delete + re-insert moves to the end) from one ``HGETALL``.
-  Redis deletes the hash by itself when its last field goes.
-* ``<p>:scopes`` -- set of scope names that hold at least one key
-  (``list_groups``); updated in the same transaction as the write that
-  creates a scope's first key or deletes its last one.
-* ``<p>:version`` -- a counter; ``INCR`` after the watch starts gives each
-  write a version larger than that of every earlier committed write of the
-  same key (a write that committed before us changed the watched hash, so
-  either our watch started after it or our ``EXEC`` fails).
-* ``<p>:state:events`` -- pub/sub channel carrying every committed change.
+  Redis deletes the hash by itself when its last field goes, so the hashes
+  that exist are exactly the non-empty scopes: ``list_groups`` is a ``SCAN``
+  for ``<p>:{*}:kv`` (on a cluster, of every primary) and there is no
+  registry to keep in step.
+* ``<p>:{<t>}:version`` -- the scope's counter; ``INCR`` after the watch
+  starts gives each write a version larger than that of every earlier
+  committed write of the same key (a write that committed before us changed
+  the watched hash, so either our watch started after it or our ``EXEC``
+  fails). Versions are monotonic per key (per scope, even), not store-wide.
+  The counter outlives the scope's last key, so a key deleted and created
+  again still gets a larger version (no ABA for compare-and-set); this costs
+  one small key per scope ever written.
+* ``<p>:{<t>}:events`` -- pub/sub channel carrying the scope's committed
+  changes; engines ``PSUBSCRIBE`` to ``<p>:{*}:events``. ``PUBLISH`` has no
+  key, so the server allows it in any transaction; the channel is per scope
+  only because redis-py's cluster client routes ``PUBLISH`` by its channel
+  and checks that a transaction stays in one slot.
 
-Scope and key are encoded as UTF-8 with ``surrogatepass`` so any Python
-string round-trips. The hash tag keeps a scope's data in one cluster slot,
-but the transaction also touches ``<p>:scopes``, so this adapter targets a
-standalone (or replicated/Sentinel) Redis, not Redis Cluster.
+The tag is the scope's UTF-8 bytes (``surrogatepass``, so any Python string
+round-trips) percent-encoded: printable ASCII other than space, ``%``, ``{``
+and ``}`` stays as is, every other byte becomes ``%XX`` (upper-case hex), e.g.
+``a:b`` -> ``a:b``, ``{x}`` -> ``%7Bx%7D``, ``café`` -> ``caf%C3%A9``. The
+empty scope is ``%`` (an empty ``{}`` would make Redis hash the whole key
+name, scattering the scope over several slots). A tag never holds a brace,
+so the hash tag Redis sees (from the first ``{`` to the next ``}``) is exactly
+the tag, and ``list_groups`` decodes the scope back from it. The prefix may
+not contain braces for the same reason.
+
+Redis Cluster: when the server named by ``redis_url`` reports
+``cluster_enabled:1`` (``INFO cluster``), the adapter talks to it through
+``redis.asyncio.RedisCluster``, which finds the other nodes and routes each
+call to the slot's primary; the event subscription stays on the node of
+``redis_url`` (classic pub/sub messages reach every node of a cluster).
+Nothing else changes. (redis-py runs each command of a cluster transaction
+through a helper thread, so a cluster write costs a few milliseconds.)
 
 Why WATCH/MULTI/EXEC instead of a Lua script: ``mutate`` gets a pure Python
 function (set, delete, update ops). We read the field under ``WATCH``, run the
@@ -29,18 +54,18 @@ client changed the hash meanwhile, ``EXEC`` fails and we run the function
 again on the new value. Update-op semantics therefore live only in ``ops.py``;
 the reference's Lua port of the ops is where its Redis adapter diverges from
 its in-memory one (``[]`` becomes ``{}``, numbers lose precision, absent-key
-defaults do not apply). The cost is four round trips per write (WATCH, HGET,
-INCR or HLEN, MULTI..EXEC) and optimistic conflicts between writers of the
-same scope (``WATCH`` covers the whole hash); writers in one engine queue on
-a per-scope lock so only writers on different engines ever conflict. Conflicts retry with full-jitter backoff
-(1 ms doubling to 50 ms) up to ``MAX_ATTEMPTS`` times, then fail with
-``AdapterError``.
+defaults do not apply). The cost is three or four round trips per write
+(WATCH, HGET, INCR unless deleting, MULTI..EXEC) and optimistic conflicts
+between writers of the same scope (``WATCH`` covers the whole hash); writers
+in one engine queue on a per-scope lock so only writers on different engines
+ever conflict. Conflicts retry with full-jitter backoff (1 ms doubling to
+50 ms) up to ``MAX_ATTEMPTS`` times, then fail with ``AdapterError``.
 
 Change events: the transaction that writes a key also ``PUBLISH``es the
 change (msgpack ``[event_type, scope, key, old, new]``), so an event exists
-iff the write committed, in commit order. Each engine subscribes once and
-hands every event, its own included, to its State triggers, so a binding
-fires once per change wherever its worker is connected. Delivery is
+iff the write committed, in commit order (per scope). Each engine subscribes
+once and hands every event, its own included, to its State triggers, so a
+binding fires once per change wherever its worker is connected. Delivery is
 at-most-once: a change committed while an engine's subscription is down
 (Redis restarting, network trouble, or a subscriber that falls behind
 Redis's ``client-output-buffer-limit pubsub``) is never delivered to that
@@ -58,8 +83,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import logging
 import random
+import re
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -69,7 +96,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyiii.errors import ConfigError
@@ -100,6 +127,8 @@ _Event = tuple[bytes, bytes, bytes, bytes | None, bytes | None]
 _event_encoder = msgspec.msgpack.Encoder()
 _event_decoder = msgspec.msgpack.Decoder(_Event)
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+# RedisClusterException (no slot owner, cross-slot, ...) is not a RedisError.
+_FAILURES = (RedisError, RedisClusterException, OSError)
 
 
 def _b(text: str) -> bytes:
@@ -108,6 +137,35 @@ def _b(text: str) -> bytes:
 
 def _s(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
+
+
+# Bytes that stand for themselves in a tag: printable ASCII but space, %, { and }.
+_TAG_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%{}")
+_EMPTY_TAG = b"%"
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag(scope: str) -> bytes:
+    """The scope as it appears between the braces of its keys (see module docstring)."""
+    if not scope:
+        return _EMPTY_TAG
+    return urllib.parse.quote_from_bytes(_b(scope), safe=_TAG_SAFE).encode("ascii")
+
+
+def _untag(tag: bytes) -> str | None:
+    """The scope a tag stands for; None for text ``_tag`` never produces."""
+    if tag == _EMPTY_TAG:
+        return ""
+    try:
+        scope = _s(urllib.parse.unquote_to_bytes(tag))
+    except UnicodeDecodeError:
+        return None
+    return scope if _tag(scope) == tag else None
+
+
+def _glob_escape(text: bytes) -> bytes:
+    """``text`` as a literal inside a Redis glob pattern (SCAN MATCH, PSUBSCRIBE)."""
+    return re.sub(rb"([*?\[\]\\])", rb"\\\1", text)
 
 
 def _parse(stored: bytes | None) -> tuple[Entry | None, int]:
@@ -149,13 +207,16 @@ class RedisAdapter(StateAdapter):
     """State in a Redis server, shared by several engines (see module docstring)."""
 
     def __init__(self, redis_url: str, *, prefix: str = "pyiii") -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"Redis key prefix {prefix!r} must not contain braces (they move the hash tag)")
         self.url = redis_url
         self._where = redact(redis_url)
         self._prefix = _b(prefix)
-        self._scopes_key = self._prefix + b":scopes"
-        self._version_key = self._prefix + b":version"
-        self.channel = self._prefix + b":state:events"
+        escaped = _glob_escape(self._prefix)
+        self._kv_pattern = escaped + b":{*}:kv"
+        self.channel_pattern = escaped + b":{*}:events"
         self._redis: Any = None
+        self.cluster = False
         self._sub_client: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -190,16 +251,40 @@ class RedisAdapter(StateAdapter):
             raise ConfigError(f"state adapter redis: invalid redis_url {self._where!r}: {exc}") from None
         self._redis = aioredis.Redis.from_pool(pool)
         self._sub_client = aioredis.Redis.from_pool(sub_pool)
+        self.cluster = False
         try:
             await asyncio.wait_for(self._redis.ping(), OPEN_TIMEOUT_S)
+            if await asyncio.wait_for(self._is_cluster(), OPEN_TIMEOUT_S):
+                await self._redis.aclose()
+                # No retries: redis-py would re-send a transaction's MULTI..EXEC
+                # on a new connection, without the WATCH the old one held.
+                self.cluster = True
+                self._redis = aioredis.RedisCluster.from_url(
+                    self.url,
+                    socket_timeout=SOCKET_TIMEOUT_S,
+                    socket_connect_timeout=CONNECT_TIMEOUT_S,
+                    retry=Retry(NoBackoff(), 0),
+                )
+                await asyncio.wait_for(self._redis.initialize(), OPEN_TIMEOUT_S)
             self._reader = asyncio.create_task(self._read_events(), name="pyiii-redis-events")
             await asyncio.wait_for(self._subscribed.wait(), OPEN_TIMEOUT_S)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (*_FAILURES, TimeoutError) as exc:
             await self.close()
+            if self.cluster and not isinstance(exc, _UNREACHABLE):
+                raise ConfigError(
+                    f"state adapter redis: the Redis Cluster at {self._where} is not usable ({exc})"
+                ) from None
             raise ConfigError(
                 f"state adapter redis: cannot reach Redis at {self._where} within {OPEN_TIMEOUT_S:g}s"
                 f" ({exc or type(exc).__name__}); start redis-server or fix redis_url"
             ) from None
+
+    async def _is_cluster(self) -> bool:
+        try:
+            info = await self._redis.info("cluster")
+        except ResponseError:  # INFO renamed or not allowed: assume a plain server
+            return False
+        return bool(info.get("cluster_enabled"))
 
     async def close(self) -> None:
         reader, self._reader = self._reader, None
@@ -219,8 +304,12 @@ class RedisAdapter(StateAdapter):
 
     # --- reads ----------------------------------------------------------------
 
+    def _key(self, scope: str, kind: bytes) -> bytes:
+        """``<prefix>:{<tag>}:<kind>`` (kind: kv, version, events)."""
+        return b"%s:{%s}:%s" % (self._prefix, _tag(scope), kind)
+
     def _kv(self, scope: str) -> bytes:
-        return self._prefix + b":{" + _b(scope) + b"}:kv"
+        return self._key(scope, b"kv")
 
     def _failure(self, exc: Exception) -> AdapterError:
         if isinstance(exc, _UNREACHABLE):
@@ -236,7 +325,7 @@ class RedisAdapter(StateAdapter):
         client = self._client()
         try:
             stored = await client.hget(self._kv(scope), _b(key))
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._failure(exc) from None
         return _parse(stored)[0]
 
@@ -244,7 +333,7 @@ class RedisAdapter(StateAdapter):
         client = self._client()
         try:
             fields: dict[bytes, bytes] = await client.hgetall(self._kv(scope))
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._failure(exc) from None
         rows = [_parse(v) for v in fields.values()]
         rows.sort(key=lambda row: row[1])
@@ -252,11 +341,17 @@ class RedisAdapter(StateAdapter):
 
     async def list_groups(self) -> builtins.list[str]:
         client = self._client()
+        head, tail = len(self._prefix) + 2, -len(b"}:kv")
+        scopes: set[str] = set()
         try:
-            members: set[bytes] = await client.smembers(self._scopes_key)
-        except (RedisError, OSError) as exc:
+            # SCAN may return a key twice; each match is a non-empty scope.
+            async for name in client.scan_iter(match=self._kv_pattern, count=1000):
+                scope = _untag(name[head:tail])
+                if scope is not None:
+                    scopes.add(scope)
+        except _FAILURES as exc:
             raise self._failure(exc) from None
-        return sorted(_s(m) for m in members)
+        return sorted(scopes)
 
     # --- writes ---------------------------------------------------------------
 
@@ -285,7 +380,7 @@ class RedisAdapter(StateAdapter):
                     try:
                         await pipe.watch(kv)
                         old, ord_ = _parse(await pipe.hget(kv, field))
-                    except (RedisError, OSError) as exc:
+                    except _FAILURES as exc:
                         raise self._failure(exc) from None
                     # Outside the try: fn's own exceptions propagate untouched
                     # (the pipeline's exit unwatches).
@@ -293,10 +388,10 @@ class RedisAdapter(StateAdapter):
                     if isinstance(raw, _Keep) or (raw is None and old is None):
                         return old, old
                     try:
-                        new = await self._commit(pipe, scope, kv, field, old, ord_, raw)
+                        new = await self._commit(pipe, scope, field, old, ord_, raw)
                     except WatchError:
                         pass
-                    except (RedisError, OSError) as exc:
+                    except _FAILURES as exc:
                         raise self._failure(exc) from None
                     else:
                         return old, new
@@ -308,32 +403,28 @@ class RedisAdapter(StateAdapter):
         )
 
     async def _commit(
-        self, pipe: Any, scope: str, kv: bytes, field: bytes, old: Entry | None, ord_: int, raw: bytes | None
+        self, pipe: Any, scope: str, field: bytes, old: Entry | None, ord_: int, raw: bytes | None
     ) -> Entry | None:
-        """Write ``raw`` (None = delete) and its event in one MULTI/EXEC."""
-        scope_b = _b(scope)
+        """Write ``raw`` (None = delete) and its event in one MULTI/EXEC on the scope's slot."""
+        scope_b, kv, channel = _b(scope), self._kv(scope), self._key(scope, b"events")
         if raw is None:
             assert old is not None
-            last = await pipe.hlen(kv) == 1
             pipe.multi()
             pipe.hdel(kv, field)
-            if last:
-                pipe.srem(self._scopes_key, scope_b)
-            pipe.publish(self.channel, _event_encoder.encode((DELETED, scope_b, field, old.raw, None)))
+            # execute_command: redis-py's cluster pipeline blocks pipe.publish().
+            event: _Event = (DELETED, scope_b, field, old.raw, None)
+            pipe.execute_command("PUBLISH", channel, _event_encoder.encode(event))
             await pipe.execute()
             return None
-        version = int(await pipe.incr(self._version_key))
+        version = int(await pipe.incr(self._key(scope, b"version")))
         if old is None:
             ord_ = version
-        pipe.multi()
-        pipe.hset(kv, field, b"%d:%d:" % (version, ord_) + raw)
-        if old is None:
-            pipe.sadd(self._scopes_key, scope_b)
-        if old is None:
-            event: _Event = (CREATED, scope_b, field, None, raw)
+            event = (CREATED, scope_b, field, None, raw)
         else:
             event = (UPDATED, scope_b, field, old.raw, raw)
-        pipe.publish(self.channel, _event_encoder.encode(event))
+        pipe.multi()
+        pipe.hset(kv, field, b"%d:%d:" % (version, ord_) + raw)
+        pipe.execute_command("PUBLISH", channel, _event_encoder.encode(event))
         await pipe.execute()
         return Entry(raw, version)
 
@@ -346,15 +437,15 @@ class RedisAdapter(StateAdapter):
         while True:
             pubsub = self._sub_client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.psubscribe(self.channel_pattern)
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue
                     kind = message["type"]
-                    if kind == "message" or kind == b"message":
+                    if kind == "pmessage" or kind == b"pmessage":
                         self._deliver(message["data"])
-                    elif kind in ("subscribe", b"subscribe"):
+                    elif kind in ("psubscribe", b"psubscribe"):
                         if lost:
                             log.warning("state events from Redis at %s flow again", self._where)
                         lost = False
@@ -384,7 +475,7 @@ class RedisAdapter(StateAdapter):
         try:
             event_type, scope, key, old, new = _event_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.warning("ignoring undecodable state event on %r: %s", self.channel, exc)
+            log.warning("ignoring undecodable state event on %r: %s", self.channel_pattern, exc)
             return
         try:
             listener(event_type, _s(scope), _s(key), old, new)
