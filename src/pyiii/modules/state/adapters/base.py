@@ -6,22 +6,55 @@ the State module passes a pure function from the current entry to the new
 value, and the adapter runs it atomically with respect to every other write
 of that key (an adapter that retries optimistically, like Redis, may call it
 more than once, so it must not have side effects).
+
+Preconditions (compare-and-set) are checks inside that function: it raises
+``PreconditionFailed`` and the adapter writes nothing. Expiry (TTL) is part
+of the entry: an expired entry reads as absent everywhere, and the adapter
+reports its removal once through the listener given to ``on_expired``.
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
 @dataclass(slots=True, frozen=True)
 class Entry:
-    """A stored value: compact JSON text and a per-key monotonic version."""
+    """A stored value: JSON text, a per-key monotonic version, an optional expiry.
+
+    ``expires_at`` is absolute wall-clock time in milliseconds since the
+    Unix epoch (so it survives restarts); None means the entry never expires.
+    """
 
     raw: bytes
     version: int
+    expires_at: int | None = None
+
+
+class Put(bytes):
+    """JSON text to store with an expiry: what a mutation returns for a TTL write.
+
+    A ``bytes`` subclass, so an adapter that ignores expiry still stores the
+    text; plain ``bytes`` from a mutation means "no expiry".
+    """
+
+    expires_at: int | None
+
+    def __new__(cls, raw: bytes, expires_at: int | None = None) -> Put:
+        self = super().__new__(cls, raw)
+        self.expires_at = expires_at
+        return self
+
+
+def stored(raw: bytes, version: int) -> Entry:
+    """The entry a mutation's JSON text becomes at ``version``."""
+    if type(raw) is Put:
+        return Entry(bytes(raw), version, raw.expires_at)
+    return Entry(raw, version)
 
 
 class _Keep:
@@ -35,16 +68,44 @@ class _Keep:
 
 KEEP = _Keep()
 
-# current entry (None = absent) -> new JSON text, None to delete, or KEEP.
+# current entry (None = absent or expired) -> new JSON text (a ``Put`` to
+# give it an expiry), None to delete, or KEEP.
 Mutation = Callable[[Entry | None], bytes | None | _Keep]
 
 
 # (event_type, scope, key, old JSON text or None, new JSON text or None)
 ChangeListener = Callable[[bytes, str, str, bytes | None, bytes | None], None]
 
+# (scope, key, the entry that expired): called once per expired entry,
+# after its removal is durable.
+ExpiryListener = Callable[[str, str, Entry], None]
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds since the epoch (the clock of ``expires_at``)."""
+    return time.time_ns() // 1_000_000
+
 
 class AdapterError(Exception):
     """The backing store failed (I/O, connection). Mapped to *_ERROR codes."""
+
+
+class PreconditionFailed(Exception):
+    """Raised by a mutation whose precondition does not hold; nothing is written.
+
+    ``current_version`` is the version the key has (None: absent). ``index``
+    is set by ``mutate_many`` callers to the failing item's position.
+    """
+
+    def __init__(self, message: str, current_version: int | None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.current_version = current_version
+        self.index = index
+
+
+# One item of ``mutate_many``: (scope, key, mutation).
+MutationItem = tuple[str, str, Mutation]
 
 
 class StateAdapter(abc.ABC):
@@ -73,13 +134,51 @@ class StateAdapter(abc.ABC):
         may raise; the exception propagates and nothing is written.
         """
 
+    async def mutate_many(
+        self, items: Sequence[MutationItem]
+    ) -> builtins.list[tuple[Entry | None, Entry | None]]:
+        """Apply every item, in order, as one atomic and durable unit.
+
+        Each mutation sees the key as left by the earlier items (a key may
+        appear twice). If any mutation raises, nothing is written and the
+        exception propagates. Returns (old, new) per item, like ``mutate``.
+        """
+        raise AdapterError(f"{type(self).__name__} does not support transactions")
+
+    async def get_many(self, scope: str, keys: Sequence[str]) -> builtins.list[Entry | None]:
+        """The current entries of ``keys`` (None where absent), read at one instant
+        where the adapter can."""
+        return [await self.get(scope, key) for key in keys]
+
     @abc.abstractmethod
     async def list(self, scope: str) -> builtins.list[Entry]:
         """All entries of a scope in insertion order; [] for an unknown scope."""
 
+    async def list_page(
+        self, scope: str, prefix: str, after: str | None, limit: int | None
+    ) -> tuple[builtins.list[tuple[str, Entry]], bool]:
+        """Keys starting with ``prefix`` and greater than ``after``, in code-point order.
+
+        At most ``limit`` (None: all) (key, entry) pairs, and whether more
+        matching keys follow the last one returned.
+        """
+        raise AdapterError(f"{type(self).__name__} cannot list keys")
+
+    async def count(self, scope: str, prefix: str) -> int:
+        """How many keys of ``scope`` start with ``prefix`` ("" counts all)."""
+        raise AdapterError(f"{type(self).__name__} cannot count keys")
+
     @abc.abstractmethod
     async def list_groups(self) -> builtins.list[str]:
         """Sorted unique names of scopes that hold at least one key."""
+
+    def on_expired(self, listener: ExpiryListener) -> None:  # noqa: B027 - optional hook
+        """Report each expired entry to ``listener`` once its removal is durable.
+
+        Called by the State module once it is started; expired entries found
+        earlier (at load) are reported after this call. Adapters that
+        broadcast changes (``subscribe``) report expiries there instead.
+        """
 
     # True when every method only awaits plain asyncio futures (no
     # asyncio.timeout, no current_task()): the engine may then step calls

@@ -25,6 +25,15 @@ Consequences worth knowing:
 * An existing file is checked (header, ``PRAGMA quick_check``, schema) through
   a read-only connection before anything is written; a damaged or foreign
   file makes ``open()`` raise ``ConfigError`` and is never modified.
+* A ``mutate_many`` (a State transaction) is one queue item and therefore
+  always lands in one SQLite transaction: after a crash it is there entirely
+  or not at all.
+* Expiry: each row keeps ``expires_at`` (schema version 2; a version 1 file
+  gains the column when opened). The mirror removes an expired entry at the
+  first operation or timer tick after its time; the removal is committed
+  like any delete, and only then reported to the ``on_expired`` listener.
+  Rows that expired while the engine was down are removed, and reported,
+  right after the State module starts.
 """
 
 from __future__ import annotations
@@ -38,19 +47,26 @@ import queue
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyiii.errors import ConfigError
-from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, StateAdapter
-from pyiii.modules.state.adapters.memory import MemoryStore
+from pyiii.modules.state.adapters.base import (
+    AdapterError,
+    Entry,
+    ExpiryListener,
+    Mutation,
+    MutationItem,
+    StateAdapter,
+)
+from pyiii.modules.state.adapters.memory import Expired, MemoryStore, Sweeper
 
 log = logging.getLogger(__name__)
 
 DB_FILE_NAME = "pyiii-state.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: no expires_at column (read, and upgraded in place)
 SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -62,32 +78,42 @@ _CREATE_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value IN
 # overwrite, grows on delete + re-insert, and as the rowid it makes the
 # load-time scan in list order a plain table walk. Scope and key are stored
 # as BLOBs (UTF-8, surrogatepass) so NUL and any Python str round-trip.
+# expires_at: ms since the epoch, NULL = never (added in schema version 2).
 _CREATE_KV = """CREATE TABLE IF NOT EXISTS kv (
     ord INTEGER PRIMARY KEY,
     scope BLOB NOT NULL,
     key BLOB NOT NULL,
     version INTEGER NOT NULL,
     value BLOB NOT NULL,
+    expires_at INTEGER,
     UNIQUE (scope, key)
 )"""
 _INIT_META = "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?), ('last_version', 0)"
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE kv ADD COLUMN expires_at INTEGER",
+    "UPDATE meta SET value = 2 WHERE name = 'schema_version'",
+)
 _UPSERT = (
-    "INSERT INTO kv (ord, scope, key, version, value) VALUES (?1, ?2, ?3, ?1, ?4)"
-    " ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version, value = excluded.value"
+    "INSERT INTO kv (ord, scope, key, version, value, expires_at) VALUES (?1, ?2, ?3, ?1, ?4, ?5)"
+    " ON CONFLICT (scope, key) DO UPDATE SET"
+    " version = excluded.version, value = excluded.value, expires_at = excluded.expires_at"
 )
 _DELETE = "DELETE FROM kv WHERE scope = ? AND key = ?"
 # Persisted so a key deleted at the highest version cannot get a smaller
 # version after a restart.
 _SET_LAST_VERSION = "UPDATE meta SET value = ? WHERE name = 'last_version'"
-_LOAD = "SELECT scope, key, version, value FROM kv ORDER BY ord"
+_LOAD = "SELECT scope, key, version, value, expires_at FROM kv ORDER BY ord"
+
+# (scope, key, JSON text or None to delete, version, expires_at)
+_Row = tuple[str, str, bytes | None, int, int | None]
 
 
 @dataclass(slots=True)
 class _Write:
-    scope: str
-    key: str
-    value: bytes | None  # None deletes the key
-    version: int
+    """Rows that commit together (one write, or a whole transaction)."""
+
+    rows: builtins.list[_Row]
+    version: int  # the store's counter after these rows
     future: asyncio.Future[None]
 
 
@@ -100,6 +126,12 @@ class _Control:
 
 _STOP = _Control("stop")  # commit what is queued, close, end the thread
 _RESUME = _Control("resume")  # end of the writes to drop after a failed commit
+
+
+def _row(scope: str, key: str, new: Entry | None) -> _Row:
+    if new is None:
+        return (scope, key, None, 0, None)
+    return (scope, key, new.raw, new.version, new.expires_at)
 
 
 def _text(raw: bytes) -> str:
@@ -136,6 +168,8 @@ class SqliteAdapter(StateAdapter):
         self._stopped: asyncio.Future[None] | None = None
         self._state = "new"  # new -> opening -> open -> closed
         self._broken: str | None = None
+        self._listener: ExpiryListener | None = None
+        self._sweeper = Sweeper(self._timer_sweep)
 
     # -- StateAdapter ------------------------------------------------------
 
@@ -159,13 +193,14 @@ class SqliteAdapter(StateAdapter):
         if self._state == "closed":  # close() ran while we were opening
             self._queue.put(_STOP)
             return
-        self._mem = store
+        self._use(store)
         self._state = "open"
 
     async def close(self) -> None:
         """Wait until every queued write has committed, then close the file."""
         was_open = self._state == "open"
         self._state = "closed"
+        self._sweeper.close()
         if was_open:
             self._queue.put(_STOP)
         if self._stopped is not None:
@@ -175,6 +210,10 @@ class SqliteAdapter(StateAdapter):
         self._check_usable()
         return self._mem.get(scope, key)
 
+    async def get_many(self, scope: str, keys: Sequence[str]) -> builtins.list[Entry | None]:
+        self._check_usable()
+        return self._mem.get_many(scope, keys)
+
     async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
         self._check_usable()
         mem = self._mem
@@ -183,18 +222,84 @@ class SqliteAdapter(StateAdapter):
             return old, new
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
-        value = None if new is None else new.raw
-        self._queue.put(_Write(scope, key, value, mem.version, future))
+        self._queue.put(_Write([_row(scope, key, new)], mem.version, future))
         await future
         return old, new
+
+    async def mutate_many(
+        self, items: Sequence[MutationItem]
+    ) -> builtins.list[tuple[Entry | None, Entry | None]]:
+        self._check_usable()
+        mem = self._mem
+        applied = mem.apply_many(items)
+        rows = [
+            _row(scope, key, new)
+            for (scope, key, _), (_, new, changed) in zip(items, applied, strict=True)
+            if changed
+        ]
+        if rows:
+            assert self._loop is not None
+            future: asyncio.Future[None] = self._loop.create_future()
+            self._queue.put(_Write(rows, mem.version, future))
+            await future
+        return [(old, new) for old, new, _ in applied]
 
     async def list(self, scope: str) -> builtins.list[Entry]:
         self._check_usable()
         return self._mem.list(scope)
 
+    async def list_page(
+        self, scope: str, prefix: str, after: str | None, limit: int | None
+    ) -> tuple[builtins.list[tuple[str, Entry]], bool]:
+        self._check_usable()
+        return self._mem.list_page(scope, prefix, after, limit)
+
+    async def count(self, scope: str, prefix: str) -> int:
+        self._check_usable()
+        return self._mem.count(scope, prefix)
+
     async def list_groups(self) -> builtins.list[str]:
         self._check_usable()
         return self._mem.list_groups()
+
+    def on_expired(self, listener: ExpiryListener) -> None:
+        self._listener = listener
+        if self._state == "open":
+            self._sweeper.arm(self._mem.next_expiry())
+
+    # -- expiry ----------------------------------------------------------------
+
+    def _use(self, store: MemoryStore) -> None:
+        """Make ``store`` the mirror (at open, and after a failed commit)."""
+        store.on_expire = self._persist_expired
+        store.on_schedule = self._sweeper.arm
+        self._mem = store
+        if self._listener is not None:
+            self._sweeper.arm(store.next_expiry())
+
+    def _timer_sweep(self) -> int | None:
+        if self._state != "open" or self._broken is not None:
+            return None
+        self._mem.sweep()
+        return self._mem.next_expiry()
+
+    def _persist_expired(self, expired: builtins.list[Expired]) -> None:
+        """Commit the removal of ``expired`` entries, then report them."""
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        rows: builtins.list[_Row] = [(scope, key, None, 0, None) for scope, key, _ in expired]
+        self._queue.put(_Write(rows, self._mem.version, future))
+        future.add_done_callback(lambda done: self._report_expired(expired, done))
+
+    def _report_expired(self, expired: builtins.list[Expired], done: asyncio.Future[None]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            # Not removed on disk: the reloaded mirror holds the entries again
+            # and the next sweep reports them.
+            return
+        listener = self._listener
+        if listener is not None:
+            for scope, key, entry in expired:
+                listener(scope, key, entry)
 
     # -- event-loop side -----------------------------------------------------
 
@@ -242,7 +347,7 @@ class SqliteAdapter(StateAdapter):
         # Runs between two event-loop steps: every write applied to the old
         # mirror is already queued ahead of _RESUME, so the writer drops
         # exactly those, and every later write starts from the disk state.
-        self._mem = store
+        self._use(store)
         self._queue.put(_RESUME)
 
     # -- writer thread -------------------------------------------------------
@@ -337,11 +442,12 @@ class SqliteAdapter(StateAdapter):
     def _write_rows(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> None:
         cur = conn.cursor()
         for write in batch:
-            scope, key = _blob(write.scope), _blob(write.key)
-            if write.value is None:
-                cur.execute(_DELETE, (scope, key))
-            else:
-                cur.execute(_UPSERT, (write.version, scope, key, write.value))
+            for scope_text, key_text, value, version, expires_at in write.rows:
+                scope, key = _blob(scope_text), _blob(key_text)
+                if value is None:
+                    cur.execute(_DELETE, (scope, key))
+                else:
+                    cur.execute(_UPSERT, (version, scope, key, value, expires_at))
         # Writes are queued in version order, so the last one is the highest.
         cur.execute(_SET_LAST_VERSION, (batch[-1].version,))
 
@@ -350,8 +456,8 @@ class SqliteAdapter(StateAdapter):
         store = MemoryStore()
         store.replace(
             (
-                (_text(scope), _text(key), Entry(bytes(value), version))
-                for scope, key, version, value in conn.execute(_LOAD)
+                (_text(scope), _text(key), Entry(bytes(value), version, expires_at))
+                for scope, key, version, value, expires_at in conn.execute(_LOAD)
             ),
             last_version,
         )
@@ -395,6 +501,11 @@ class SqliteAdapter(StateAdapter):
             conn.execute(_CREATE_META)
             conn.execute(_CREATE_KV)
             conn.execute(_INIT_META, (SCHEMA_VERSION,))
+            (found,) = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            if found == 1:
+                for statement in _MIGRATE_1_TO_2:
+                    conn.execute(statement)
+                log.info("state store %s upgraded from schema version 1 to 2 (entry expiry)", path)
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.close()
@@ -476,10 +587,10 @@ def _check_schema(path: Path, conn: sqlite3.Connection) -> None:
             " it was left untouched. Set file_path to another location."
         )
     row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-    if row is None or row[0] != SCHEMA_VERSION:
+    if row is None or row[0] not in (1, SCHEMA_VERSION):
         found = "none" if row is None else row[0]
         raise ConfigError(
-            f"state store {path} has schema version {found}, this pyiii reads version"
+            f"state store {path} has schema version {found}, this pyiii reads versions 1 to"
             f" {SCHEMA_VERSION}; it was left untouched. Use the pyiii version that wrote it."
         )
 
