@@ -4,10 +4,12 @@
 //
 // III_NODE_SDK points at an install made by scripts/install-compat.sh; its sdk.mjs is the
 // only per-version code (Logger location, registerFunction form). Roles:
-//   serve-add PREFIX                 PREFIX::add -> {c: a+b}, PREFIX::fail throws Error('boom'); runs until killed
+//   serve-add PREFIX                 PREFIX::add -> {c: a+b}, PREFIX::fail throws Error('boom'),
+//                                    PREFIX::slow sleeps data.ms (default 60000) -> {slept: ms}; runs until killed
 //   call FUNCTION_ID [JSON] [MS]     one trigger; prints {"result":..} or {"error":{code,message,class}}
 //   log [MESSAGE]                    Logger().info(MESSAGE ?? 'hello from node', {userId: 'u1'})
-//   increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count")
+//   increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
+//                                    with III_START_AT_MS they start at that epoch ms (output gets late_ms)
 //   state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
 import { format } from 'node:util'
@@ -73,6 +75,12 @@ async function serveAdd(prefix = 'compat') {
     emit({ invoked: `${prefix}::fail`, data })
     throw new Error('boom')
   })
+  sdk.registerFunction(iii, `${prefix}::slow`, async (data) => {
+    const ms = Number(data?.ms ?? 60000)
+    emit({ invoked: `${prefix}::slow`, data })
+    await sleep(ms)
+    return { slept: ms }
+  })
   await waitRoutable(`${prefix}::add`, { a: 0, b: 0, __ready: true })
   emit({ ready: true, sdk: sdk.sdkVersion })
 }
@@ -98,13 +106,23 @@ async function log(message = 'hello from node') {
 
 async function increment(scope, key, n = '10', path = 'count') {
   const ops = [{ type: 'increment', path, by: 1 }]
+  // III_START_AT_MS (epoch ms): connect first, then fire at that moment (lines up several workers)
+  const startAt = Number(process.env.III_START_AT_MS ?? 0)
+  let lateMs = 0
+  if (startAt) {
+    await iii.trigger({ function_id: 'state::get', payload: { scope, key } })
+    lateMs = Math.max(0, Date.now() - startAt)
+    await sleep(Math.max(0, startAt - Date.now()))
+  }
   const outcomes = await Promise.allSettled(
     Array.from({ length: Number(n) }, () =>
       iii.trigger({ function_id: 'state::update', payload: { scope, key, ops } })),
   )
   const errors = outcomes.filter((o) => o.status === 'rejected').map((o) => errorJson(o.reason))
   const final = await iii.trigger({ function_id: 'state::get', payload: { scope, key } }).catch((e) => ({ error: errorJson(e) }))
-  emit({ ok: outcomes.length - errors.length, failed: errors.length, errors: errors.slice(0, 5), final: final ?? null })
+  const out = { ok: outcomes.length - errors.length, failed: errors.length, errors: errors.slice(0, 5), final: final ?? null }
+  if (startAt) out.late_ms = lateMs
+  emit(out)
   await stop(0)
 }
 

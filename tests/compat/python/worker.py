@@ -3,16 +3,19 @@
     III_URL=ws://127.0.0.1:PORT .compat/py-0.25.0/bin/python tests/compat/python/worker.py ROLE [ARGS]
 
 Run it with the venv's python made by scripts/install-compat.sh. Roles:
-    serve-add PREFIX                 PREFIX::add -> {c: a+b}, PREFIX::fail raises 'boom'; runs until killed
+    serve-add PREFIX                 PREFIX::add -> {c: a+b}, PREFIX::fail raises 'boom',
+                                     PREFIX::slow sleeps data['ms'] (default 60000); runs until killed
     call FUNCTION_ID [JSON] [MS]     one trigger; prints {"result":..} or {"error":{code,message,class}}
     log [MESSAGE]                    Logger().info(MESSAGE or 'hello from python', {'userId': 'u1'})
-    increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count")
+    increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
+                                     with III_START_AT_MS they start at that epoch ms (output gets late_ms)
     state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
 stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -103,8 +106,15 @@ def serve_add(prefix: str = "compat") -> None:
         emit({"invoked": f"{prefix}::fail", "data": data})
         raise Exception("boom")
 
+    async def slow(data: Any) -> Any:
+        ms = int((data or {}).get("ms", 60000))
+        emit({"invoked": f"{prefix}::slow", "data": data})
+        await asyncio.sleep(ms / 1000)
+        return {"slept": ms}
+
     iii.register_function(f"{prefix}::add", add)
     iii.register_function(f"{prefix}::fail", boom)
+    iii.register_function(f"{prefix}::slow", slow)
     wait_routable(f"{prefix}::add", {"a": 0, "b": 0, "__ready": True})
     emit({"ready": True, "sdk": SDK})
     serve_forever()
@@ -134,6 +144,14 @@ def increment(scope: str, key: str, n: str = "10", path: str = "count") -> None:
         "payload": {"scope": scope, "key": key, "ops": [{"type": "increment", "path": path, "by": 1}]},
     }
 
+    # III_START_AT_MS (epoch ms): connect first, then fire at that moment (lines up several workers)
+    start_at = int(os.environ.get("III_START_AT_MS") or 0)
+    late_ms = 0
+    if start_at:
+        iii.trigger({"function_id": "state::get", "payload": {"scope": scope, "key": key}})
+        late_ms = max(0, int(time.time() * 1000) - start_at)
+        time.sleep(max(0.0, start_at / 1000 - time.time()))
+
     def one(_: int) -> dict[str, Any] | None:
         try:
             iii.trigger(req)  # sync trigger from a worker thread: portable across both SDKs
@@ -147,7 +165,10 @@ def increment(scope: str, key: str, n: str = "10", path: str = "count") -> None:
         final = iii.trigger({"function_id": "state::get", "payload": {"scope": scope, "key": key}})
     except Exception as e:
         final = {"error": error_json(e)}
-    emit({"ok": int(n) - len(errors), "failed": len(errors), "errors": errors[:5], "final": final})
+    out = {"ok": int(n) - len(errors), "failed": len(errors), "errors": errors[:5], "final": final}
+    if start_at:
+        out["late_ms"] = late_ms
+    emit(out)
     stop(0)
 
 
