@@ -58,12 +58,21 @@ StoreMethod = Literal["in_memory", "file_based"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """Resource limits of the WebSocket listener (``limits:`` under ``iii-worker-manager``)."""
+    """Resource limits of the WebSocket listener (``limits:`` under ``iii-worker-manager``).
+
+    ``max_frame_bytes``: largest inbound message (close 1009 beyond it);
+    ``max_connections``: worker sockets held at once (more are refused);
+    ``max_pending_per_worker``: calls one worker may have waiting on others;
+    ``max_nesting_depth``: arrays/objects a payload may nest;
+    ``max_send_buffer_bytes``: unsent bytes queued for a worker that does not
+    read before it is dropped.
+    """
 
     max_frame_bytes: int = 16 * 1024 * 1024
     max_connections: int = 10_000
     max_pending_per_worker: int = 10_000
     max_nesting_depth: int = 64
+    max_send_buffer_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,7 +191,13 @@ _WORKER_MANAGER_KEYS = (
     "auth_token",
     "limits",
 )
-_LIMIT_KEYS = ("max_frame_bytes", "max_connections", "max_pending_per_worker", "max_nesting_depth")
+_LIMIT_KEYS = (
+    "max_frame_bytes",
+    "max_connections",
+    "max_pending_per_worker",
+    "max_nesting_depth",
+    "max_send_buffer_bytes",
+)
 _STATE_KEYS = ("adapter", "triggers_enabled", "max_value_bytes", "save_interval_ms")
 _ADAPTER_CONFIG_KEYS: dict[AdapterName, tuple[str, ...]] = {
     "kv": ("store_method", "file_path", "save_interval_ms"),

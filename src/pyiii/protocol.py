@@ -12,10 +12,13 @@ SDKs treat an explicit ``null`` differently from an absent field (a
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
+
+from pyiii.errors import DESERIALIZATION_ERROR, LIMIT_EXCEEDED
 
 NULL: Final = Raw(b"null")
 TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
@@ -176,18 +179,40 @@ class FrameError(Exception):
 
     The reference engine logs and drops unknown types and malformed fields
     while the connection stays open; we do the same, but keep the reason so
-    the engine can log it (and answer when the frame was a call).
+    the engine can log it and answer the sender. ``code`` is the error code
+    of that answer: ``deserialization_error``, or ``LIMIT_EXCEEDED`` for a
+    frame that breaks a configured limit.
     """
 
-    def __init__(self, reason: str, *, msg_type: str | None = None, ignorable: bool = False):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        msg_type: str | None = None,
+        ignorable: bool = False,
+        code: str = DESERIALIZATION_ERROR,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.msg_type = msg_type
         self.ignorable = ignorable
+        self.code = code
 
 
-def decode(frame: bytes | memoryview) -> Inbound | None:
-    """Decode one text frame. None for an empty frame; FrameError if unusable."""
+def decode(frame: bytes | memoryview, max_depth: int | None = None) -> Inbound | None:
+    """Decode one text frame. None for an empty frame; FrameError if unusable.
+
+    ``max_depth`` bounds how deeply the payloads of the frame (``data``,
+    ``result``, ``config``, ...) may nest arrays and objects; the frame's own
+    envelope does not count.
+    """
+    if max_depth is not None and nesting_exceeds(frame, max_depth + 1):
+        raise FrameError(
+            f"JSON nested more than {max_depth} levels deep; the limit is "
+            f"iii-worker-manager.config.limits.max_nesting_depth ({max_depth})",
+            msg_type=sniff(frame).get("type"),
+            code=LIMIT_EXCEEDED,
+        )
     try:
         msg: Inbound = _decoder.decode(frame)
         return msg
@@ -195,7 +220,7 @@ def decode(frame: bytes | memoryview) -> Inbound | None:
         reason = str(exc)
         try:
             msg_type = _type_decoder.decode(frame).type
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             msg_type = None
         unknown_type = reason.endswith("- at `$.type`") and "Invalid value" in reason
         raise FrameError(reason, msg_type=msg_type, ignorable=unknown_type) from None
@@ -203,6 +228,88 @@ def decode(frame: bytes | memoryview) -> Inbound | None:
         if not bytes(frame).strip():
             return None
         raise FrameError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec guards its recursion with Python's limit; only reachable
+        # when max_nesting_depth is configured very high.
+        raise FrameError(
+            "JSON nested too deeply to decode", msg_type=sniff(frame).get("type"), code=LIMIT_EXCEEDED
+        ) from None
+
+
+# --- nesting depth ------------------------------------------------------------------
+
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS: Final = bytes(c for c in range(256) if c not in b"[]{}")
+_NOT_BRACKETS_OR_QUOTES: Final = bytes(c for c in range(256) if c not in b'[]{}"')
+_FOLD_BRACKETS: Final = bytes.maketrans(b"{}", b"[]")
+
+
+def nesting_exceeds(text: bytes | memoryview, limit: int) -> bool:
+    """True if the JSON ``text`` nests arrays/objects more than ``limit`` deep.
+
+    No recursion and no per-character Python loop, so a 100k-deep frame is
+    refused in milliseconds. Frames with few brackets pass at once.
+    Otherwise the text is reduced to its brackets, strings cut out, and
+    innermost ``[]`` pairs are removed one level per pass. (Not a validator:
+    unbalanced brackets count as deep.)
+    """
+    buf = bytes(text)
+    if buf.count(b"[") + buf.count(b"{") <= limit:
+        return False
+    skeleton = None
+    if b'\\"' not in buf:
+        # Every quote delimits a string. If no string holds a bracket, each
+        # string is an adjacent quote pair here and removing the pairs
+        # leaves no quote; the first string holding a bracket always leaves
+        # its opening quote behind.
+        reduced = buf.translate(_FOLD_BRACKETS, _NOT_BRACKETS_OR_QUOTES).replace(b'""', b"")
+        if b'"' not in reduced:
+            skeleton = reduced
+    if skeleton is None:
+        skeleton = _JSON_STRING.sub(b"", buf).translate(_FOLD_BRACKETS, _NOT_BRACKETS)
+    if skeleton.count(b"[") <= limit:
+        return False
+    for _ in range(limit):
+        skeleton = skeleton.replace(b"[]", b"")
+        if not skeleton:
+            return False
+    return True
+
+
+_SNIFF_TYPE: Final = re.compile(rb'"type"\s*:\s*"([^"\\]{1,64})"')
+_SNIFF_INVOCATION: Final = re.compile(rb'"invocation_id"\s*:\s*"([^"\\]{1,256})"')
+_SNIFF_FUNCTION: Final = re.compile(rb'"function_id"\s*:\s*"([^"\\]{1,512})"')
+
+
+class _Envelope(msgspec.Struct):
+    type: Any = None
+    invocation_id: Any = None
+    function_id: Any = None
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+
+
+def sniff(frame: bytes | memoryview) -> dict[str, str]:
+    """Best-effort ``type``, ``invocation_id`` and ``function_id`` of an unusable frame.
+
+    Used only to answer the sender of a bad frame, so a guess is harmless.
+    """
+    try:
+        env = _envelope_decoder.decode(frame)
+        found = {"type": env.type, "invocation_id": env.invocation_id, "function_id": env.function_id}
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        buf = bytes(frame)
+        found = {}
+        for name, pattern in (
+            ("type", _SNIFF_TYPE),
+            ("invocation_id", _SNIFF_INVOCATION),
+            ("function_id", _SNIFF_FUNCTION),
+        ):
+            m = pattern.search(buf)
+            if m is not None:
+                found[name] = m.group(1).decode("utf-8", "replace")
+    return {k: v for k, v in found.items() if isinstance(v, str)}
 
 
 def is_telemetry(frame: bytes) -> bool:

@@ -255,6 +255,9 @@ async def test_unregistertriggertype_accepted_silently(ws: ClientConnection) -> 
 @pytest.mark.parametrize("frame", ["{not json", '{"type": "ping"', "[1, 2", "null", "42", '"str"', "[]"])
 async def test_invalid_json_does_not_close_connection(ws: ClientConnection, frame: str) -> None:
     await ws.send(frame)
+    # Dropped, and the sender is told why (an `error` frame, which SDKs ignore).
+    answer = await recv(ws)
+    assert answer["type"] == "error" and answer["error"]["code"] == "deserialization_error", answer
     await assert_alive(ws)
 
 

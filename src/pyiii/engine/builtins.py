@@ -248,6 +248,10 @@ def install(engine: Engine) -> None:
             )
         return {"removed": engine.remove_trigger(tid)}
 
+    def stats(data: Raw, ctx: CallContext) -> Any:
+        _obj(data, ctx.function_id)
+        return engine.stats()
+
     def make_log(level: int) -> Any:
         def log_fn(data: Raw, ctx: CallContext) -> Any:
             body = _obj(data, ctx.function_id)
@@ -264,6 +268,12 @@ def install(engine: Engine) -> None:
     reg("engine::registered-triggers::list", registered_triggers_list, worker_name=ENGINE_WORKER)
     reg("engine::register_trigger", register_trigger, worker_name=ENGINE_WORKER)
     reg("engine::unregister_trigger", unregister_trigger, worker_name=ENGINE_WORKER)
+    reg(
+        "engine::stats",
+        stats,
+        worker_name=ENGINE_WORKER,
+        description="Sizes of the engine's tables: connections, functions, pending calls, triggers, tasks",
+    )
     for name, level in (
         ("trace", logging.DEBUG),
         ("debug", logging.DEBUG),

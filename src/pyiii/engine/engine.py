@@ -12,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ class Limits:
     """Per-engine safety limits; hitting one yields an error, never a crash."""
 
     max_pending_per_worker: int = 10_000
+    # Arrays/objects a payload may nest (None: only msgspec's recursion guard).
+    max_nesting_depth: int | None = 64
 
 
 def _opt_str(value: str | None | UnsetType) -> str | None:
@@ -75,6 +78,8 @@ class Engine:
         self.trace_functions: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.accepting = True
+        self._shutdown_reason = ""
+        self._bad_frame_window = (0.0, 0)  # (window start, warnings logged in it)
         self._dispatch: dict[type, Callable[[Connection, Any, bytes], None]] = {
             InvokeFunction: self._on_invoke,
             InvocationResult: self._on_result,
@@ -141,7 +146,7 @@ class Engine:
     def handle(self, conn: Connection, frame: bytes) -> None:
         """Process one inbound text frame from ``conn``."""
         try:
-            msg = protocol.decode(frame)
+            msg = protocol.decode(frame, self.limits.max_nesting_depth)
         except protocol.FrameError as exc:
             self._bad_frame(conn, frame, exc)
             return
@@ -153,31 +158,46 @@ class Engine:
         # pong, registerservice, unregistertriggertype, ...: accepted, no reply.
 
     def _bad_frame(self, conn: Connection, frame: bytes, exc: protocol.FrameError) -> None:
+        """Answer a frame that cannot be used; the connection stays open (spec §1.3).
+
+        A call that names an invocation id gets an error result, so the caller
+        fails fast instead of waiting for its timeout; an unusable result fails
+        the call it answers; anything else gets an ``error`` frame, which the
+        official SDKs ignore and a developer can see on the wire.
+        """
         if exc.ignorable:
             log.debug("ignoring frame of unknown type %r from %s", exc.msg_type, conn.worker_id)
             return
-        log.warning(
-            "dropping malformed %s frame from worker %s: %s",
-            exc.msg_type or "untyped",
-            conn.name,
-            exc.reason,
-        )
-        # A malformed call that still names an id gets an answer, so the
-        # caller fails fast instead of waiting for its timeout.
-        if exc.msg_type == "invokefunction":
-            try:
-                partial = msgspec.json.decode(frame)
-            except msgspec.DecodeError:
-                return
-            inv_id = partial.get("invocation_id") if isinstance(partial, dict) else None
-            if isinstance(inv_id, str) and inv_id:
-                fid = partial.get("function_id")
-                self._reply_error(
-                    conn,
-                    inv_id,
-                    fid if isinstance(fid, str) else "",
-                    IIIError(errors.DESERIALIZATION_ERROR, f"invalid invokefunction frame: {exc.reason}"),
-                )
+        self._warn_bad_frame(conn, exc)
+        found = protocol.sniff(frame)
+        inv_id, fid = found.get("invocation_id"), found.get("function_id", "")
+        err = IIIError(exc.code, f"unusable {exc.msg_type or 'untyped'} frame: {exc.reason}")
+        if exc.msg_type == "invokefunction" and inv_id:
+            self._reply_error(conn, inv_id, fid, err)
+            return
+        if exc.msg_type == "invocationresult" and inv_id:
+            pending = self.pending.get(inv_id)
+            if pending is not None and pending.target is conn:
+                del self.pending[inv_id]
+                conn.serving.discard(inv_id)
+                unusable = IIIError(exc.code, f"the worker sent an unusable result: {exc.reason}")
+                self._fail(pending, inv_id, unusable)
+        conn.send(protocol.encode(protocol.ErrorFrame(error=err.to_body())))
+
+    def _warn_bad_frame(self, conn: Connection, exc: protocol.FrameError) -> None:
+        # At most 20 lines a second, so a flood of bad frames cannot flood the log.
+        now = time.monotonic()
+        start, logged = self._bad_frame_window
+        if now - start >= 1.0:
+            start, logged = now, 0
+        self._bad_frame_window = (start, logged + 1)
+        if logged < 20:
+            log.warning(
+                "dropping malformed %s frame from worker %s: %s",
+                exc.msg_type or "untyped",
+                conn.name,
+                exc.reason[:300],
+            )
 
     def _on_ping(self, conn: Connection, msg: protocol.Ping, frame: bytes) -> None:
         conn.send(_PONG)
@@ -258,6 +278,10 @@ class Engine:
     def _on_invoke(self, conn: Connection, msg: InvokeFunction, frame: bytes) -> None:
         inv_id = msg.invocation_id if isinstance(msg.invocation_id, str) else None
         action = msg.action if isinstance(msg.action, protocol.Action) else None
+        if not self.accepting:
+            if inv_id is not None and (action is None or action.type != "void"):
+                self._reply_error(conn, inv_id, msg.function_id, self._shutting_down())
+            return
         ns = msg.namespace if isinstance(msg.namespace, str) else DEFAULT_NS
         if not ns.strip():
             if inv_id is not None and (action is None or action.type != "void"):
@@ -349,11 +373,14 @@ class Engine:
         target.send(protocol.encode(out))
 
     def _on_result(self, conn: Connection, msg: InvocationResult, frame: bytes) -> None:
-        pending = self.pending.pop(msg.invocation_id, None)
-        if pending is None:
+        pending = self.pending.get(msg.invocation_id)
+        if pending is None or pending.target is not conn:
+            # Only the worker the call was routed to may answer it: invocation
+            # ids travel to callers and targets, never to bystanders.
             log.debug("dropping result for unknown invocation %s", msg.invocation_id)
             return
-        pending.target.serving.discard(msg.invocation_id)
+        del self.pending[msg.invocation_id]
+        conn.serving.discard(msg.invocation_id)
         error = msg.error
         if error is not UNSET and protocol.raw_is_null(error):
             error = UNSET
@@ -515,6 +542,8 @@ class Engine:
         fn = self.functions.get((namespace, function_id))
         if fn is None:
             raise self._not_found(namespace, function_id)
+        if not self.accepting and fn.handler is None:
+            raise self._shutting_down()
         if fn.handler is not None:
             out = fn.handler(raw, CallContext(caller=None, function_id=function_id, metadata=metadata))
             if inspect.isawaitable(out):
@@ -755,12 +784,50 @@ class Engine:
 
     # --- shutdown ---------------------------------------------------------------
 
-    def stop_all(self, reason: str) -> None:
-        """Fail every pending call with SHUTTING_DOWN and close every connection."""
+    def stats(self) -> dict[str, int]:
+        """Sizes of the engine's tables (``engine::stats``); all shrink back when workers leave."""
+        return {
+            "connections": len(self.connections),
+            "functions": sum(1 for fn in self.functions.values() if fn.owner is not None),
+            "builtin_functions": sum(1 for fn in self.functions.values() if fn.owner is None),
+            "pending": len(self.pending),
+            "calling": sum(len(c.calling) for c in self.connections.values()),
+            "serving": sum(len(c.serving) for c in self.connections.values()),
+            "triggers": len(self.triggers),
+            "trigger_types": len(self.trigger_types),
+            "tasks": len(self._tasks),
+        }
+
+    def _shutting_down(self) -> IIIError:
+        return IIIError(errors.SHUTTING_DOWN, self._shutdown_reason or "the engine is shutting down")
+
+    def begin_shutdown(self, reason: str) -> None:
+        """Stop taking calls: new ones get SHUTTING_DOWN, so do calls waiting on workers.
+
+        Built-in calls already running (a state write waiting for its commit)
+        are left to finish; ``drain`` waits for them.
+        """
         self.accepting = False
+        self._shutdown_reason = reason
         for fwd_id, pending in list(self.pending.items()):
+            del self.pending[fwd_id]
+            pending.target.serving.discard(fwd_id)
             self._fail(pending, fwd_id, IIIError(errors.SHUTTING_DOWN, reason))
-        self.pending.clear()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for running built-in calls; True if none is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.wait(list(self._tasks), timeout=left)
+        return True
+
+    def stop_all(self, reason: str) -> None:
+        """Fail every pending call with SHUTTING_DOWN and close every connection (1001)."""
+        self.begin_shutdown(reason)
         for conn in list(self.connections.values()):
             conn.close(1001, reason)
             self.disconnect(conn)

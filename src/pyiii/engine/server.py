@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyiii.engine")
 
+# How long a stop waits for running built-in calls (state writes) to answer.
+DRAIN_TIMEOUT_S = 5.0
+
 
 def build_modules(config: EngineConfig) -> list[Module]:
     """The modules the config asks for, in start order."""
@@ -34,7 +37,12 @@ class Server:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         limits = config.limits
-        self.engine = Engine(Limits(max_pending_per_worker=limits.max_pending_per_worker))
+        self.engine = Engine(
+            Limits(
+                max_pending_per_worker=limits.max_pending_per_worker,
+                max_nesting_depth=limits.max_nesting_depth,
+            )
+        )
         self.modules = build_modules(config)
         self.listener: asyncio.Server | None = None
         self.stopped = asyncio.Event()
@@ -61,6 +69,7 @@ class Server:
         options = TransportOptions(
             max_frame_bytes=cfg.limits.max_frame_bytes,
             max_connections=cfg.limits.max_connections,
+            max_send_buffer_bytes=max(cfg.limits.max_send_buffer_bytes, cfg.limits.max_frame_bytes),
             auth_token=cfg.auth_token,
         )
         self.listener = await serve(self.engine, cfg.host, cfg.port, options)
@@ -72,12 +81,21 @@ class Server:
             )
 
     async def stop(self, reason: str = "the engine is shutting down") -> None:
-        """Stop accepting, fail in-flight calls, close sockets, flush modules."""
+        """Stop accepting, let running built-in calls finish, fail the rest, close, flush.
+
+        Calls waiting on workers fail with SHUTTING_DOWN at once; built-in
+        calls already running (a state write waiting for its commit) get up to
+        ``DRAIN_TIMEOUT_S`` to answer; then every socket is closed with 1001
+        and the modules flush and close their stores.
+        """
         if self.stopped.is_set():
             return
         self.stopped.set()
         if self.listener is not None:
             self.listener.close()
+        self.engine.begin_shutdown(reason)
+        if not await self.engine.drain(DRAIN_TIMEOUT_S):
+            log.warning("stopping with built-in calls still running after %gs", DRAIN_TIMEOUT_S)
         self.engine.stop_all(reason)
         # Let close frames reach the wire before the modules go away.
         await asyncio.sleep(0.05)

@@ -4,6 +4,14 @@ It turns sockets into ``Connection`` objects and frames into calls of
 ``Engine.handle``; everything else about the protocol lives elsewhere.
 Paths: ``/`` is the worker protocol, ``/otel`` takes telemetry, anything
 else is answered 404.
+
+Frame-level limits live here: a message over ``max_frame_bytes`` is closed
+with 1009 (picows checks each frame's header before reading its payload; we
+check reassembled fragments), a text (or JSON binary) message that is not
+UTF-8 with 1007, a broken fragment sequence with 1002. Every close carries a
+reason. A worker that stops reading is throttled (we stop reading from it
+while its unsent replies exceed the socket's high-water mark) and dropped
+with 1008 once they exceed ``max_send_buffer_bytes``.
 """
 
 from __future__ import annotations
@@ -31,12 +39,36 @@ from pyiii.engine.engine import Engine
 log = logging.getLogger("pyiii.transport")
 
 
+# Unsent bytes on a worker socket above which we stop reading from it, and
+# below which we read again (TCP backpressure for a worker that sends calls
+# faster than it reads their results).
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+WRITE_LOW_WATER = 1024 * 1024
+
+
 @dataclass(slots=True, frozen=True)
 class TransportOptions:
     max_frame_bytes: int = 16 * 1024 * 1024
     max_connections: int = 10_000
+    max_send_buffer_bytes: int = 64 * 1024 * 1024
     auth_token: str | None = None
     handshake_timeout_s: float = 10.0
+
+
+def _reason(text: str) -> bytes:
+    """A close reason: at most 123 bytes of UTF-8 (the frame's limit), never a split character."""
+    return text.encode()[:123].decode("utf-8", "ignore").encode()
+
+
+def _is_utf8(payload: bytes) -> int | None:
+    """None if ``payload`` is valid UTF-8, else the offset of the first bad byte."""
+    if payload.isascii():
+        return None
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return None
 
 
 class _Reassembly:
@@ -50,21 +82,24 @@ class _Reassembly:
         self.size = 0
         self.type: WSMsgType | None = None
 
-    def feed(self, frame: WSFrame) -> tuple[WSMsgType, bytes] | None | str:
-        """A complete message, None while incomplete, or a reason to close."""
+    def feed(self, frame: WSFrame) -> tuple[WSMsgType, bytes] | None | tuple[WSCloseCode, str]:
+        """A complete message, None while incomplete, or (close code, reason)."""
         msg_type = frame.msg_type
         if msg_type is WSMsgType.CONTINUATION:
             if self.type is None:
-                return "continuation frame without a message to continue"
+                return WSCloseCode.PROTOCOL_ERROR, "continuation frame without a message to continue"
         else:
             if self.type is not None:
-                return "new message started before the previous one finished"
+                return WSCloseCode.PROTOCOL_ERROR, "new message started before the previous one finished"
             if frame.fin:
                 return msg_type, frame.get_payload_as_bytes()
             self.type = msg_type
         self.size += frame.payload_size
         if self.size > self.limit:
-            return f"message larger than the {self.limit}-byte limit"
+            return (
+                WSCloseCode.MESSAGE_TOO_BIG,
+                f"message over {self.limit} bytes (iii-worker-manager limits.max_frame_bytes)",
+            )
         self.parts.append(frame.get_payload_as_bytes())
         if not frame.fin:
             return None
@@ -83,7 +118,7 @@ class _Base(WSListener):
 
     def _close(self, code: int | WSCloseCode, reason: str) -> None:
         if not self.transport.is_close_frame_sent:
-            self.transport.send_close(WSCloseCode(code), reason.encode()[:120])
+            self.transport.send_close(WSCloseCode(code), _reason(reason))
         self.transport.disconnect()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -92,15 +127,41 @@ class _Base(WSListener):
                 transport.send_close(frame.get_close_code())
             transport.disconnect()
             return
+        if transport.is_close_frame_sent:
+            # We (or picows, on a protocol error) are closing: whatever still
+            # arrives is not acted on. After a parser error it may be garbage.
+            return
         if frame.msg_type in (WSMsgType.PING, WSMsgType.PONG):
             return  # picows answers pings itself
         got = self.assembly.feed(frame)
         if got is None:
             return
-        if isinstance(got, str):
-            self._close(WSCloseCode.PROTOCOL_ERROR, got)
+        if isinstance(got[0], WSCloseCode):
+            log.warning("closing a connection: %s", got[1])
+            self._close(*got)
             return
-        self.on_message(*got)
+        self.on_message(*got)  # type: ignore[arg-type]
+
+    def _check_utf8(self, msg_type: WSMsgType, payload: bytes) -> bool:
+        """False (and the connection closing with 1007) if a JSON message is not UTF-8."""
+        bad = _is_utf8(payload)
+        if bad is None:
+            return True
+        kind = "text" if msg_type is WSMsgType.TEXT else "binary JSON"
+        log.warning("closing a connection: invalid UTF-8 at byte %d of a %s frame", bad, kind)
+        self._close(WSCloseCode.INVALID_TEXT, f"invalid UTF-8 at byte {bad} of a {kind} frame")
+        return False
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        sent = transport.close_handshake.sent if transport.close_handshake is not None else None
+        if sent is not None and sent.code is WSCloseCode.MESSAGE_TOO_BIG:
+            # picows refused a frame by its header; say which setting governs it.
+            log.warning(
+                "closed a connection with 1009 (%s); the limit is "
+                "iii-worker-manager.config.limits.max_frame_bytes = %d",
+                sent.reason,
+                self.options.max_frame_bytes,
+            )
 
     def on_message(self, msg_type: WSMsgType, payload: bytes) -> None:
         raise NotImplementedError  # each path's listener defines it
@@ -121,21 +182,26 @@ class _WorkerListener(_Base):
         if self.options.auth_token is not None and not _authorized(headers, self.options.auth_token):
             self._refuse(
                 errors.AUTH_ERROR,
-                "missing or wrong worker token: send "
-                "'Authorization: Bearer <token>' with the token set in iii-config.yaml",
+                "missing or wrong worker token: send 'Authorization: Bearer <token>' with the token "
+                "set as auth_token under iii-worker-manager in iii-config.yaml",
+                "missing or wrong token (send Authorization: Bearer <token>)",
             )
             return
         if not self.engine.accepting:
-            self._refuse(errors.SHUTTING_DOWN, "the engine is shutting down")
+            self._refuse(errors.SHUTTING_DOWN, "the engine is shutting down", "the engine is shutting down")
             return
         if len(self.engine.connections) >= self.options.max_connections:
+            limit = self.options.max_connections
             self._refuse(
                 errors.LIMIT_EXCEEDED,
-                f"the engine already holds "
-                f"{self.options.max_connections} connections (limits.max_connections)",
+                f"the engine already holds {limit} worker connections; raise "
+                "iii-worker-manager.config.limits.max_connections to allow more",
+                f"{limit} connections open (limits.max_connections)",
             )
             return
-        peer = transport.underlying_transport.get_extra_info("peername")
+        sock = transport.underlying_transport
+        sock.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        peer = sock.get_extra_info("peername")
         self.conn = Connection(
             self._send,
             self._close,
@@ -144,26 +210,54 @@ class _WorkerListener(_Base):
         )
         self.engine.connect(self.conn)
 
-    def _refuse(self, code: str, message: str) -> None:
+    def _refuse(self, code: str, message: str, reason: str) -> None:
+        """Send an ``error`` frame with the full message, then close with a short reason."""
         log.warning("refused a worker connection: %s", message)
         frame = protocol.encode(protocol.ErrorFrame(error={"code": code, "message": message}))
         self.transport.send(WSMsgType.TEXT, frame)
-        close = WSCloseCode.POLICY_VIOLATION if code == errors.AUTH_ERROR else WSCloseCode(1013)
-        self._close(close, f"{code}: {message}")
+        close = WSCloseCode.POLICY_VIOLATION if code == errors.AUTH_ERROR else WSCloseCode.TRY_AGAIN_LATER
+        self._close(close, f"{code}: {reason}")
 
     def _send(self, data: bytes) -> None:
-        self.transport.send(WSMsgType.TEXT, data)
+        transport = self.transport
+        transport.send(WSMsgType.TEXT, data)
+        unsent = transport.underlying_transport.get_write_buffer_size()
+        if unsent > self.options.max_send_buffer_bytes and self.conn is not None and self.conn.open:
+            log.warning(
+                "dropping worker %s: %d bytes of frames it has not read (limits.max_send_buffer_bytes = %d)",
+                self.conn.name,
+                unsent,
+                self.options.max_send_buffer_bytes,
+            )
+            transport.send_close(
+                WSCloseCode.POLICY_VIOLATION,
+                _reason(
+                    f"{errors.LIMIT_EXCEEDED}: worker not reading its frames (limits.max_send_buffer_bytes)"
+                ),
+            )
+            transport.disconnect(graceful=False)
+
+    def pause_writing(self) -> None:
+        # The worker is not reading what we send: stop reading its requests.
+        self.transport.underlying_transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.transport.is_disconnected:
+            self.transport.underlying_transport.resume_reading()
 
     def on_message(self, msg_type: WSMsgType, payload: bytes) -> None:
         conn = self.conn
         if conn is None:
             return
         if msg_type is WSMsgType.BINARY and protocol.is_telemetry(payload):
-            telemetry.ingest(payload, self.engine.function_for_trace)  # old SDKs use "/"
+            _ingest(payload, self.engine)  # old SDKs use "/"
+            return
+        if not self._check_utf8(msg_type, payload):
             return
         self.engine.handle(conn, payload)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        super().on_ws_disconnected(transport)
         if self.conn is not None:
             self.engine.disconnect(self.conn)
 
@@ -180,7 +274,14 @@ class _TelemetryListener(_Base):
 
     def on_message(self, msg_type: WSMsgType, payload: bytes) -> None:
         if msg_type is WSMsgType.BINARY:
-            telemetry.ingest(payload, self.engine.function_for_trace)
+            _ingest(payload, self.engine)
+
+
+def _ingest(payload: bytes, engine: Engine) -> None:
+    try:
+        telemetry.ingest(payload, engine.function_for_trace)
+    except Exception as exc:  # telemetry is best effort; a bad export must not cost the socket
+        log.debug("ignoring an unusable telemetry frame: %r", exc)
 
 
 def _authorized(headers: dict[str, str], token: str) -> bool:
