@@ -1,22 +1,23 @@
-"""Routed calls: client -> engine -> echo worker -> engine -> client.
+"""Cross-worker trigger: worker A -> engine -> worker B -> engine -> worker A.
 
-Same client and payload as the ceiling (transport_ceiling.py); the ratio
-says what routing through the engine costs.
+A is the load generator (pyiii SDK client), B an echo worker in its own
+process. Same payload as the ceiling (transport_ceiling.py); the ratio says
+what routing through the engine costs.
 
-    python benchmarks/invoke.py
+    python benchmarks/invoke.py        # = run.py --only invoke
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, engine, free_port, print_rows, process, run, save, with_ratio
-from transport_ceiling import ceiling_rows, client_rows
+from common import process
+
+ECHO_FUNCTION = "bench::echo"
 
 ECHO_WORKER = """
 import asyncio, sys
@@ -26,7 +27,15 @@ from pyiii import connect
 async def main():
     w = await connect(sys.argv[1], name="bench-echo")
     w.register_function("bench::echo", lambda payload: payload, inline=True)
-    await asyncio.sleep(0.2)
+    # Registration has no ack: wait until a call through the engine comes back.
+    probe = await connect(sys.argv[1], name="bench-probe")
+    for _ in range(100):
+        try:
+            await probe.trigger("bench::echo", {}, timeout_ms=500)
+            break
+        except Exception:
+            await asyncio.sleep(0.05)
+    await probe.shutdown()
     print("echo worker ready", flush=True)
     await asyncio.Event().wait()
 
@@ -34,28 +43,17 @@ uvloop.run(main())
 """
 
 
-def routed_rows(seconds: float) -> list[Row]:
-    port = free_port()
-    url = f"ws://127.0.0.1:{port}"
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        engine(port, Path(tmp)),
-        process([sys.executable, "-c", ECHO_WORKER, url], "echo worker ready"),
-    ):
-        rows = run(client_rows(url, "bench::echo", "routed: engine -> echo worker", seconds))
-    assert isinstance(rows, list)
-    return rows
+def echo_worker(url: str):  # type: ignore[no-untyped-def]
+    return process([sys.executable, "-c", ECHO_WORKER, url], "echo worker ready")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
-    ceiling = ceiling_rows(args.seconds)
-    routed = routed_rows(args.seconds)
-    rows = ceiling + [with_ratio(r, c) for r, c in zip(routed, ceiling, strict=True)]
-    print_rows("cross-worker invoke vs transport ceiling", rows)
-    save("invoke", rows)
+    import run
+
+    run.main(["--only", "invoke", "--seconds", str(args.seconds)])
 
 
 if __name__ == "__main__":

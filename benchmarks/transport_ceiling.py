@@ -2,9 +2,9 @@
 
 The echo server speaks just enough protocol to answer ``invokefunction``
 with its own data: one decode and one encode per request, the least any
-engine can do. ``invoke.py`` and ``state.py`` compare against this.
+engine can do. The state, cross-worker and redis rows compare against this.
 
-    python benchmarks/transport_ceiling.py            # print the rows
+    python benchmarks/transport_ceiling.py            # = run.py --only ceiling
     python benchmarks/transport_ceiling.py --serve N  # run the echo server alone
 """
 
@@ -17,8 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, free_port, measure, print_rows, process, progress, run, save
-from pyiii import connect, protocol
+from common import process
+from pyiii import protocol
+
+# What the ceiling and cross-worker rows send (and get back).
+PAYLOAD = {"scope": "bench", "key": "k", "n": 1}
 
 
 async def serve_echo(port: int) -> None:
@@ -52,30 +55,8 @@ def echo_server(port: int):  # type: ignore[no-untyped-def]
     return process([sys.executable, __file__, "--serve", str(port)], "echo ready")
 
 
-async def client_rows(url: str, function_id: str, label: str, seconds: float) -> list[Row]:
-    worker = await connect(url, name="bench-client")
-    payload = {"scope": "bench", "key": "k", "n": 1}
-    rows = []
-    try:
-        for inflight in (1, 64):
-            progress(f"{label}, {inflight} in flight")
-            ops, p50, p99 = await measure(
-                lambda _i: worker.trigger(function_id, payload), inflight=inflight, seconds=seconds
-            )
-            rows.append(Row(f"{label}, {inflight} in flight", ops, p50, p99))
-    finally:
-        await worker.shutdown()
-    return rows
-
-
-def ceiling_rows(seconds: float = 2.0) -> list[Row]:
-    port = free_port()
-    with echo_server(port):
-        return run(client_rows(f"ws://127.0.0.1:{port}", "echo", "ceiling: bare echo", seconds))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--serve", type=int, help="run only the echo server on this port")
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
@@ -84,9 +65,9 @@ def main() -> None:
 
         uvloop.run(serve_echo(args.serve))
         return
-    rows = ceiling_rows(args.seconds)
-    print_rows("transport ceiling (pyiii SDK client <-> bare echo on picows)", rows)
-    save("transport_ceiling", rows)
+    import run
+
+    run.main(["--only", "ceiling", "--seconds", str(args.seconds)])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,348 @@
+"""Every benchmark row in one table, with the targets met or not (``make bench``).
+
+    python benchmarks/run.py                        # everything (~3-4 min on 2 cores)
+    python benchmarks/run.py --only state           # one section (its baselines come along)
+    python benchmarks/run.py --only state,redis --seconds 1
+
+Sections: ceiling, state, invoke, redis, node, workers, bulk (see README.md).
+A full run writes benchmarks/results/latest.json; a partial run writes
+benchmarks/results/only-<sections>.json. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    Row,
+    Target,
+    engine,
+    free_port,
+    measure_interleaved,
+    print_rows,
+    progress,
+    run,
+    save,
+    with_ratio,
+)
+
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk")
+CORE = {"ceiling", "state", "invoke", "redis"}
+INFLIGHTS = (1, 64)
+STORES = ("in_memory", "file_based")
+OPS = ("state::get", "state::set", "state::update")
+
+
+def ceiling_name(n: int) -> str:
+    return f"ceiling: bare picows echo, pyiii SDK client, {n} in flight"
+
+
+def state_name(op: str, store: str, n: int) -> str:
+    return f"{op} {store}, {n} in flight"
+
+
+def routed_name(n: int) -> str:
+    return f"cross-worker trigger A -> engine -> B -> A, {n} in flight"
+
+
+def redis_name(cmd: str, n: int) -> str:
+    return f"redis-py {cmd} (asyncio + hiredis), {n} in flight"
+
+
+# --------------------------------------------------------------------------- core
+
+
+async def _core(selected: set[str], servers: dict[str, Any], seconds: float) -> list[Row]:
+    """Ceiling, state, cross-worker and redis rows, measured in alternating windows."""
+    from invoke import ECHO_FUNCTION
+    from pyiii import connect
+    from redis_baseline import redis_calls, redis_client
+    from state import seed, state_calls
+    from transport_ceiling import PAYLOAD
+
+    closers: list[Any] = []
+    specs: list[tuple[str, str, Any, list[int], int | None]] = []  # (key, section, call, pids, inflight)
+
+    def add(key: str, section: str, call: Any, pids: list[int]) -> None:
+        specs.append((key, section, call, pids, None))
+
+    try:
+        if "echo" in servers:
+            url, pid = servers["echo"]
+            client = await connect(url, name="bench-ceiling")
+            closers.append(client.shutdown)
+            add("ceiling", "ceiling", lambda _n, c=client: c.trigger("echo", PAYLOAD), [pid])
+        for store in STORES:
+            if store not in servers:
+                continue
+            url, pid = servers[store]
+            client = await connect(url, name=f"bench-{store}")
+            closers.append(client.shutdown)
+            await seed(client)
+            calls = state_calls(client)
+            for op in OPS:
+                if "state" in selected or (op == "state::get" and store == "in_memory"):
+                    add(f"{op} {store}", "state", calls[op], [pid])
+            if store == "in_memory" and "worker" in servers:
+                add(
+                    "routed",
+                    "cross-worker trigger",
+                    lambda _n, c=client: c.trigger(ECHO_FUNCTION, PAYLOAD),
+                    [pid, servers["worker"]],
+                )
+        if "redis" in servers:
+            port, pid = servers["redis"]
+            rc = await redis_client(port)
+            closers.append(rc.aclose)
+            for cmd, call in redis_calls(rc).items():
+                add(f"redis {cmd}", "redis-py", call, [pid])
+
+        measured: dict[str, Row] = {}
+        for n in INFLIGHTS:
+            names = {key: _row_name(key, n) for key, *_ in specs}
+            targets = [Target(names[key], call, pids) for key, _, call, pids, _ in specs]
+            progress(
+                f"{n} in flight: {len(targets)} rows in alternating windows, "
+                f"{seconds:g} s each (4 windows) after {0.3:g} s warm-up"
+            )
+            m = await measure_interleaved(targets, inflight=n, seconds=seconds)
+            for key, section, *_ in specs:
+                row = m[names[key]].row(names[key], section)
+                measured[row.name] = row
+                progress(f"{row.name}: {row.ops_per_s:.0f} ops/s, p50 {row.p50_us:.0f} µs")
+    finally:
+        for close in reversed(closers):
+            await close()
+    return _core_table(selected, measured)
+
+
+def _row_name(key: str, n: int) -> str:
+    if key == "ceiling":
+        return ceiling_name(n)
+    if key == "routed":
+        return routed_name(n)
+    if key.startswith("redis "):
+        return redis_name(key.split()[1], n)
+    op, store = key.split()
+    return state_name(op, store, n)
+
+
+def _copy(row: Row, name: str, section: str) -> Row:
+    return dataclasses.replace(row, name=name, section=section, baseline=None, ratio=None)
+
+
+def _core_table(selected: set[str], m: dict[str, Row]) -> list[Row]:
+    rows: list[Row] = []
+    for n in INFLIGHTS:
+        if ceiling_name(n) in m:
+            rows.append(m[ceiling_name(n)])
+    if "state" in selected:
+        for store in STORES:
+            for op in OPS:
+                for n in INFLIGHTS:
+                    rows.append(with_ratio(m[state_name(op, store, n)], m[ceiling_name(n)]))
+    if "invoke" in selected:
+        for n in INFLIGHTS:
+            rows.append(with_ratio(m[routed_name(n)], m[ceiling_name(n)]))
+    if "redis" in selected:
+        for cmd in ("GET", "SET"):
+            for n in INFLIGHTS:
+                rows.append(m[redis_name(cmd, n)])
+        for n in INFLIGHTS:
+            row = _copy(m[state_name("state::get", "in_memory", n)],
+                        f"state::get pyiii in_memory vs redis-py GET, {n} in flight", "comparisons")
+            rows.append(with_ratio(row, m[redis_name("GET", n)]))
+    if "state" in selected:
+        for n in INFLIGHTS:
+            row = _copy(m[state_name("state::set", "file_based", n)],
+                        f"state::set file_based vs in_memory, {n} in flight", "comparisons")
+            rows.append(with_ratio(row, m[state_name("state::set", "in_memory", n)]))
+    return rows
+
+
+def core_rows(selected: set[str], seconds: float) -> list[Row]:
+    from invoke import echo_worker
+    from redis_baseline import hiredis_in_use, redis_server
+    from state import CONFIGS
+    from transport_ceiling import echo_server
+
+    servers: dict[str, Any] = {}
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        progress("starting servers")
+        if selected & {"ceiling", "state", "invoke"}:
+            port = free_port()
+            proc = stack.enter_context(echo_server(port))
+            servers["echo"] = (f"ws://127.0.0.1:{port}", proc.pid)
+        for store in STORES:
+            if store == "file_based" and "state" not in selected:
+                continue
+            if store == "in_memory" and not selected & {"state", "invoke", "redis"}:
+                continue
+            port = free_port()
+            (tmp / store).mkdir()
+            proc = stack.enter_context(engine(port, tmp / store, CONFIGS[store]))
+            servers[store] = (f"ws://127.0.0.1:{port}", proc.pid)
+        if "invoke" in selected:
+            servers["worker"] = stack.enter_context(echo_worker(servers["in_memory"][0])).pid
+        if "redis" in selected:
+            if not hiredis_in_use():
+                progress("warning: hiredis is not installed; redis-py uses its pure-Python parser")
+            redis = stack.enter_context(redis_server())
+            assert redis.proc is not None
+            servers["redis"] = (redis.port, redis.proc.pid)
+        rows = run(_core(selected, servers, seconds))
+    assert isinstance(rows, list)
+    return rows
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclasses.dataclass
+class TargetResult:
+    target: str
+    value: float | None
+    limit: float
+    met: bool | None
+    detail: str = ""
+
+
+def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
+    by = {r.name: r for r in rows}
+
+    def ratio(a: str, b: str, attr: str = "ops_per_s") -> float | None:
+        ra, rb = by.get(a), by.get(b)
+        if ra is None or rb is None:
+            return None
+        va, vb = getattr(ra, attr), getattr(rb, attr)
+        return va / vb if va and vb else None
+
+    def at_least(target: str, value: float | None, limit: float, detail: str = "") -> TargetResult:
+        return TargetResult(target, value, limit, None if value is None else value >= limit, detail)
+
+    def at_most(target: str, value: float | None, limit: float, detail: str = "") -> TargetResult:
+        return TargetResult(target, value, limit, None if value is None else value <= limit, detail)
+
+    get64 = state_name("state::get", "in_memory", 64)
+    out = [
+        at_least("state::get via pyiii >= 0.6x ceiling (in_memory, 64 in flight)",
+                 ratio(get64, ceiling_name(64)), 0.6),
+        at_least("state::get via pyiii >= 2x redis-py GET (in_memory, 64 in flight)",
+                 ratio(get64, redis_name("GET", 64)), 2.0),
+        at_least("cross-worker trigger >= 0.3x ceiling (64 in flight)",
+                 ratio(routed_name(64), ceiling_name(64)), 0.3,
+                 _detail("1 in flight", ratio(routed_name(1), ceiling_name(1)))),
+    ]
+    set_ratio = [ratio(state_name("state::set", "file_based", n), state_name("state::set", "in_memory", n))
+                 for n in INFLIGHTS]
+    out.append(at_least("file_based state::set >= 0.8x in_memory (64 in flight)", set_ratio[1], 0.8,
+                        _detail("1 in flight, one fsync per call", set_ratio[0])))
+    p50 = {op: ratio(state_name(op, "in_memory", 1), ceiling_name(1), "p50_us") for op in OPS}
+    known = {op: v for op, v in p50.items() if v is not None}
+    worst = max(known, key=lambda op: known[op]) if known else None
+    out.append(at_most("p50 at 1 in flight <= 1.3x ceiling's (worst of in_memory get/set/update)",
+                       known[worst] if worst else None, 1.3,
+                       ", ".join(f"{op.split('::')[1]} {v:.2f}x" for op, v in known.items())))
+    rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
+    out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
+                       rss.ratio if rss else None, 2.0, rss.note if rss else ""))
+    return out
+
+
+def _detail(label: str, value: float | None) -> str:
+    return "" if value is None else f"{label}: {value:.2f}x"
+
+
+def print_targets(results: list[TargetResult]) -> None:
+    print("\ntargets")
+    for t in results:
+        status = "not measured" if t.met is None else ("met" if t.met else "NOT MET")
+        value = "-" if t.value is None else f"{t.value:.2f}x"
+        detail = f"  ({t.detail})" if t.detail else ""
+        print(f"  {status:12} {value:>7}  {t.target}{detail}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--only", action="append", default=[],
+                        help=f"comma-separated sections to run (default all): {', '.join(SECTIONS)}")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="measured seconds per row, in 4 alternating windows (default 2)")
+    parser.add_argument("--values", type=int, default=1_000_000, help="values for the bulk section")
+    args = parser.parse_args(argv)
+    selected = {s.strip() for arg in args.only for s in arg.split(",") if s.strip()}
+    unknown = selected - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; expected: {', '.join(SECTIONS)}")
+    full = not selected
+    selected = selected or set(SECTIONS)
+
+    started = time.time()
+    load_before = os.getloadavg()
+    progress(f"pyiii benchmarks: {', '.join(s for s in SECTIONS if s in selected)}; "
+             f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f}")
+    if load_before[0] > 0.5:
+        progress("warning: the machine is busy (load average > 0.5); absolute numbers will be noisy")
+    if "redis" in selected and shutil.which("redis-server") is None:
+        progress("warning: redis-server is not installed (make redis); the redis-py rows are skipped")
+        selected.discard("redis")
+    rows: list[Row] = []
+    if selected & CORE:
+        rows += core_rows(selected, args.seconds)
+    if "node" in selected:
+        from node_sdk import node_rows
+
+        rows += node_rows(args.seconds)
+    if "workers" in selected:
+        from many_workers import many_worker_rows
+
+        rows += many_worker_rows(args.seconds)
+    if "bulk" in selected:
+        from bulk_load import bulk_rows
+
+        rows += bulk_rows(args.seconds, args.values)
+
+    elapsed = time.time() - started
+    load_after = os.getloadavg()
+    title = (
+        f"pyiii benchmarks ({platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{elapsed:.0f} s, load average {load_before[0]:.2f} -> {load_after[0]:.2f})"
+    )
+    print_rows(title, rows)
+    targets = evaluate(rows)
+    print_targets(targets)
+    name = "latest" if full else "only-" + "-".join(s for s in SECTIONS if s in selected)
+    path = save(
+        name,
+        rows,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        elapsed_s=elapsed,
+        seconds_per_row=args.seconds,
+        python=platform.python_version(),
+        cpus=os.cpu_count(),
+        load_average=[load_before[0], load_after[0]],
+        sections=[s for s in SECTIONS if s in selected],
+        targets=[dataclasses.asdict(t) for t in targets],
+    )
+    progress(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+
+
+if __name__ == "__main__":
+    main()
