@@ -48,6 +48,7 @@ from pyiii.protocol import (
 log = logging.getLogger("pyiii.engine")
 
 DEFAULT_NS = "default"
+SHUTDOWN_CLOSE_CODE = 1012  # "service restart": every SDK reconnects after it
 TRACE_MEMORY = 4096  # trace ids remembered for labelling worker log lines
 _PONG = protocol.encode(protocol.Pong())
 
@@ -826,10 +827,14 @@ class Engine:
         return True
 
     def stop_all(self, reason: str) -> None:
-        """Fail every pending call with SHUTTING_DOWN and close every connection (1001)."""
+        """Fail every pending call with SHUTTING_DOWN and close every connection (1012).
+
+        1012 (service restart) rather than 1001: the official Python SDK
+        0.11.6 takes 1000/1001 as a deliberate goodbye and never reconnects.
+        """
         self.begin_shutdown(reason)
         for conn in list(self.connections.values()):
-            conn.close(1001, reason)
+            conn.close(SHUTDOWN_CLOSE_CODE, reason)
             self.disconnect(conn)
 
 

@@ -85,7 +85,7 @@ class Server:
 
         Calls waiting on workers fail with SHUTTING_DOWN at once; built-in
         calls already running (a state write waiting for its commit) get up to
-        ``DRAIN_TIMEOUT_S`` to answer; then every socket is closed with 1001
+        ``DRAIN_TIMEOUT_S`` to answer; then every socket is closed with 1012
         and the modules flush and close their stores.
         """
         if self.stopped.is_set():

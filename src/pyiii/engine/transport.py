@@ -124,7 +124,11 @@ class _Base(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.CLOSE:
             if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code())
+                # Echo the peer's code, but a close without one (picows reports
+                # 0) is answered with 1000: 0 is not a valid code and Node's
+                # `ws` raises on it (iii-sdk 0.9.0 then crashes in shutdown()).
+                code = frame.get_close_code()
+                transport.send_close(code if 1000 <= int(code) <= 4999 else WSCloseCode.OK)
             transport.disconnect()
             return
         if transport.is_close_frame_sent:
