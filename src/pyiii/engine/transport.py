@@ -128,7 +128,7 @@ class _Base(WSListener):
                 # 0) is answered with 1000: 0 is not a valid code and Node's
                 # `ws` raises on it (iii-sdk 0.9.0 then crashes in shutdown()).
                 code = frame.get_close_code()
-                transport.send_close(code if 1000 <= int(code) <= 4999 else WSCloseCode.OK)
+                transport.send_close(code if 1000 <= code.value <= 4999 else WSCloseCode.OK)
             transport.disconnect()
             return
         if transport.is_close_frame_sent:
