@@ -40,7 +40,12 @@ const errorJson = (e) => ({
   class: e?.constructor?.name ?? typeof e,
 })
 
-const iii = sdk.registerWorker(url, { workerName: process.env.III_WORKER_NAME ?? `compat-node-${role}-${process.pid}` })
+// III_HEADERS (a JSON object) adds upgrade headers, e.g. {"Authorization":"Bearer <token>"} (0.22+; 0.9 ignores it).
+const headers = process.env.III_HEADERS ? JSON.parse(process.env.III_HEADERS) : undefined
+const iii = sdk.registerWorker(url, {
+  workerName: process.env.III_WORKER_NAME ?? `compat-node-${role}-${process.pid}`,
+  ...(headers ? { headers } : {}),
+})
 
 let stopping = false
 async function stop(code = 0) {
