@@ -260,11 +260,18 @@ async def _rows(url: str, pid: int, n: int, seconds: float) -> list[Row]:
     return rows
 
 
+# state::list answers with the whole scope in one frame (~n * 101 bytes); the
+# engine drops a connection whose unsent frames exceed
+# limits.max_send_buffer_bytes (64 MiB by default), so raise it for this engine.
+LIMITS = "  - name: iii-worker-manager\n    config:\n      limits: {{max_send_buffer_bytes: {}}}\n"
+
+
 def bulk_rows(seconds: float, n: int = 1_000_000) -> list[Row]:
     port = free_port()
     from state import CONFIGS
 
-    with tempfile.TemporaryDirectory() as tmp, engine(port, Path(tmp), CONFIGS["in_memory"]) as eng:
+    config = CONFIGS["in_memory"] + LIMITS.format(max(64 << 20, n * 4 * VALUE_BYTES))
+    with tempfile.TemporaryDirectory() as tmp, engine(port, Path(tmp), config) as eng:
         rows = run(_rows(f"ws://127.0.0.1:{port}", eng.pid, n, seconds))
     assert isinstance(rows, list)
     return rows
