@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak example install compat redis clean
+.PHONY: run test lint bench soak example install compat redis clean profile
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,9 +34,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
+## Benchmarks: one table of ratios against baselines measured in the same run (< 5 min).
 bench: $(STAMP) redis
+	bash scripts/install-compat.sh node-0.22
 	$(PY) benchmarks/run.py
 
+## The long soak: 500 workers for 60 s against one engine (a 10 s twin runs in `make test`).
+soak: $(STAMP)
+	$(PY) scripts/soak.py --seconds 60 --workers 500
+
+## Profile the engine under the 64-in-flight state::get row (py-spy).
+profile: $(STAMP)
+	$(PY) benchmarks/profile.py
+
+## Run the State guide's flows (TypeScript as written, latest SDK, Python) against an engine.
 example: $(STAMP) compat
 	$(PY) examples/run.py
 
