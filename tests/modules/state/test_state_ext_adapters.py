@@ -127,7 +127,7 @@ async def test_mutate_many_keep_and_empty(store: StateAdapter) -> None:
 async def test_expired_entries_read_as_absent_everywhere(store: StateAdapter) -> None:
     expiries = Expiries()
     store.on_expired(expiries)
-    soon = now_ms() + 150
+    soon = now_ms() + 400
     await store.mutate("s", "live", put(1))
     await store.mutate("s", "brief", put(2, soon))
     await store.mutate("only-brief", "k", put(3, soon))
@@ -169,11 +169,11 @@ async def test_expired_entry_is_absent_to_mutations(store: StateAdapter) -> None
 async def test_overwritten_entries_do_not_expire(store: StateAdapter) -> None:
     expiries = Expiries()
     store.on_expired(expiries)
-    await store.mutate("s", "k", put(1, now_ms() + 50))
+    await store.mutate("s", "k", put(1, now_ms() + 300))
     await store.mutate("s", "k", put(2))  # no expiry now
-    await store.mutate("s", "j", put(1, now_ms() + 50))
+    await store.mutate("s", "j", put(1, now_ms() + 300))
     await store.mutate("s", "j", put(2, now_ms() + 60_000))  # a later expiry
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.45)
     assert expiries.seen == []
     assert await store.count("s", "") == 2
 
@@ -337,7 +337,7 @@ async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
 async def test_sqlite_expiry_survives_reopen(tmp_path: Path) -> None:
     a = SqliteAdapter(tmp_path / "store")
     await a.open()
-    soon = now_ms() + 100
+    soon = now_ms() + 300
     await a.mutate("s", "brief", put("b", soon))
     await a.mutate("s", "later", put("l", now_ms() + 60_000))
     await a.mutate("s", "plain", put("p"))

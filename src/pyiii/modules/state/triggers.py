@@ -29,6 +29,9 @@ log = logging.getLogger("pyiii.state")
 CREATED = b"state:created"
 UPDATED = b"state:updated"
 DELETED = b"state:deleted"
+# Internal: an entry removed because its TTL passed. Delivered as
+# ``state:deleted`` with ``"expired": true``.
+EXPIRED = b"state:expired"
 HANDLER_TIMEOUT_S = 60.0
 
 
@@ -44,11 +47,12 @@ _config_decoder = msgspec.json.Decoder(StateTriggerConfig | None)
 def encode_event(event_type: bytes, scope: str, key: str, old: bytes | None, new: bytes | None) -> Raw:
     """The event payload, assembled from stored JSON text without re-encoding it."""
     enc = msgspec.json.encode
+    expired = event_type == EXPIRED
     return Raw(
         b"".join(
             (
                 b'{"type":"state","event_type":"',
-                event_type,
+                DELETED if expired else event_type,
                 b'","scope":',
                 enc(scope),
                 b',"key":',
@@ -57,7 +61,7 @@ def encode_event(event_type: bytes, scope: str, key: str, old: bytes | None, new
                 old if old is not None else b"null",
                 b',"new_value":',
                 new if new is not None else b"null",
-                b"}",
+                b',"expired":true}' if expired else b"}",
             )
         )
     )
