@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import struct
 import time
 import uuid
@@ -52,10 +53,28 @@ class RawWS:
         self.closed: Closed | None = None
 
     @classmethod
-    async def connect(cls, url: str, headers: dict[str, str] | None = None, path: str = "/") -> RawWS:
+    async def connect(
+        cls,
+        url: str,
+        headers: dict[str, str] | None = None,
+        path: str = "/",
+        rcvbuf: int | None = None,
+        read_limit: int = 64 * 1024 * 1024,
+    ) -> RawWS:
+        """Upgrade a new socket.
+
+        ``rcvbuf`` pins the kernel receive buffer (no autotuning); ``read_limit``
+        bounds what is read ahead of ``recv`` (asyncio stops reading at twice it),
+        so a small one makes a worker that does not read.
+        """
         m = re.match(r"ws://([^:/]+):(\d+)", url)
         assert m, url
-        reader, writer = await asyncio.open_connection(m.group(1), int(m.group(2)), limit=64 * 1024 * 1024)
+        sock = socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (m.group(1), int(m.group(2))))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=read_limit)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path} HTTP/1.1",
@@ -162,9 +181,9 @@ class RawWS:
             await self.writer.wait_closed()
 
 
-async def raw_worker(url: str, headers: dict[str, str] | None = None) -> RawWS:
+async def raw_worker(url: str, headers: dict[str, str] | None = None, **options: Any) -> RawWS:
     """A raw connection that has consumed its ``workerregistered`` greeting."""
-    ws = await RawWS.connect(url, headers)
+    ws = await RawWS.connect(url, headers, **options)
     first = await ws.recv_json()
     assert first["type"] == "workerregistered", first
     return ws

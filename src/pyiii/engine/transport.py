@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 from picows import (
@@ -58,6 +59,11 @@ class TransportOptions:
 def _reason(text: str) -> bytes:
     """A close reason: at most 123 bytes of UTF-8 (the frame's limit), never a split character."""
     return text.encode()[:123].decode("utf-8", "ignore").encode()
+
+
+def _sendable(code: int) -> bool:
+    """A close code an endpoint may put on the wire (RFC 6455 §7.4)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 def _is_utf8(payload: bytes) -> int | None:
@@ -127,13 +133,17 @@ class _Base(WSListener):
                 # Echo the peer's code, but a close without one (picows reports
                 # 0) is answered with 1000: 0 is not a valid code and Node's
                 # `ws` raises on it (iii-sdk 0.9.0 then crashes in shutdown()).
+                # Codes reserved for local use (1004-1006, 1015) are answered with 1000 too.
                 code = frame.get_close_code()
-                transport.send_close(code if 1000 <= code.value <= 4999 else WSCloseCode.OK)
+                transport.send_close(code if _sendable(code.value) else WSCloseCode.OK)
             transport.disconnect()
             return
         if transport.is_close_frame_sent:
             # We (or picows, on a protocol error) are closing: whatever still
             # arrives is not acted on. After a parser error it may be garbage.
+            return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._close(WSCloseCode.PROTOCOL_ERROR, "reserved bits set, but no extension was negotiated")
             return
         if frame.msg_type in (WSMsgType.PING, WSMsgType.PONG):
             return  # picows answers pings itself
@@ -179,6 +189,9 @@ class _WorkerListener(_Base):
         self.engine = engine
         self.request = request
         self.conn: Connection | None = None
+        # Messages read but not yet handled while the worker is not reading our
+        # replies (at most what one socket read held; reading is paused meanwhile).
+        self.held: deque[bytes] | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -204,7 +217,9 @@ class _WorkerListener(_Base):
             )
             return
         sock = transport.underlying_transport
-        sock.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        # Throttle well before the drop limit, so a worker that reads slowly is slowed down, not dropped.
+        high = min(WRITE_HIGH_WATER, self.options.max_send_buffer_bytes // 4)
+        sock.set_write_buffer_limits(high=high, low=min(WRITE_LOW_WATER, high // 4))
         peer = sock.get_extra_info("peername")
         self.conn = Connection(
             self._send,
@@ -242,10 +257,20 @@ class _WorkerListener(_Base):
             transport.disconnect(graceful=False)
 
     def pause_writing(self) -> None:
-        # The worker is not reading what we send: stop reading its requests.
-        self.transport.underlying_transport.pause_reading()
+        # The worker is not reading what we send: stop reading its requests,
+        # and hold the ones already read, so replies stop growing right away.
+        if self.held is None:
+            self.held = deque()
+            self.transport.underlying_transport.pause_reading()
 
     def resume_writing(self) -> None:
+        held, self.held = self.held, None
+        conn = self.conn
+        while held and conn is not None and conn.open:
+            self.engine.handle(conn, held.popleft())
+            if self.held is not None:  # paused again by these replies
+                self.held = held
+                return
         if not self.transport.is_disconnected:
             self.transport.underlying_transport.resume_reading()
 
@@ -257,6 +282,9 @@ class _WorkerListener(_Base):
             _ingest(payload, self.engine)  # old SDKs use "/"
             return
         if not self._check_utf8(msg_type, payload):
+            return
+        if self.held is not None:
+            self.held.append(payload)
             return
         self.engine.handle(conn, payload)
 
