@@ -54,7 +54,7 @@ async def write_stream(worker: Worker, key: str, ledger: Ledger, stop: asyncio.E
             await worker.trigger("state::update", {"scope": "counters", "key": key, "ops": ops})
             ledger.acked[key] = n
             log_key = f"{key}-{n}"
-            await worker.trigger("state::set", {"scope": "log", "key": log_key, "value": {"n": n}})
+            await worker.trigger("state::set", {"scope": "log", "key": log_key, "value": {"key": log_key}})
             ledger.logged.add(log_key)
             ledger.acks += 2
         except IIIError:
@@ -83,10 +83,8 @@ async def check_store(url: str, ledger: Ledger) -> tuple[int, int]:
             # An unacknowledged update may have landed: continue from what is there.
             ledger.counter[key] = a
             ledger.acked[key] = a
-        missing_logs = 0
-        for log_key in ledger.logged:
-            if await reader.trigger("state::get", {"scope": "log", "key": log_key}) is None:
-                missing_logs += 1
+        stored = {v["key"] for v in await reader.trigger("state::list", {"scope": "log"})}
+        missing_logs = len(ledger.logged - stored)
         return lost + missing_logs, half
     finally:
         await reader.shutdown()

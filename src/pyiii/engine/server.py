@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyiii.engine import builtins
-from pyiii.engine.engine import Engine, Limits
-from pyiii.engine.transport import TransportOptions, serve
+from pyiii.engine.engine import SHUTDOWN_CLOSE_CODE, Engine, Limits
+from pyiii.engine.transport import TransportOptions, close_all, serve
 
 if TYPE_CHECKING:
     from pyiii.config import EngineConfig
@@ -45,6 +45,7 @@ class Server:
         )
         self.modules = build_modules(config)
         self.listener: asyncio.Server | None = None
+        self.sockets: set[Any] = set()  # open WebSocket transports
         self.stopped = asyncio.Event()
 
     @property
@@ -72,7 +73,7 @@ class Server:
             max_send_buffer_bytes=max(cfg.limits.max_send_buffer_bytes, cfg.limits.max_frame_bytes),
             auth_token=cfg.auth_token,
         )
-        self.listener = await serve(self.engine, cfg.host, cfg.port, options)
+        self.listener = await serve(self.engine, cfg.host, cfg.port, options, self.sockets)
         if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.auth_token is None:
             log.warning(
                 "listening on %s without auth_token: any host that can reach this port can "
@@ -97,8 +98,9 @@ class Server:
         if not await self.engine.drain(DRAIN_TIMEOUT_S):
             log.warning("stopping with built-in calls still running after %gs", DRAIN_TIMEOUT_S)
         self.engine.stop_all(reason)
-        # Let close frames reach the wire before the modules go away.
-        await asyncio.sleep(0.05)
+        # Wait for the peers to answer the close frames (so none of our last
+        # frames is lost to a reset), then let the modules go.
+        await close_all(self.sockets, SHUTDOWN_CLOSE_CODE, reason)
         for module in reversed(self.modules):
             try:
                 await module.stop()

@@ -45,6 +45,10 @@ log = logging.getLogger("pyiii.transport")
 # faster than it reads their results).
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
+# How long a socket we close waits for the peer's close frame before it is cut.
+# Closing with the peer's frames unread would send a TCP reset, and the peer
+# could lose our last frames (the error, the close reason) with it.
+CLOSE_WAIT_S = 2.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -118,14 +122,20 @@ class _Reassembly:
 class _Base(WSListener):
     transport: WSTransport
 
-    def __init__(self, options: TransportOptions) -> None:
+    def __init__(self, options: TransportOptions, live: set[WSTransport]) -> None:
         self.options = options
+        self.live = live
         self.assembly = _Reassembly(options.max_frame_bytes)
 
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.live.add(transport)
+
     def _close(self, code: int | WSCloseCode, reason: str) -> None:
+        """Send a close frame; the socket goes when the peer answers it (or after CLOSE_WAIT_S)."""
         if not self.transport.is_close_frame_sent:
             self.transport.send_close(WSCloseCode(code), _reason(reason))
-        self.transport.disconnect()
+        asyncio.get_running_loop().call_later(CLOSE_WAIT_S, self.transport.disconnect)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.CLOSE:
@@ -167,6 +177,7 @@ class _Base(WSListener):
         return False
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.live.discard(transport)
         sent = transport.close_handshake.sent if transport.close_handshake is not None else None
         if sent is not None and sent.code is WSCloseCode.MESSAGE_TOO_BIG:
             # picows refused a frame by its header; say which setting governs it.
@@ -184,8 +195,10 @@ class _Base(WSListener):
 class _WorkerListener(_Base):
     """A worker on ``/``."""
 
-    def __init__(self, engine: Engine, options: TransportOptions, request: WSUpgradeRequest):
-        super().__init__(options)
+    def __init__(
+        self, engine: Engine, options: TransportOptions, live: set[WSTransport], request: WSUpgradeRequest
+    ):
+        super().__init__(options, live)
         self.engine = engine
         self.request = request
         self.conn: Connection | None = None
@@ -194,7 +207,7 @@ class _WorkerListener(_Base):
         self.held: deque[bytes] | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
+        super().on_ws_connected(transport)
         headers = {k.lower(): v for k, v in self.request.headers.items()}
         if self.options.auth_token is not None and not _authorized(headers, self.options.auth_token):
             self._refuse(
@@ -228,6 +241,11 @@ class _WorkerListener(_Base):
             headers=headers,
         )
         self.engine.connect(self.conn)
+
+    def _close(self, code: int | WSCloseCode, reason: str) -> None:
+        super()._close(code, reason)
+        if self.conn is not None:
+            self.engine.disconnect(self.conn)  # nothing more is routed to a closing socket
 
     def _refuse(self, code: str, message: str, reason: str) -> None:
         """Send an ``error`` frame with the full message, then close with a short reason."""
@@ -297,12 +315,9 @@ class _WorkerListener(_Base):
 class _TelemetryListener(_Base):
     """The SDKs' telemetry socket on ``/otel``; never a worker."""
 
-    def __init__(self, engine: Engine, options: TransportOptions) -> None:
-        super().__init__(options)
+    def __init__(self, engine: Engine, options: TransportOptions, live: set[WSTransport]) -> None:
+        super().__init__(options, live)
         self.engine = engine
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
 
     def on_message(self, msg_type: WSMsgType, payload: bytes) -> None:
         if msg_type is WSMsgType.BINARY:
@@ -325,15 +340,25 @@ def _authorized(headers: dict[str, str], token: str) -> bool:
     return hmac.compare_digest(presented.encode(), token.encode())
 
 
-async def serve(engine: Engine, host: str, port: int, options: TransportOptions) -> asyncio.Server:
-    """Start listening; returns the server (close it to stop accepting)."""
+async def serve(
+    engine: Engine,
+    host: str,
+    port: int,
+    options: TransportOptions,
+    live: set[WSTransport] | None = None,
+) -> asyncio.Server:
+    """Start listening; returns the server (close it to stop accepting).
+
+    ``live`` collects the open sockets, for ``close_all`` at shutdown.
+    """
+    sockets: set[WSTransport] = set() if live is None else live
 
     def route(request: WSUpgradeRequest) -> WSListener | None:
         path = request.path.split(b"?", 1)[0]
         if path == b"/":
-            return _WorkerListener(engine, options, request)
+            return _WorkerListener(engine, options, sockets, request)
         if path == b"/otel":
-            return _TelemetryListener(engine, options)
+            return _TelemetryListener(engine, options, sockets)
         return None  # picows answers 404
 
     return await ws_create_server(
@@ -345,3 +370,18 @@ async def serve(engine: Engine, host: str, port: int, options: TransportOptions)
         enable_auto_pong=True,
         logger_name="transport",
     )
+
+
+async def close_all(live: set[WSTransport], code: int, reason: str, timeout: float = CLOSE_WAIT_S) -> None:
+    """Close every socket still open (workers were closed by the engine; telemetry ones are
+    closed here), wait up to ``timeout`` for the peers to answer, then cut the rest."""
+    for transport in list(live):
+        if not transport.is_close_frame_sent:
+            transport.send_close(WSCloseCode(code), _reason(reason))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while live and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    for transport in list(live):
+        transport.disconnect()
+    await asyncio.sleep(0)
