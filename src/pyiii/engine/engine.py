@@ -172,11 +172,12 @@ class Engine:
         self._warn_bad_frame(conn, exc)
         found = protocol.sniff(frame)
         inv_id, fid = found.get("invocation_id"), found.get("function_id", "")
-        err = IIIError(exc.code, f"unusable {exc.msg_type or 'untyped'} frame: {exc.reason}")
-        if exc.msg_type == "invokefunction" and inv_id:
+        msg_type = exc.msg_type or found.get("type")  # a guess when the JSON itself is broken
+        err = IIIError(exc.code, f"unusable {msg_type or 'untyped'} frame: {exc.reason}")
+        if msg_type == "invokefunction" and inv_id:
             self._reply_error(conn, inv_id, fid, err)
             return
-        if exc.msg_type == "invocationresult" and inv_id:
+        if msg_type == "invocationresult" and inv_id:
             pending = self.pending.get(inv_id)
             if pending is not None and pending.target is conn:
                 del self.pending[inv_id]
