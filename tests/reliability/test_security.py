@@ -235,3 +235,43 @@ async def test_scope_and_key_strings_round_trip_and_stay_inside_the_store(
     ), files
     assert set(tmp_path.parent.iterdir()) == outside_before
     assert not Path("/tmp/pyiii-escape").exists()
+
+
+# --- results come only from the worker that was asked --------------------------------------------
+
+
+async def test_a_bystander_cannot_answer_a_call_routed_to_another_worker(engine: str) -> None:
+    """Invocation ids are chosen by callers; knowing one must not let a third worker forge the result."""
+    server = await connect(engine, reconnect=False)
+    release = asyncio.Event()
+
+    async def slow(_: Any) -> Any:
+        await release.wait()
+        return "genuine"
+
+    server.register_function("real::slow", slow)
+    caller = await RawWS.connect(engine)
+    assert (await caller.recv_json())["type"] == "workerregistered"
+    forger = await RawWS.connect(engine)
+    assert (await forger.recv_json())["type"] == "workerregistered"
+    await server.trigger("state::list_groups", {})  # the registration has been processed
+    await caller.send_json(
+        {"type": "invokefunction", "invocation_id": "known-id", "function_id": "real::slow", "data": {}}
+    )
+    await asyncio.sleep(0.2)
+    await forger.send_json(
+        {
+            "type": "invocationresult",
+            "invocation_id": "known-id",
+            "function_id": "real::slow",
+            "result": "forged",
+        }
+    )
+    await forger.send_json({"type": "ping"})
+    assert await forger.recv_json() == {"type": "pong"}  # the forged result was processed (and dropped)
+    release.set()
+    reply = await caller.recv_json()
+    assert reply["invocation_id"] == "known-id" and reply.get("result") == "genuine", reply
+    await caller.close()
+    await forger.close()
+    await server.shutdown()
