@@ -614,3 +614,32 @@ async def test_deep_payload_gets_limit_error_fast_and_connection_stays(engine: s
     reply = await ws.call("state::get", {"scope": "s", "key": "k"})
     assert "result" not in reply and "error" not in reply, reply  # nothing was stored
     await ws.close()
+
+
+async def test_unusable_result_fails_the_call_at_once(engine: str) -> None:
+    """A worker answering with a broken result does not leave its caller waiting for a timeout."""
+    server = await raw_worker(engine)
+    await server.send_json({"type": "registerfunction", "id": "broken::fn"})
+    caller = await raw_worker(engine)
+    await caller.call("state::list_groups", {})  # (a round trip: the registration is in)
+    for bad_result in ('"result":' + "[" * 100_000 + "]" * 100_000, '"result":1,"traceparent":5'):
+        await caller.send_json(
+            {"type": "invokefunction", "invocation_id": "c1", "function_id": "broken::fn", "data": {}}
+        )
+        call = await server.recv_json()
+        assert call["type"] == "invokefunction" and call["invocation_id"] == "c1", call
+        await server.send_text(
+            '{"type":"invocationresult","invocation_id":"c1","function_id":"broken::fn",' + bad_result + "}"
+        )
+        told = await server.recv_json()  # the worker is told what was wrong with its frame
+        assert told["type"] == "error", told
+        reply = await caller.recv_json(timeout=2)
+        assert reply["invocation_id"] == "c1" and reply["error"]["code"] in (
+            "LIMIT_EXCEEDED",
+            "deserialization_error",
+        )
+        assert "unusable result" in reply["error"]["message"], reply
+    stats = await caller.call("engine::stats", {})
+    assert stats["result"]["pending"] == 0, stats
+    await caller.close()
+    await server.close()
