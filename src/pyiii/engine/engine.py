@@ -77,7 +77,7 @@ class Engine:
         self.triggers: dict[str, Trigger] = {}
         self.pending: dict[str, Pending] = {}
         self.trace_functions: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.accepting = True
         self._shutdown_reason = ""
         self._bad_frame_window = (0.0, 0)  # (window start, warnings logged in it)
@@ -296,9 +296,8 @@ class Engine:
             return
         if conn.serving and isinstance(msg.traceparent, str):
             self._note_trace(conn, msg.traceparent)
-        data = protocol.with_caller(msg.data, conn.worker_id)
         if action is not None and action.type == "enqueue":
-            self._enqueue(conn, inv_id, ns, msg, data)
+            self._enqueue(conn, inv_id, ns, msg, protocol.with_caller(msg.data, conn.worker_id))
             return
         if action is not None and action.type == "void":
             inv_id = None
@@ -308,9 +307,11 @@ class Engine:
                 self._reply_error(conn, inv_id, msg.function_id, self._not_found(ns, msg.function_id))
             return
         if fn.handler is not None:
+            # A built-in knows its caller from ctx: no _caller_worker_id splice.
             ctx = CallContext(caller=conn, function_id=msg.function_id, metadata=msg.metadata)
-            self._run_builtin(fn.handler, data, ctx, conn, inv_id, fn.eager)
+            self._run_builtin(fn.handler, msg.data, ctx, conn, inv_id, fn.eager)
             return
+        data = protocol.with_caller(msg.data, conn.worker_id)
         assert fn.owner is not None
         if inv_id is None:
             self._send_invoke(fn.owner, None, msg.function_id, data, msg)
@@ -485,7 +486,7 @@ class Engine:
                 except StopIteration as done:
                     out = done.value
                 else:
-                    self.spawn(self._finish_builtin(_resume(out, waiting_on), ctx, conn, inv_id))
+                    _Stepper(self, out, ctx, conn, inv_id).wait(waiting_on)
                     return
         except IIIError as err:
             if conn is not None and inv_id is not None:
@@ -525,9 +526,13 @@ class Engine:
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run a background task and keep a reference until it ends."""
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.track(task)
         return task
+
+    def track(self, fut: asyncio.Future[Any]) -> None:
+        """Keep ``fut`` referenced (and waited for by ``drain``) until it is done."""
+        self._tasks.add(fut)
+        fut.add_done_callback(self._tasks.discard)
 
     # --- calls made by the engine itself (triggers, enqueue, bridge) --------
 
@@ -839,26 +844,63 @@ class Engine:
             self.disconnect(conn)
 
 
-async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
-    """Drive a coroutine that was started by hand and is now waiting.
+class _Stepper:
+    """Drives an eagerly started built-in from future callbacks: a Task without the Task.
 
-    ``waiting_on`` is what its first step yielded: an asyncio future (or None
-    for a bare yield). Each time that completes, the coroutine is stepped
-    again, exactly as a Task would do, until it returns.
+    The coroutine was stepped once by hand and is waiting on an asyncio
+    future (say, a disk commit). Each time that completes it is stepped
+    again, exactly as a Task would, and its result is sent to the caller.
     """
-    while True:
+
+    __slots__ = ("conn", "coro", "ctx", "done", "engine", "inv_id")
+
+    def __init__(
+        self,
+        engine: Engine,
+        coro: Coroutine[Any, Any, Any],
+        ctx: CallContext,
+        conn: Connection | None,
+        inv_id: str | None,
+    ) -> None:
+        self.engine = engine
+        self.coro = coro
+        self.ctx = ctx
+        self.conn = conn
+        self.inv_id = inv_id
+        # Stands in for a task in engine._tasks so drain() waits for it.
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        engine.track(self.done)
+
+    def wait(self, waiting_on: Any) -> None:
+        if waiting_on is None:  # a bare yield: just go round the loop
+            asyncio.get_running_loop().call_soon(self.step)
+            return
+        waiting_on._asyncio_future_blocking = False  # what Task does before waiting
+        waiting_on.add_done_callback(self._woken)
+
+    def _woken(self, _fut: Any) -> None:
+        self.step()
+
+    def step(self) -> None:
+        ctx, conn, inv_id = self.ctx, self.conn, self.inv_id
+        answer = conn is not None and inv_id is not None and conn.open
         try:
-            if waiting_on is None:
-                await asyncio.sleep(0)
-            else:
-                await asyncio.wait((waiting_on,))
-        except asyncio.CancelledError:
-            waiting_on = coro.throw(asyncio.CancelledError())
-            continue
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration as done:
-            return done.value
+            waiting_on = self.coro.send(None)
+        except StopIteration as finished:
+            self.done.set_result(None)
+            if answer:
+                self.engine._reply_result(conn, inv_id, ctx.function_id, finished.value)  # type: ignore[arg-type]
+        except IIIError as err:
+            self.done.set_result(None)
+            if answer:
+                self.engine._reply_error(conn, inv_id, ctx.function_id, err)  # type: ignore[arg-type]
+        except Exception as exc:
+            self.done.set_result(None)
+            log.exception("built-in %s failed", ctx.function_id)
+            if answer:
+                self.engine._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))  # type: ignore[arg-type]
+        else:
+            self.wait(waiting_on)
 
 
 def _error_from_raw(error: Raw, function_id: str) -> IIIError:
