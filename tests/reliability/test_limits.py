@@ -117,10 +117,10 @@ async def test_worker_that_does_not_read_is_throttled_then_dropped(make_engine_p
 
     A worker flooding calls without reading the results is throttled (the
     engine stops reading it); a worker that receives trigger calls without
-    reading them is dropped once they exceed max_send_buffer_bytes.
+    reading them is dropped once they pile up over max_send_buffer_bytes.
     """
     eng = make_engine_proc(
-        limits_config(max_frame_bytes=262144, max_send_buffer_bytes=16 * 1024 * 1024)
+        limits_config(max_frame_bytes=262144, max_send_buffer_bytes=8 * 1024 * 1024)
     ).start()
     assert eng.proc is not None
     watcher = await connect(eng.url)
@@ -189,3 +189,17 @@ async def test_worker_that_does_not_read_is_throttled_then_dropped(make_engine_p
     with contextlib.suppress(Exception):
         deaf.writer.transport.abort()
     await watcher.shutdown()
+
+
+async def test_one_reply_larger_than_the_send_buffer_limit_is_delivered(make_engine_proc: Any) -> None:
+    """The limit is on frames piling up behind unread ones, not on the size of one answer."""
+    eng = make_engine_proc(limits_config(max_frame_bytes=262144, max_send_buffer_bytes=1048576)).start()
+    writer = await connect(eng.url)
+    for i in range(40):  # a 4 MB scope: its state::list is one 4 MB frame
+        await writer.trigger("state::set", {"scope": "big", "key": f"k{i}", "value": "z" * 100_000})
+    reader = await raw_worker(eng.url, rcvbuf=65536)  # the reply has to wait in the engine's buffer
+    for _ in range(3):
+        reply = await reader.call("state::list", {"scope": "big"})
+        assert len(reply["result"]) == 40, str(reply)[:200]
+    await reader.close()
+    await writer.shutdown()

@@ -11,7 +11,8 @@ check reassembled fragments), a text (or JSON binary) message that is not
 UTF-8 with 1007, a broken fragment sequence with 1002. Every close carries a
 reason. A worker that stops reading is throttled (we stop reading from it
 while its unsent replies exceed the socket's high-water mark) and dropped
-with 1008 once they exceed ``max_send_buffer_bytes``.
+with 1008 once frames pile up over ``max_send_buffer_bytes`` for
+``SLOW_READER_GRACE_S`` (or reach twice it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -49,6 +51,9 @@ WRITE_LOW_WATER = 1024 * 1024
 # Closing with the peer's frames unread would send a TCP reset, and the peer
 # could lose our last frames (the error, the close reason) with it.
 CLOSE_WAIT_S = 2.0
+# A worker whose unsent frames stay over max_send_buffer_bytes this long (or
+# reach twice it) is dropped.
+SLOW_READER_GRACE_S = 5.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -205,6 +210,7 @@ class _WorkerListener(_Base):
         # Messages read but not yet handled while the worker is not reading our
         # replies (at most what one socket read held; reading is paused meanwhile).
         self.held: deque[bytes] | None = None
+        self.over_since: float | None = None  # since when unsent frames exceed max_send_buffer_bytes
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         super().on_ws_connected(transport)
@@ -257,22 +263,32 @@ class _WorkerListener(_Base):
 
     def _send(self, data: bytes) -> None:
         transport = self.transport
+        queued = transport.underlying_transport.get_write_buffer_size()
         transport.send(WSMsgType.TEXT, data)
-        unsent = transport.underlying_transport.get_write_buffer_size()
-        if unsent > self.options.max_send_buffer_bytes and self.conn is not None and self.conn.open:
-            log.warning(
-                "dropping worker %s: %d bytes of frames it has not read (limits.max_send_buffer_bytes = %d)",
-                self.conn.name,
-                unsent,
-                self.options.max_send_buffer_bytes,
-            )
-            transport.send_close(
-                WSCloseCode.POLICY_VIOLATION,
-                _reason(
-                    f"{errors.LIMIT_EXCEEDED}: worker not reading its frames (limits.max_send_buffer_bytes)"
-                ),
-            )
-            transport.disconnect(graceful=False)
+        # Judge what was queued *before* this frame: one reply larger than the
+        # limit is fine; frames piling up behind unread ones are not.
+        limit = self.options.max_send_buffer_bytes
+        if queued <= limit:
+            self.over_since = None
+            return
+        now = time.monotonic()
+        if self.over_since is None:
+            self.over_since = now
+        if (now - self.over_since < SLOW_READER_GRACE_S and queued <= 2 * limit) or not (
+            self.conn is not None and self.conn.open
+        ):
+            return
+        log.warning(
+            "dropping worker %s: %d bytes of frames it has not read (limits.max_send_buffer_bytes = %d)",
+            self.conn.name,
+            queued,
+            limit,
+        )
+        transport.send_close(
+            WSCloseCode.POLICY_VIOLATION,
+            _reason(f"{errors.LIMIT_EXCEEDED}: worker not reading its frames (limits.max_send_buffer_bytes)"),
+        )
+        transport.disconnect(graceful=False)
 
     def pause_writing(self) -> None:
         # The worker is not reading what we send: stop reading its requests,
