@@ -31,7 +31,7 @@ compat:
 	bash scripts/install-compat.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts examples
 	$(VENV)/bin/mypy
 
 ## Benchmarks: one table of ratios against baselines measured in the same run (< 5 min).
