@@ -57,6 +57,7 @@ ADAPTERS: dict[str, Callable[[Path, pytest.FixtureRequest], dict[str, Any]]] = {
         "store_method": "file_based",
         "file_path": str(workdir / "state"),
     },
+    "redis": lambda workdir, request: {"adapter": "redis", "redis_url": private_redis_url(workdir, request)},
 }
 
 CALL_TIMEOUT_S = 15.0

@@ -157,7 +157,8 @@ async def test_key_layout(adapter: RedisAdapter, raw_redis: redis.Redis) -> None
     version, ord_, raw = stored[b"a"].split(b":", 2)
     assert (int(ord_), raw) == (first.version, b"[]") and int(version) > second.version
     assert raw_redis.get(p + b":{sc}:version") == b"%d" % third.version
-    assert keyspace(raw_redis, adapter) == {p + b":{sc}:kv", p + b":{sc}:version"}
+    assert keyspace(raw_redis, adapter) == {p + b":{sc}:kv", p + b":{sc}:version", p + b":{sc}:keys"}
+    assert raw_redis.zrange(p + b":{sc}:keys", 0, -1, withscores=True) == [(b"a", 0.0), (b"b", 0.0)]
     await adapter.mutate("sc", "a", lambda _: None)
     await adapter.mutate("sc", "b", lambda _: None)  # last key: the hash goes
     assert keyspace(raw_redis, adapter) == {p + b":{sc}:version"}  # the counter stays: no ABA
@@ -239,19 +240,26 @@ async def test_every_transaction_stays_in_one_slot(
         # Every command here names its key (or, for PUBLISH, its channel) first.
         names = [args[1] for args in commands]
         assert commands[0][0] == "WATCH" and commands[-1][0] == "PUBLISH", commands
-        assert {args[0] for args in commands} <= {"WATCH", "HGET", "INCRBY", "HSET", "HDEL", "PUBLISH"}, (
-            commands
-        )
+        assert {args[0] for args in commands} <= {
+            "WATCH",
+            "HGET",
+            "INCRBY",
+            "HSET",
+            "HDEL",
+            "ZADD",
+            "ZREM",
+            "PUBLISH",
+        }, commands
         assert len({redis.crc.key_slot(name) for name in names}) == 1, commands
 
-    # The keyspace: per scope, one hash and one counter, both in one slot.
+    # The keyspace: per scope, one hash, one counter and the key index, all in one slot.
     by_scope: dict[str, set[bytes]] = {}
     for name in keyspace(raw_redis, adapter):
         by_scope.setdefault(adapter_scope(adapter, name), set()).add(name)
     assert sorted(by_scope) == sorted(WEIRD_SCOPES)
     slots: set[int] = set()
     for scope, scope_names in by_scope.items():
-        assert len(scope_names) == 2, (scope, scope_names)
+        assert len(scope_names) == 3, (scope, scope_names)
         scope_slots = {redis.crc.key_slot(name) for name in scope_names}
         assert len(scope_slots) == 1, (scope, scope_names)
         slots |= scope_slots
@@ -264,7 +272,7 @@ def adapter_scope(a: RedisAdapter, name: bytes) -> str:
     tag = name[start : name.index(b"}", start)]
     scope = redis_adapter._untag(tag)
     assert scope is not None, name
-    assert name in (a._key(scope, b"kv"), a._key(scope, b"version")), name
+    assert name in (a._key(scope, b"kv"), a._key(scope, b"version"), a._key(scope, b"keys")), name
     return scope
 
 

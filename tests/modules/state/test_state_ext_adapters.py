@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -25,11 +26,17 @@ from pyiii.modules.state.adapters.base import (
     now_ms,
 )
 from pyiii.modules.state.adapters.memory import MemoryAdapter, prefix_end
+from pyiii.modules.state.adapters.redis import RedisAdapter
 from pyiii.modules.state.adapters.sqlite import DB_FILE_NAME, SqliteAdapter
+from pyiii.modules.state.triggers import EXPIRED
 
 ADAPTERS: dict[str, Callable[[Path, pytest.FixtureRequest], StateAdapter]] = {
     "memory": lambda tmp, request: MemoryAdapter(),
     "sqlite": lambda tmp, request: SqliteAdapter(tmp / "store"),
+    # The session's redis-server; a fresh key prefix isolates each test.
+    "redis": lambda tmp, request: RedisAdapter(
+        request.getfixturevalue("redis_url"), prefix=f"test-{uuid.uuid4().hex}"
+    ),
 }
 
 ODD_KEYS = ["", "a", "a\x00", "ab", "b", "é", "日本", "\ud800", "\ue000", "\U0010ffff", "z" * 300]
@@ -55,15 +62,26 @@ def delete(_current: Entry | None) -> None:
 
 
 class Expiries:
-    """An on_expired listener that records what it is told."""
+    """Records the expiries an adapter reports.
 
-    def __init__(self) -> None:
+    Local adapters report through ``on_expired``; Redis publishes them to
+    every engine as ``state:expired`` changes (``subscribe``).
+    """
+
+    def __init__(self, store: StateAdapter) -> None:
         self.seen: list[tuple[str, str, object]] = []
         self.changed = asyncio.Event()
+        store.subscribe(self._change)
+        store.on_expired(self._expired)
 
-    def __call__(self, scope: str, key: str, entry: Entry) -> None:
+    def _expired(self, scope: str, key: str, entry: Entry) -> None:
         self.seen.append((scope, key, json.loads(entry.raw)))
         self.changed.set()
+
+    def _change(self, event_type: bytes, scope: str, key: str, old: bytes | None, new: bytes | None) -> None:
+        if event_type == EXPIRED:
+            assert old is not None and new is None
+            self._expired(scope, key, Entry(old, 0))
 
     async def wait_for(self, count: int, timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):
@@ -125,8 +143,7 @@ async def test_mutate_many_keep_and_empty(store: StateAdapter) -> None:
 
 
 async def test_expired_entries_read_as_absent_everywhere(store: StateAdapter) -> None:
-    expiries = Expiries()
-    store.on_expired(expiries)
+    expiries = Expiries(store)
     soon = now_ms() + 400
     await store.mutate("s", "live", put(1))
     await store.mutate("s", "brief", put(2, soon))
@@ -148,8 +165,7 @@ async def test_expired_entries_read_as_absent_everywhere(store: StateAdapter) ->
 
 
 async def test_expired_entry_is_absent_to_mutations(store: StateAdapter) -> None:
-    expiries = Expiries()
-    store.on_expired(expiries)
+    expiries = Expiries(store)
     await store.mutate("s", "k", put("old", now_ms() - 1))  # expired at once
     seen: list[Entry | None] = []
 
@@ -167,8 +183,7 @@ async def test_expired_entry_is_absent_to_mutations(store: StateAdapter) -> None
 
 
 async def test_overwritten_entries_do_not_expire(store: StateAdapter) -> None:
-    expiries = Expiries()
-    store.on_expired(expiries)
+    expiries = Expiries(store)
     await store.mutate("s", "k", put(1, now_ms() + 300))
     await store.mutate("s", "k", put(2))  # no expiry now
     await store.mutate("s", "j", put(1, now_ms() + 300))
@@ -179,8 +194,7 @@ async def test_overwritten_entries_do_not_expire(store: StateAdapter) -> None:
 
 
 async def test_many_expiries_fire_once_each(store: StateAdapter) -> None:
-    expiries = Expiries()
-    store.on_expired(expiries)
+    expiries = Expiries(store)
     base = now_ms()
     await store.mutate_many([("s", f"k{i}", put(i, base + 20 + i)) for i in range(200)])
     await expiries.wait_for(200)
@@ -350,8 +364,7 @@ async def test_sqlite_expiry_survives_reopen(tmp_path: Path) -> None:
         assert await b.get("s", "brief") is None  # expired while closed: absent at once
         later = await b.get("s", "later")
         assert later is not None and later.expires_at is not None
-        expiries = Expiries()
-        b.on_expired(expiries)  # what the State module does once it starts
+        expiries = Expiries(b)  # what the State module does once it starts
         await expiries.wait_for(1)
         assert expiries.seen == [("s", "brief", "b")]
     finally:

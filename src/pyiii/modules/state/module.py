@@ -48,6 +48,7 @@ from pyiii.modules.state.adapters.base import (
     PreconditionFailed,
     Put,
     StateAdapter,
+    net_changes,
     now_ms,
 )
 from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED, StateTriggers
@@ -435,27 +436,13 @@ def _indexed(index: int, fn: Mutation) -> Mutation:
 
 
 def _events(
-    items: list[tuple[str, str]], pairs: list[tuple[Entry | None, Entry | None]]
-) -> list[tuple[bytes, str, str, Entry | None, bytes | None]]:
-    """One event per key that changed, from its value before to its value after.
-
-    A key written several times in one call fires once; a key created and
-    deleted again within the call fires nothing.
-    """
-    first: dict[tuple[str, str], Entry | None] = {}
-    last: dict[tuple[str, str], Entry | None] = {}
-    for item, (old, new) in zip(items, pairs, strict=True):
-        if old is new:
-            continue  # nothing written by this item
-        first.setdefault(item, old)
-        last[item] = new
-    events: list[tuple[bytes, str, str, Entry | None, bytes | None]] = []
-    for item, new in last.items():
-        old = first[item]
-        if old is None and new is None:
-            continue
+    keys: builtins.list[tuple[str, str]], pairs: builtins.list[tuple[Entry | None, Entry | None]]
+) -> builtins.list[tuple[bytes, str, str, Entry | None, bytes | None]]:
+    """One event per key that changed (see ``net_changes``)."""
+    events: builtins.list[tuple[bytes, str, str, Entry | None, bytes | None]] = []
+    for scope, key, old, new in net_changes(keys, pairs):
         kind = CREATED if old is None else DELETED if new is None else UPDATED
-        events.append((kind, item[0], item[1], old, None if new is None else new.raw))
+        events.append((kind, scope, key, old, None if new is None else new.raw))
     return events
 
 

@@ -108,6 +108,31 @@ class PreconditionFailed(Exception):
 MutationItem = tuple[str, str, Mutation]
 
 
+def net_changes(
+    keys: Sequence[tuple[str, str]], pairs: Sequence[tuple[Entry | None, Entry | None]]
+) -> builtins.list[tuple[str, str, Entry | None, Entry | None]]:
+    """(scope, key, before, after) for each key a ``mutate_many`` changed.
+
+    ``keys`` and ``pairs`` are per item. A key written by several items
+    appears once, from its entry before the first to its entry after the
+    last, in the order keys were first changed; a key created and deleted
+    again (absent before and after) does not appear. This is what change
+    events of a transaction report: one per changed key.
+    """
+    first: dict[tuple[str, str], Entry | None] = {}
+    last: dict[tuple[str, str], Entry | None] = {}
+    for key, (old, new) in zip(keys, pairs, strict=True):
+        if old is new:
+            continue  # nothing written by this item (KEEP, or deleting an absent key)
+        first.setdefault(key, old)
+        last[key] = new
+    return [
+        (scope, key, first[(scope, key)], after)
+        for (scope, key), after in last.items()
+        if first[(scope, key)] is not None or after is not None
+    ]
+
+
 class StateAdapter(abc.ABC):
     """Storage for State: scope -> key -> Entry.
 
