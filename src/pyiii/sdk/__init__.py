@@ -2,6 +2,22 @@
 
 from pyiii.errors import IIIError
 from pyiii.sdk.logger import Logger
+from pyiii.sdk.state import Item, Page, State, StateEntry, TxOp, VersionMismatch, WriteResult
 from pyiii.sdk.worker import FunctionRef, Trigger, Worker, connect, register_worker
 
-__all__ = ["FunctionRef", "IIIError", "Logger", "Trigger", "Worker", "connect", "register_worker"]
+__all__ = [
+    "FunctionRef",
+    "IIIError",
+    "Item",
+    "Logger",
+    "Page",
+    "State",
+    "StateEntry",
+    "Trigger",
+    "TxOp",
+    "VersionMismatch",
+    "Worker",
+    "WriteResult",
+    "connect",
+    "register_worker",
+]

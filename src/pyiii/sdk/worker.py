@@ -40,6 +40,7 @@ from pyiii import errors
 from pyiii import protocol as p
 from pyiii.errors import IIIError
 from pyiii.sdk.logger import TelemetrySink, add_sink, current_function_id, remove_sink
+from pyiii.sdk.state import State
 
 __all__ = ["FunctionRef", "Trigger", "Worker", "connect", "register_worker"]
 
@@ -122,11 +123,15 @@ def _error_from(raw: Raw, function_id: str) -> IIIError:
     body = _json_decode(raw)
     if not isinstance(body, dict):
         return IIIError(errors.UNKNOWN, str(body), function_id=function_id)
+    # Fields beyond code/message/stacktrace (e.g. VERSION_MISMATCH's
+    # current_version) are kept in ``details``.
+    details = {k: v for k, v in body.items() if k not in ("code", "message", "stacktrace")}
     return IIIError(
         str(body.get("code") or errors.UNKNOWN),
         str(body.get("message") or body),
         function_id=function_id or None,
         stacktrace=body.get("stacktrace"),
+        details=details or None,
     )
 
 
@@ -237,6 +242,11 @@ class Worker:
     @property
     def connected(self) -> bool:
         return self._transport is not None
+
+    @functools.cached_property
+    def state(self) -> State:
+        """Typed helpers for the ``state::*`` functions (see ``pyiii.sdk.state``)."""
+        return State(self)
 
     # --- registration -------------------------------------------------------
 

@@ -16,6 +16,12 @@ worker has reconnected. Errors the remote State module reports
 (``deserialization_error``, ``VALUE_TOO_LARGE``, its own ``*_ERROR``) come
 back with their code unchanged.
 
+The extensions (``with_meta``, preconditions, ``ttl_ms``, paged
+``state::list``, ``state::count``, ``get_many``, ``set_many``,
+``transaction``) are forwarded the same way, so they are exactly as atomic
+as on the remote engine; a ``VERSION_MISMATCH`` keeps its ``current_version``
+(and ``index``). Expiries fire triggers on the remote engine only.
+
 Limits: the SDK turns a JSON ``null`` result and a missing result into the
 same ``None``, so through the bridge ``state::get`` of a stored null looks
 like a missing key, and deleting a key that holds null fires no local
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -33,7 +40,7 @@ from msgspec import Raw
 
 from pyiii import errors
 from pyiii.errors import IIIError
-from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, StateAdapter
+from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, MutationItem, StateAdapter
 from pyiii.sdk.worker import Worker, register_worker
 
 log = logging.getLogger(__name__)
@@ -56,17 +63,22 @@ STATE_CODES = frozenset(
         errors.LIST_GROUPS_ERROR,
         errors.VERSION_MISMATCH,
         errors.INVALID_ARGUMENTS,
+        "TRANSACTION_ERROR",
     }
 )
 # SDK codes that mean the remote engine was not (or no longer) there.
 _LOST = frozenset({errors.INVOCATION_STOPPED, errors.CONNECTION_LOST, errors.SHUTDOWN})
 
 # Expected result shape per function, checked before anything is relayed.
-_SHAPES: dict[str, type] = {
+_SHAPES: dict[str, type | tuple[type, ...]] = {
     "state::set": dict,
     "state::update": dict,
-    "state::list": list,
+    "state::list": (list, dict),  # dict: a paged listing {items, cursor}
     "state::list_groups": dict,
+    "state::count": dict,
+    "state::get_many": dict,
+    "state::set_many": dict,
+    "state::transaction": dict,
 }
 
 
@@ -116,7 +128,7 @@ class BridgeAdapter(StateAdapter):
             result = await worker.trigger(function_id, Raw(payload))
         except IIIError as exc:
             if exc.code in STATE_CODES:
-                raise IIIError(exc.code, exc.message) from None
+                raise IIIError(exc.code, exc.message, details=exc.details) from None
             if exc.code in _LOST:
                 raise self._unreachable(exc.message) from None
             if exc.code == errors.TIMEOUT:
@@ -138,11 +150,44 @@ class BridgeAdapter(StateAdapter):
     # The storage interface, for callers other than the State module.
 
     async def get(self, scope: str, key: str) -> Entry | None:
+        # A plain get: the remote engine may be the reference engine.
         raw = await self.call("state::get", msgspec.json.encode({"scope": scope, "key": key}))
         return None if raw is None else Entry(raw, 0)
 
     async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
         raise AdapterError("the bridge adapter forwards whole state calls (call()); it has no mutate")
+
+    async def mutate_many(
+        self, items: Sequence[MutationItem]
+    ) -> builtins.list[tuple[Entry | None, Entry | None]]:
+        # The State module forwards state::transaction / state::set_many as calls.
+        raise AdapterError("the bridge adapter forwards whole state calls (call()); it has no mutate_many")
+
+    async def get_many(self, scope: str, keys: Sequence[str]) -> builtins.list[Entry | None]:
+        payload = {"scope": scope, "keys": list(keys), "with_meta": True}
+        raw = await self.call("state::get_many", msgspec.json.encode(payload))
+        metas: builtins.list[dict[str, Any]] = msgspec.json.decode(raw)["values"] if raw is not None else []
+        return [_entry(m) for m in metas]
+
+    async def list_page(
+        self, scope: str, prefix: str, after: str | None, limit: int | None
+    ) -> tuple[builtins.list[tuple[str, Entry]], bool]:
+        # The remote cursor is the last key; this engine encodes it the same way.
+        from pyiii.modules.state.module import encode_cursor
+
+        payload: dict[str, Any] = {"scope": scope, "prefix": prefix, "with_keys": True}
+        if limit is not None:
+            payload["limit"] = limit
+        if after is not None:
+            payload["cursor"] = encode_cursor(after)
+        raw = await self.call("state::list", msgspec.json.encode(payload))
+        page: dict[str, Any] = msgspec.json.decode(raw) if raw is not None else {"items": []}
+        rows = [(item["key"], Entry(msgspec.json.encode(item["value"]), 0)) for item in page["items"]]
+        return rows, page.get("cursor") is not None
+
+    async def count(self, scope: str, prefix: str) -> int:
+        raw = await self.call("state::count", msgspec.json.encode({"scope": scope, "prefix": prefix}))
+        return int(msgspec.json.decode(raw)["count"]) if raw is not None else 0
 
     async def list(self, scope: str) -> builtins.list[Entry]:
         raw = await self.call("state::list", msgspec.json.encode({"scope": scope}))
@@ -153,3 +198,12 @@ class BridgeAdapter(StateAdapter):
         raw = await self.call("state::list_groups", b"{}")
         groups: builtins.list[str] = msgspec.json.decode(raw)["groups"] if raw is not None else []
         return groups
+
+
+def _entry(meta: dict[str, Any]) -> Entry | None:
+    """An Entry from a remote ``with_meta`` read."""
+    if not meta.get("exists"):
+        return None
+    return Entry(
+        msgspec.json.encode(meta.get("value")), int(meta.get("version") or 0), meta.get("expires_at_ms")
+    )
