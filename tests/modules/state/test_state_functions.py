@@ -451,6 +451,31 @@ async def test_max_value_bytes_rejects_larger_values_only(make_state_engine: Any
     )
 
 
+async def test_max_value_bytes_also_bounds_updates(make_state_engine: Any) -> None:
+    # The reference checks the limit on state::set only, so an append loop grows
+    # a value without bound; pyiii refuses the update that would cross it.
+    eng = await make_state_engine(max_value_bytes=100)
+    client = await eng.client()
+    sink = await watch_all(client)
+    await client.ok("state::set", {"scope": "lim", "key": "log", "value": {"lines": []}})
+    grow = {"scope": "lim", "key": "log", "ops": [{"type": "append", "path": "lines", "value": "x" * 30}]}
+    await client.ok("state::update", grow)
+    await client.ok("state::update", grow)
+    before = await client.ok("state::get", {"scope": "lim", "key": "log"})
+    status, body = await client.call("state::update", grow)
+    assert status == "error" and body["code"] == "VALUE_TOO_LARGE", body
+    assert "100" in body["message"], body
+    assert await client.ok("state::get", {"scope": "lim", "key": "log"}) == before
+    await client.ok("state::set", {"scope": "lim", "key": "after", "value": 1})
+    await sink.wait_for(4)
+    await asyncio.sleep(0.05)
+    assert [e["event_type"] for e in sink.events if e["key"] == "log"] == [
+        "state:created",
+        "state:updated",
+        "state:updated",
+    ]
+
+
 @pytest.mark.parametrize(("token", "count", "compact"), [("1E2", 24, 145), ("1E15", 6, 115)])
 async def test_max_value_bytes_measures_the_compact_encoding_not_the_frame_text(
     make_state_engine: Any, token: str, count: int, compact: int

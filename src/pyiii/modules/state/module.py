@@ -375,10 +375,16 @@ class _UpdateRun:
     run whose result was stored.
     """
 
-    __slots__ = ("new_raw", "op_errors", "ops", "pre", "ttl_ms")
+    __slots__ = ("max_bytes", "new_raw", "op_errors", "ops", "pre", "ttl_ms")
 
-    def __init__(self, parsed: list[ops.Op], pre: _Precondition | None, ttl_ms: int | None) -> None:
-        self.ops, self.pre, self.ttl_ms = parsed, pre, ttl_ms
+    def __init__(
+        self,
+        parsed: list[ops.Op],
+        pre: _Precondition | None,
+        ttl_ms: int | None,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.ops, self.pre, self.ttl_ms, self.max_bytes = parsed, pre, ttl_ms, max_bytes
         self.new_raw = b""
         self.op_errors: list[dict[str, Any]] = []
 
@@ -388,6 +394,14 @@ class _UpdateRun:
         value = msgspec.json.decode(current.raw) if current is not None else None
         new_value, self.op_errors = ops.apply_ops(value, current is not None, self.ops)
         self.new_raw = msgspec.json.encode(new_value)
+        if self.max_bytes is not None and len(self.new_raw) > self.max_bytes:
+            # Unlike the reference, the limit holds for updates too: an append
+            # loop must not grow a value without bound. Nothing is written.
+            raise IIIError(
+                errors.VALUE_TOO_LARGE,
+                f"the updated value would be {len(self.new_raw)} bytes, over the configured "
+                f"max_value_bytes limit of {self.max_bytes}",
+            )
         # Without ttl_ms an update keeps the key's expiry (if any).
         if self.ttl_ms is not None:
             return Put(self.new_raw, now_ms() + self.ttl_ms)
@@ -625,7 +639,9 @@ class StateModule(Module):
         if self.adapter.remote:
             out = await self._forward("state::update", data, errors.UPDATE_ERROR, "Failed to update value")
             return self._relay_pair(out, inp.scope, inp.key, errors.UPDATE_ERROR)
-        run = _UpdateRun(parsed, _precondition(inp.scope, inp.key, inp), inp.ttl_ms)
+        run = _UpdateRun(
+            parsed, _precondition(inp.scope, inp.key, inp), inp.ttl_ms, self.max_value_bytes
+        )
         try:
             old, new = await self.adapter.mutate(inp.scope, inp.key, run)
         except AdapterError as exc:
@@ -739,7 +755,9 @@ class StateModule(Module):
             elif op.op == "update":
                 if op.ops is UNSET:
                     raise _bad_input(fid, f"{where}missing field `ops`")
-                run = _UpdateRun(_parse_ops(op.ops, fid, f"{where}ops"), pre, op.ttl_ms)
+                run = _UpdateRun(
+                    _parse_ops(op.ops, fid, f"{where}ops"), pre, op.ttl_ms, self.max_value_bytes
+                )
                 fn = run
                 render.append(run)
             else:
