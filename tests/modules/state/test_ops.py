@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyiii.modules.state.ops import DOC_URL, OpsDecodeError, apply_ops, parse_ops
+from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VECTORS_PATH = REPO_ROOT.parent / "shared/spec/update-ops-vectors.json"
@@ -28,22 +29,7 @@ I64_MAX = 2**63 - 1
 U64_MAX = 2**64 - 1
 
 
-def same_json(a: object, b: object) -> bool:
-    """Structural equality that also requires identical types (3 != 3.0 != True)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        assert isinstance(b, dict)
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        assert isinstance(b, list)
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
-def run(
-    initial: object, raw_ops: list[Any], exists: bool = True
-) -> tuple[object, list[dict[str, Any]]]:
+def run(initial: object, raw_ops: list[Any], exists: bool = True) -> tuple[object, list[dict[str, Any]]]:
     return apply_ops(initial, exists, parse_ops(raw_ops))
 
 
@@ -151,8 +137,7 @@ def test_spec_example_message() -> None:
             {"e": {"buf": {}}},
             {"type": "append", "path": ["e", "buf"], "value": 1},
             "append.type_mismatch",
-            "Cannot append at path 'buf': target is object, "
-            "expected array, string, null, or missing field.",
+            "Cannot append at path 'buf': target is object, expected array, string, null, or missing field.",
         ),
         (
             "abc",
@@ -322,9 +307,7 @@ def test_out_of_range_stored_integer_behaves_like_a_double() -> None:
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "by", [True, False, 2.0, 1.5, "1", None, [1], 2**63, I64_MIN - 1], ids=repr
-)
+@pytest.mark.parametrize("by", [True, False, 2.0, 1.5, "1", None, [1], 2**63, I64_MIN - 1], ids=repr)
 def test_bad_by_rejects_the_whole_request(by: object) -> None:
     with pytest.raises(OpsDecodeError):
         parse_ops([{"type": "set", "path": "a"}, {"type": "increment", "path": "a", "by": by}])
@@ -460,9 +443,7 @@ def test_lenient_decoding() -> None:
         ),
     ],
 )
-def test_absent_default(
-    raw_ops: list[Any], expected: object, expected_codes: list[tuple[int, str]]
-) -> None:
+def test_absent_default(raw_ops: list[Any], expected: object, expected_codes: list[tuple[int, str]]) -> None:
     value, errors = run(None, raw_ops, exists=False)
     assert same_json(value, expected), value
     assert codes(errors) == expected_codes
@@ -550,9 +531,7 @@ JSON = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
     max_leaves=12,
 )
-BY = st.integers(min_value=I64_MIN, max_value=I64_MAX) | st.sampled_from(
-    [I64_MIN, I64_MAX, 0, 1, -1]
-)
+BY = st.integers(min_value=I64_MIN, max_value=I64_MAX) | st.sampled_from([I64_MIN, I64_MAX, 0, 1, -1])
 MERGE_PATH = st.none() | KEYS | st.lists(KEYS, max_size=4)
 
 
@@ -560,9 +539,7 @@ def _field_op(kind: str) -> st.SearchStrategy[dict[str, Any]]:
     if kind in ("increment", "decrement"):
         return st.fixed_dictionaries({"type": st.just(kind), "path": KEYS, "by": BY})
     if kind == "set":
-        return st.fixed_dictionaries(
-            {"type": st.just(kind), "path": KEYS}, optional={"value": JSON}
-        )
+        return st.fixed_dictionaries({"type": st.just(kind), "path": KEYS}, optional={"value": JSON})
     return st.fixed_dictionaries({"type": st.just(kind), "path": KEYS})
 
 
@@ -575,9 +552,7 @@ RAW_OP = st.one_of(
         {"type": st.just("merge"), "value": st.dictionaries(KEYS, JSON, max_size=4) | JSON},
         optional={"path": MERGE_PATH},
     ),
-    st.fixed_dictionaries(
-        {"type": st.just("append"), "value": JSON}, optional={"path": MERGE_PATH}
-    ),
+    st.fixed_dictionaries({"type": st.just("append"), "value": JSON}, optional={"path": MERGE_PATH}),
 )
 
 

@@ -32,23 +32,11 @@ from pyiii.modules.state.adapters.base import AdapterError, Entry
 from pyiii.modules.state.adapters.redis import RedisAdapter
 from pyiii.modules.state.ops import OpsDecodeError, apply_ops, parse_ops
 from pyiii.sdk import Worker, connect
+from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
 from support.redis_server import RedisClusterServers  # tests/support, on sys.path via tests/conftest.py
 
 VECTORS_PATH = Path(__file__).resolve().parents[3].parent / "shared/spec/update-ops-vectors.json"
 VECTORS: list[dict[str, Any]] = msgspec.json.decode(VECTORS_PATH.read_bytes())
-
-
-def same_json(a: object, b: object) -> bool:
-    """JSON equality that also requires identical types (3 != 3.0 != True)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        assert isinstance(b, dict)
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        assert isinstance(b, list)
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 def free_port() -> int:

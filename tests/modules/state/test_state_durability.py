@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 import websockets
 
+from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
+
 NEW_SHAPE_CONFIG = """\
 workers:
   - name: iii-state
@@ -42,19 +44,6 @@ CONFIGS = {"new-shape": NEW_SHAPE_CONFIG, "seed-old-shape": SEED_CONFIG}
 
 KEYS_PER_ROUND = 2000
 IN_FLIGHT = 64
-
-
-def same_json(a: object, b: object) -> bool:
-    """JSON equality that also requires identical types (1 != 1.0 != True)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        assert isinstance(b, dict)
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        assert isinstance(b, list)
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 def value_for(round_name: str, i: int) -> dict[str, Any]:

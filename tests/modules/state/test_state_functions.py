@@ -13,20 +13,9 @@ from typing import Any
 
 import pytest
 
+from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
+
 DOC_URL = "https://iii.dev/docs/workers/iii-state#error-codes"
-
-
-def same_json(a: object, b: object) -> bool:
-    """JSON equality that also requires identical types (1 != 1.0 != True)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        assert isinstance(b, dict)
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        assert isinstance(b, list)
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 async def watch_all(client: Any, function_id: str = "test::events") -> Any:

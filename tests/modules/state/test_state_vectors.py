@@ -23,24 +23,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
+
 VECTORS_PATH = Path(__file__).resolve().parents[3].parent / "shared/spec/update-ops-vectors.json"
 # json.loads keeps 3 and 3.0 apart and big integers exact.
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 DOC_URL = "https://iii.dev/docs/workers/iii-state#error-codes"
 SCOPE = "vectors"
-
-
-def same_json(a: object, b: object) -> bool:
-    """JSON equality that also requires identical types (1 != 1.0 != True)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        assert isinstance(b, dict)
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        assert isinstance(b, list)
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 def show(value: object) -> str:
