@@ -43,6 +43,10 @@ SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
+REDIS_CONFIG = (
+    "workers:\n  - name: iii-state\n    config:\n"
+    "      adapter: {{name: redis, config: {{redis_url: '{url}'}}}}\n"
+)
 OPS = ("state::get", "state::set", "state::update")
 
 
@@ -103,6 +107,15 @@ async def _core(selected: set[str], servers: dict[str, Any], seconds: float) -> 
                     lambda _n, c=client: c.trigger(ECHO_FUNCTION, PAYLOAD),
                     [pid, servers["worker"]],
                 )
+        if "redis_adapter" in servers:
+            # The engine's redis adapter, against the same redis-server as redis-py.
+            url, pid = servers["redis_adapter"]
+            client = await connect(url, name="bench-redis-adapter")
+            closers.append(client.shutdown)
+            await seed(client)
+            calls = state_calls(client)
+            for op in ("state::get", "state::set"):
+                add(f"{op} redis", "redis adapter", calls[op], [pid, servers["redis"][1]])
         if "redis" in servers:
             port, pid = servers["redis"]
             rc = await redis_client(port)
@@ -165,6 +178,10 @@ def _core_table(selected: set[str], m: dict[str, Row]) -> list[Row]:
             row = _copy(m[state_name("state::get", "in_memory", n)],
                         f"state::get pyiii in_memory vs redis-py GET, {n} in flight", "comparisons")
             rows.append(with_ratio(row, m[redis_name("GET", n)]))
+        for op, cmd in (("state::get", "GET"), ("state::set", "SET")):
+            for n in INFLIGHTS:
+                if state_name(op, "redis", n) in m:
+                    rows.append(with_ratio(m[state_name(op, "redis", n)], m[redis_name(cmd, n)]))
     if "state" in selected:
         for n in INFLIGHTS:
             row = _copy(m[state_name("state::set", "file_based", n)],
@@ -204,6 +221,11 @@ def core_rows(selected: set[str], seconds: float) -> list[Row]:
             redis = stack.enter_context(redis_server())
             assert redis.proc is not None
             servers["redis"] = (redis.port, redis.proc.pid)
+            port = free_port()
+            (tmp / "redis").mkdir()
+            config = REDIS_CONFIG.format(url=f"redis://127.0.0.1:{redis.port}")
+            proc = stack.enter_context(engine(port, tmp / "redis", config))
+            servers["redis_adapter"] = (f"ws://127.0.0.1:{port}", proc.pid)
         rows = run(_core(selected, servers, seconds))
     assert isinstance(rows, list)
     return rows
