@@ -41,6 +41,7 @@ from msgspec import Raw
 from pyiii import errors
 from pyiii.errors import IIIError
 from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, MutationItem, StateAdapter
+from pyiii.modules.state.cursors import encode_cursor
 from pyiii.sdk.worker import Worker, register_worker
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,6 @@ class BridgeAdapter(StateAdapter):
         self, scope: str, prefix: str, after: str | None, limit: int | None
     ) -> tuple[builtins.list[tuple[str, Entry]], bool]:
         # The remote cursor is the last key; this engine encodes it the same way.
-        from pyiii.modules.state.module import encode_cursor
-
         payload: dict[str, Any] = {"scope": scope, "prefix": prefix, "with_keys": True}
         if limit is not None:
             payload["limit"] = limit
