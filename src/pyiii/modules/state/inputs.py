@@ -24,11 +24,6 @@ TtlMs = Annotated[int, Meta(gt=0)]
 Limit = Annotated[int, Meta(ge=1)]
 
 
-class _KeyInput(msgspec.Struct):
-    scope: str
-    key: str
-
-
 class GetInput(msgspec.Struct):
     scope: str
     key: str
@@ -111,10 +106,6 @@ class TransactionInput(msgspec.Struct):
     ops: list[_TxOp]
 
 
-class _ScopeInput(msgspec.Struct):
-    scope: str
-
-
 class AnyObject(msgspec.Struct):
     pass
 
@@ -139,7 +130,6 @@ results_output = msgspec.json.Decoder(_ResultsOutput)
 _decoders: dict[type, msgspec.json.Decoder[Any]] = {
     t: msgspec.json.Decoder(t)
     for t in (
-        _KeyInput,
         GetInput,
         SetInput,
         UpdateInput,
@@ -149,7 +139,6 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {
         GetManyInput,
         SetManyInput,
         TransactionInput,
-        _ScopeInput,
         AnyObject,
     )
 }

@@ -28,7 +28,6 @@ module wires them to the adapter, the triggers and the remote engine.
 from __future__ import annotations
 
 import builtins
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +86,6 @@ if TYPE_CHECKING:
     from pyiii.config import StateConfig
     from pyiii.engine.engine import Engine
 
-log = logging.getLogger("pyiii.state")
 
 WORKER_NAME = "iii-state"
 
