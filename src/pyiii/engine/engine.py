@@ -484,10 +484,11 @@ class Engine:
                 try:
                     waiting_on = out.send(None)
                 except StopIteration as done:
-                    out = done.value
-                else:
-                    _Stepper(self, out, ctx, conn, inv_id).wait(waiting_on)
+                    if conn is not None and inv_id is not None:
+                        self._reply_result(conn, inv_id, ctx.function_id, done.value)
                     return
+                _Stepper(self, out, ctx, conn, inv_id).wait(waiting_on)
+                return
         except IIIError as err:
             if conn is not None and inv_id is not None:
                 self._reply_error(conn, inv_id, ctx.function_id, err)
