@@ -28,9 +28,10 @@ from pyiii.config import StateConfig, parse_config
 from pyiii.engine.server import Server
 from pyiii.errors import ConfigError, IIIError
 from pyiii.modules.state.adapters import redis as redis_adapter
-from pyiii.modules.state.adapters.base import AdapterError, Entry
+from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, PreconditionFailed, Put, now_ms
 from pyiii.modules.state.adapters.redis import RedisAdapter
 from pyiii.modules.state.ops import OpsDecodeError, apply_ops, parse_ops
+from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED
 from pyiii.sdk import Worker, connect
 from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
 from support.redis_server import RedisClusterServers  # tests/support, on sys.path via tests/conftest.py
@@ -230,7 +231,8 @@ async def test_every_transaction_stays_in_one_slot(
         assert commands[0][0] == "WATCH" and commands[-1][0] == "PUBLISH", commands
         assert {args[0] for args in commands} <= {
             "WATCH",
-            "HGET",
+            "HMGET",
+            "GET",
             "INCRBY",
             "HSET",
             "HDEL",
@@ -335,6 +337,240 @@ async def test_open_fails_fast_with_config_error() -> None:
     assert f"127.0.0.1:{port}" in str(err.value) and "hunter2" not in str(err.value)
     with pytest.raises(ConfigError, match="invalid redis_url"):
         await RedisAdapter("http://127.0.0.1:1").open()
+
+
+# -- group commit -----------------------------------------------------------------
+
+
+def put(value: object, expires_at: int | None = None) -> Mutation:
+    raw = msgspec.json.encode(value)
+    return (lambda _c: raw) if expires_at is None else (lambda _c: Put(raw, expires_at))
+
+
+def record_events(a: RedisAdapter) -> list[tuple[bytes, str, str, bytes | None, bytes | None]]:
+    """Start recording the change events ``a`` receives (its own included)."""
+    seen: list[tuple[bytes, str, str, bytes | None, bytes | None]] = []
+    a.subscribe(lambda *event: seen.append(event))
+    return seen
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_concurrent_writes_of_one_scope_commit_together(adapter: RedisAdapter) -> None:
+    events = record_events(adapter)
+    await adapter.mutate("g", "seed", put(0))
+    before = adapter.commits
+    pairs = await asyncio.gather(*(adapter.mutate("g", f"k{i}", put(i)) for i in range(64)))
+    assert adapter.commits - before <= 2, adapter.commits - before  # 64 writes, one EXEC (or two)
+    versions = [new.version for _, new in pairs if new is not None]
+    assert len(set(versions)) == 64 and min(versions) > 1
+    # Versions and events follow the queue (= call) order.
+    assert versions == sorted(versions)
+    assert await adapter.get_many("g", [f"k{i}" for i in range(64)]) == [new for _, new in pairs]
+    # Insertion order (the ord of each entry) is the call order too.
+    assert [e.raw for e in await adapter.list("g")] == [b"0"] + [b"%d" % i for i in range(64)]
+    rows, more = await adapter.list_page("g", "k", None, None)
+    assert [key for key, _ in rows] == sorted(f"k{i}" for i in range(64)) and not more
+    await until(lambda: len(events) == 65)
+    assert [(e[0], e[2], e[4]) for e in events[1:]] == [(CREATED, f"k{i}", b"%d" % i) for i in range(64)]
+    # Another scope is another queue, another batch.
+    before = adapter.commits
+    two = await asyncio.gather(adapter.mutate("g", "k0", put("x")), adapter.mutate("h", "k0", put("y")))
+    assert [new.raw for _, new in two if new is not None] == [b'"x"', b'"y"']
+    assert adapter.commits - before == 2
+
+
+async def test_writes_of_one_key_in_a_batch_compose(adapter: RedisAdapter) -> None:
+    events = record_events(adapter)
+    _, first = await adapter.mutate("c", "k", put(1))
+    assert first is not None
+    await adapter.mutate("c", "a", put(0))
+    before = adapter.commits
+    increment = lambda current: b"%d" % (int(current.raw) + 1)  # noqa: E731
+    (old_a, new_a), (old_b, new_b), (old_c, new_c), (old_d, new_d) = await asyncio.gather(
+        adapter.mutate("c", "k", put(10)),
+        adapter.mutate("c", "k", increment),
+        adapter.mutate("c", "k", lambda _: None),
+        adapter.mutate("c", "k", put(20)),
+    )
+    assert adapter.commits - before == 1
+    assert old_a == first and new_a is not None and new_a.raw == b"10"
+    assert old_b == new_a and new_b is not None and new_b.raw == b"11"
+    assert old_c == new_b and new_c is None
+    assert old_d is None and new_d is not None and new_d.raw == b"20"
+    assert first.version < new_a.version < new_b.version < new_d.version
+    assert await adapter.get("c", "k") == new_d
+    await until(lambda: len(events) == 6)
+    assert [(e[0], e[3], e[4]) for e in events if e[2] == "k"] == [
+        (CREATED, None, b"1"),
+        (UPDATED, b"1", b"10"),
+        (UPDATED, b"10", b"11"),
+        (DELETED, b"11", None),
+        (CREATED, None, b"20"),
+    ]
+    # Deleted and created again: the key moved to the end of the list order.
+    assert [e.raw for e in await adapter.list("c")] == [b"0", b"20"]
+
+
+async def test_a_failing_write_fails_alone(adapter: RedisAdapter) -> None:
+    await adapter.mutate("f", "k", put(1))
+    stored = await adapter.get("f", "k")
+    assert stored is not None
+
+    def expect(version: int) -> Mutation:
+        def run(current: Entry | None) -> bytes:
+            if current is None or current.version != version:
+                raise PreconditionFailed("stale", None if current is None else current.version)
+            return b"2"
+
+        return run
+
+    def too_large(_current: Entry | None) -> bytes:
+        raise IIIError("VALUE_TOO_LARGE", "too large")
+
+    before = adapter.commits
+    results = await asyncio.gather(
+        adapter.mutate("f", "a", put("a")),
+        adapter.mutate("f", "k", expect(stored.version - 1)),  # stale: fails
+        adapter.mutate("f", "b", too_large),
+        adapter.mutate_many([("f", "c", put("c")), ("f", "d", too_large)]),  # all or nothing
+        adapter.mutate("f", "k", expect(stored.version)),  # holds
+        adapter.mutate_many([("f", "e", put("e")), ("f", "e", put("e2"))]),
+        return_exceptions=True,
+    )
+    assert adapter.commits - before == 1
+    assert isinstance(results[1], PreconditionFailed) and results[1].current_version == stored.version
+    assert isinstance(results[2], IIIError) and results[2].code == "VALUE_TOO_LARGE"
+    assert isinstance(results[3], IIIError)
+    got = {
+        key: (None if e is None else e.raw)
+        for key, e in zip("abcdek", await adapter.get_many("f", list("abcdek")), strict=True)
+    }
+    assert got == {"a": b'"a"', "b": None, "c": None, "d": None, "e": b'"e2"', "k": b"2"}
+    # Only the written entries took versions.
+    _, new = await adapter.mutate("f", "z", put(0))
+    assert new is not None and new.version == stored.version + 5
+
+
+async def test_an_expired_entry_replaced_in_a_batch(adapter: RedisAdapter, raw_redis: redis.Redis) -> None:
+    events = record_events(adapter)
+    await adapter.mutate("x", "k", put("gone", now_ms() - 1))
+    await adapter.mutate("x", "j", put("gone", now_ms() - 1))
+    assert await adapter.get("x", "k") is None
+    ttl = adapter._prefix + b":{x}:ttl"
+    assert raw_redis.zcard(ttl) == 2
+    results = await asyncio.gather(
+        adapter.mutate("x", "k", put(1)),
+        adapter.mutate("x", "k", put(2)),
+        adapter.mutate("x", "j", put(3)),
+        adapter.mutate("x", "j", lambda _: None),
+    )
+    assert [(old, None if new is None else new.raw) for old, new in results[:2]] == [
+        (None, b"1"),
+        (results[0][1], b"2"),
+    ]
+    await until(lambda: len(events) == 8)
+    assert [(e[0], e[2], e[3], e[4]) for e in events[2:]] == [
+        (EXPIRED, "k", b'"gone"', None),
+        (CREATED, "k", None, b"1"),
+        (UPDATED, "k", b"1", b"2"),
+        (EXPIRED, "j", b'"gone"', None),
+        (CREATED, "j", None, b"3"),
+        (DELETED, "j", b"3", None),
+    ]
+    assert raw_redis.zcard(ttl) == 0 and raw_redis.hkeys(adapter._prefix + b":{x}:kv") == [b"k"]
+    assert raw_redis.zrange(adapter._prefix + b":{x}:keys", 0, -1) == [b"k"]
+
+
+async def test_increments_from_two_engines_add_up(adapter: RedisAdapter) -> None:
+    other = RedisAdapter(adapter.url, prefix=adapter._prefix.decode())
+    await other.open()
+    try:
+
+        def increment(current: Entry | None) -> bytes:
+            return b"%d" % (1 + (0 if current is None else int(current.raw)))
+
+        commits = adapter.commits + other.commits
+        results = await asyncio.gather(
+            *((adapter, other)[i % 2].mutate("n", "k", increment) for i in range(1000))
+        )
+        assert (await adapter.get("n", "k")) == (await other.get("n", "k"))
+        stored = await adapter.get("n", "k")
+        assert stored is not None and stored.raw == b"1000"
+        assert sorted(int(new.raw) for _, new in results if new is not None) == list(range(1, 1001))
+        assert adapter.commits + other.commits - commits < 200
+    finally:
+        await other.close()
+
+
+def gate_writes(a: RedisAdapter, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Hold every batch of ``a`` before its first round trip until the event is set."""
+    gate = asyncio.Event()
+    real_write = a._write
+
+    async def gated(*args: Any) -> None:
+        await gate.wait()
+        await real_write(*args)
+
+    monkeypatch.setattr(a, "_write", gated)
+    return gate
+
+
+async def test_cancelled_callers_and_close(
+    adapter: RedisAdapter, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller cancelled while queued is dropped; the others are written.
+    gate = gate_writes(adapter, monkeypatch)
+    first = asyncio.create_task(adapter.mutate("q", "first", put(0)))
+    await asyncio.sleep(0.01)  # its batch is held at the gate
+    tasks = [asyncio.create_task(adapter.mutate("q", f"k{i}", put(i))) for i in range(10)]
+    await asyncio.sleep(0.01)
+    tasks[5].cancel()
+    gate.set()
+    done = await asyncio.gather(first, *tasks, return_exceptions=True)
+    assert isinstance(done[6], asyncio.CancelledError)
+    assert [not isinstance(result, BaseException) for result in done] == [i != 6 for i in range(11)]
+    entries = await adapter.get_many("q", [f"k{i}" for i in range(10)])
+    assert [e is not None for e in entries] == [i != 5 for i in range(10)]
+    # Closing fails what is in flight or queued instead of leaving callers waiting.
+    other = RedisAdapter(redis_url, prefix=adapter._prefix.decode())
+    await other.open()
+    gate_writes(other, monkeypatch)
+    first = asyncio.create_task(other.mutate("q", "first", put(1)))
+    await asyncio.sleep(0.01)
+    tasks = [asyncio.create_task(other.mutate("q", f"k{i}", put(-i))) for i in range(10)]
+    await asyncio.sleep(0.01)
+    await other.close()
+    results = await asyncio.gather(first, *tasks, return_exceptions=True)
+    assert "during the write" in str(results[0])
+    for result in results:
+        assert isinstance(result, AdapterError) and "was closed" in str(result), result
+    assert other._queues == {}
+    with pytest.raises(AdapterError, match="not open"):
+        await other.mutate("q", "k", put(0))
+
+
+async def test_an_outage_fails_the_batch_and_nothing_sticks(private_redis: Any) -> None:
+    a = RedisAdapter(private_redis.url, prefix="p")
+    await a.open()
+    try:
+        await a.mutate("o", "k", put(0))
+        private_redis.stop()
+        results = await asyncio.gather(
+            *(a.mutate("o", f"k{i}", put(i)) for i in range(20)), return_exceptions=True
+        )
+        for result in results:
+            assert isinstance(result, AdapterError) and "unreachable" in str(result), result
+        private_redis.start()  # empty: nothing was saved
+        pairs = await asyncio.gather(*(a.mutate("o", f"k{i}", put(i)) for i in range(20)))
+        assert [old for old, _ in pairs] == [None] * 20
+        assert a._queues == {}
+    finally:
+        await a.close()
 
 
 # -- several engines on one Redis ---------------------------------------------------

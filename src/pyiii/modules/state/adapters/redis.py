@@ -17,11 +17,14 @@ with ``CROSSSLOT``):
   that exist are exactly the non-empty scopes: ``list_groups`` is a ``SCAN``
   for ``<p>:{*}:kv`` (on a cluster, of every primary) and there is no
   registry to keep in step.
-* ``<p>:{<t>}:version`` -- the scope's counter; ``INCR`` after the watch
-  starts gives each write a version larger than that of every earlier
-  committed write of the same key (a write that committed before us changed
-  the watched hash, so either our watch started after it or our ``EXEC``
-  fails). Versions are monotonic per key (per scope, even), not store-wide.
+* ``<p>:{<t>}:version`` -- the scope's counter. A write reads it after its
+  ``WATCH`` starts, numbers its new entries from the next value on and adds
+  their count (``INCRBY``) in its ``MULTI``, so each write gets a version
+  larger than that of every earlier committed write of the same key (a
+  write that committed before us changed the watched hash, so either our
+  watch started after it and we read the counter it raised, or our
+  ``EXEC`` fails). Versions are monotonic per key (per scope, even), not
+  store-wide; a write that fails or writes nothing takes no number.
   The counter outlives the scope's last key, so a key deleted and created
   again still gets a larger version (no ABA for compare-and-set); this costs
   one small key per scope ever written.
@@ -69,12 +72,25 @@ client changed the hash meanwhile, ``EXEC`` fails and we run the function
 again on the new value. Update-op semantics therefore live only in ``ops.py``;
 the reference's Lua port of the ops is where its Redis adapter diverges from
 its in-memory one (``[]`` becomes ``{}``, numbers lose precision, absent-key
-defaults do not apply). The cost is three or four round trips per write
-(WATCH, HGET, INCR unless deleting, MULTI..EXEC) and optimistic conflicts
-between writers of the same scope (``WATCH`` covers the whole hash); writers
-in one engine queue on a per-scope lock so only writers on different engines
-ever conflict. Conflicts retry with full-jitter backoff (1 ms doubling to
-50 ms) up to ``MAX_ATTEMPTS`` times, then fail with ``AdapterError``.
+defaults do not apply). The cost is four round trips (WATCH, HMGET, GET of
+the counter, MULTI..EXEC) and optimistic conflicts between writers of the
+same scope (``WATCH`` covers the whole hash). Conflicts retry with
+full-jitter backoff (1 ms doubling to 50 ms) up to ``MAX_ATTEMPTS`` times,
+then fail with ``AdapterError``.
+
+Group commit: writers of one scope on one engine would only conflict, so
+they queue. While a scope's write is in flight, further ``mutate`` calls
+(and one-scope ``mutate_many`` calls, each one unit) for it wait; then one
+task applies everything queued (up to ``BATCH_MAX_ITEMS`` items) in one
+cycle of the four round trips above: every unit's functions run in queue
+order on a private view (a unit sees the keys as the units before it left
+them, so two writes of one key in a batch compose), and one ``MULTI`` holds
+the net writes, the counter's ``INCRBY`` and every unit's events in queue
+order. A unit whose function raises (a failed precondition, a value too
+large, anything) fails alone, with its exception; the others are written.
+A conflict reruns the whole batch. Each caller gets its (old, new) once
+``EXEC`` succeeded. ``commits`` counts the ``EXEC``s that wrote. Only
+writers on different engines ever conflict.
 
 Change events: the transaction that writes a key also ``PUBLISH``es the
 change (msgpack ``[event_type, scope, key, old, new]``), so an event exists
@@ -102,9 +118,11 @@ sweeping. If an engine dies between a TTL write's ``EXEC`` and its
 its removal and event wait for the next rescan (every engine ``SCAN``s for
 ``<p>:{*}:ttl`` at start and every ``RESCAN_INTERVAL_S``).
 
-Transactions (``mutate_many``): ``WATCH`` every scope hash involved, read the
-keys, run the mutations client-side, then one ``MULTI``/``EXEC`` with every
-write and its event, retried as a whole on conflict. Atomic across engines.
+Transactions (``mutate_many``): a unit whose items are applied all or
+nothing, one event per key it changed. One of a single scope joins that
+scope's queue; one of several scopes waits for each scope's writer and is
+a batch of its own (``WATCH`` every scope hash involved, one ``MULTI``).
+Atomic across engines.
 On a Redis Cluster the scopes of one transaction live in different slots,
 which ``MULTI`` cannot span: a transaction there may touch one scope only,
 and one that touches several fails with an ``AdapterError`` that says so.
@@ -121,12 +139,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import functools
 import logging
 import random
 import re
 import urllib.parse
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -173,6 +191,9 @@ RESCAN_INTERVAL_S = 300.0
 SWEEP_BATCH = 256
 # Keys per ZRANGEBYLEX while listing without a limit.
 LIST_BATCH = 1000
+# Items per group commit at most (a mutate is one item, a mutate_many one per
+# item); bounds the size of one MULTI and of the work redone on a conflict.
+BATCH_MAX_ITEMS = 1000
 
 _Event = tuple[bytes, bytes, bytes, bytes | None, bytes | None]
 _event_encoder = msgspec.msgpack.Encoder()
@@ -278,6 +299,165 @@ class _ScopeLock:
         self.users = 0
 
 
+_Pair = tuple[Entry | None, Entry | None]
+_Key = tuple[str, str]  # (scope, key)
+
+
+class _Unit:
+    """One caller's items, applied all or nothing: a ``mutate`` or a ``mutate_many``."""
+
+    __slots__ = ("future", "items")
+
+    def __init__(self, items: Sequence[MutationItem], future: asyncio.Future[list[_Pair]]) -> None:
+        self.items = items
+        self.future = future
+
+
+class _Queue:
+    """A scope's units waiting for its next batch, and the task that writes them."""
+
+    __slots__ = ("pending", "task")
+
+    def __init__(self) -> None:
+        self.pending: list[_Unit] = []
+        self.task: asyncio.Task[None] | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class _Plan:
+    """What one batch does: per unit its pairs or its exception; the
+    versions taken per scope; the net writes (scope, field, stored entry,
+    final entry, ord); the events in commit order; the earliest new expiry
+    per scope."""
+
+    outcomes: list[list[_Pair] | Exception]
+    taken: dict[str, int]
+    writes: list[tuple[str, bytes, Entry | None, Entry | None, int]]
+    events: list[tuple[str, _Event]]
+    expiring: dict[str, int]
+
+
+def _take(queue: _Queue) -> list[_Unit]:
+    """The next batch: queued units in order, skipping cancelled callers,
+    up to ``BATCH_MAX_ITEMS`` items (but at least one unit)."""
+    pending = queue.pending
+    batch: list[_Unit] = []
+    items = 0
+    taken = 0
+    for unit in pending:
+        if not unit.future.done():
+            if batch and items + len(unit.items) > BATCH_MAX_ITEMS:
+                break
+            batch.append(unit)
+            items += len(unit.items)
+        taken += 1
+    del pending[:taken]
+    return batch
+
+
+def _fail(units: Sequence[_Unit], message: str) -> None:
+    for unit in units:
+        if not unit.future.done():
+            unit.future.set_exception(AdapterError(message))
+
+
+def _plan(
+    batch: Sequence[_Unit],
+    held: dict[_Key, tuple[Entry | None, int] | AdapterError],
+    counters: dict[str, int],
+    now: int,
+) -> _Plan:
+    """Run every unit's mutations in queue order on a private view.
+
+    ``held`` is what the hashes hold per key (entry, ord), or the error
+    reading it; ``counters`` each scope's version counter as read under the
+    WATCH. Each new entry takes the next version of its scope, in order (a
+    failed unit gives its versions back). Each unit sees the keys as left by
+    the units before it; a unit whose mutation raises leaves the view (and
+    the counters) as they were. A unit's events are those of
+    ``mutate_many`` (one per key it changed, from before it to after it),
+    preceded by ``state:expired`` where the first change of a key in the
+    batch replaces an entry that has expired.
+    """
+    view: dict[_Key, Entry | None] = {}
+    ords: dict[_Key, int] = {}
+    touched: dict[_Key, None] = {}  # changed keys, in the order of their first change
+    outcomes: list[list[_Pair] | Exception] = []
+    events: list[tuple[str, _Event]] = []
+    versions = dict(counters)
+    for unit in batch:
+        mine: dict[_Key, Entry | None] = {}
+        my_ords: dict[_Key, int] = {}
+        my_versions = versions.copy()
+        pairs: list[_Pair] = []
+        try:
+            for scope, key, fn in unit.items:
+                k = (scope, key)
+                if k in mine:
+                    old = mine[k]
+                elif k in view:
+                    old = view[k]
+                else:
+                    stored_now = held[k]
+                    if isinstance(stored_now, AdapterError):
+                        raise AdapterError(str(stored_now))
+                    old = _live(stored_now[0], now)
+                raw = fn(old)
+                if isinstance(raw, _Keep) or (raw is None and old is None):
+                    pairs.append((old, old))
+                    continue
+                if raw is None:
+                    new = None
+                else:
+                    version = my_versions[scope] = my_versions[scope] + 1
+                    new = stored(raw, version)
+                    if old is None:
+                        my_ords[k] = version  # (re)created: goes to the end of the list order
+                mine[k] = new
+                pairs.append((old, new))
+        except Exception as exc:
+            outcomes.append(exc)
+            continue
+        view.update(mine)
+        ords.update(my_ords)
+        versions = my_versions
+        outcomes.append(pairs)
+        if not mine:
+            continue
+        keys = [(scope, key) for scope, key, _ in unit.items]
+        for scope, key, before, after in net_changes(keys, pairs):
+            k = (scope, key)
+            field, scope_b = _b(key), _b(scope)
+            if k not in touched:
+                touched[k] = None
+                was = held[k]
+                assert not isinstance(was, AdapterError)
+                if was[0] is not None and _live(was[0], now) is None:  # expired: the write removes it
+                    events.append((scope, (EXPIRED, scope_b, field, was[0].raw, None)))
+            if after is None:
+                assert before is not None
+                events.append((scope, (DELETED, scope_b, field, before.raw, None)))
+            elif before is None:
+                events.append((scope, (CREATED, scope_b, field, None, after.raw)))
+            else:
+                events.append((scope, (UPDATED, scope_b, field, before.raw, after.raw)))
+    writes: list[tuple[str, bytes, Entry | None, Entry | None, int]] = []
+    expiring: dict[str, int] = {}
+    for k in touched:
+        read = held[k]
+        assert not isinstance(read, AdapterError)  # a unit that touched it would have failed
+        current, ord_ = read
+        final = view[k]
+        if current is None and final is None:
+            continue  # created and deleted again within the batch
+        scope = k[0]
+        writes.append((scope, _b(k[1]), current, final, ords.get(k, ord_)))
+        if final is not None and final.expires_at is not None:
+            expiring[scope] = min(expiring.get(scope, final.expires_at), final.expires_at)
+    taken = {scope: versions[scope] - counters[scope] for scope in counters}
+    return _Plan(outcomes, taken, writes, events, expiring)
+
+
 class RedisAdapter(StateAdapter):
     """State in a Redis server, shared by several engines (see module docstring)."""
 
@@ -297,6 +477,8 @@ class RedisAdapter(StateAdapter):
         self._subscribed = asyncio.Event()
         self._listener: ChangeListener | None = None
         self._locks: dict[str, _ScopeLock] = {}
+        self._queues: dict[str, _Queue] = {}
+        self.commits = 0  # EXECs that wrote (one per batch of writes)
         self._ttl_scopes = self._prefix + b":ttl-scopes"
         self._ttl_pattern = escaped + b":{*}:ttl"
         self._sweeper: asyncio.Task[None] | None = None
@@ -367,7 +549,8 @@ class RedisAdapter(StateAdapter):
         return bool(info.get("cluster_enabled"))
 
     async def close(self) -> None:
-        for task in (self._sweeper, self._reader):
+        writers = [queue.task for queue in self._queues.values() if queue.task is not None]
+        for task in (self._sweeper, self._reader, *writers):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -545,7 +728,7 @@ class RedisAdapter(StateAdapter):
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, scope: str) -> AsyncIterator[None]:
-        """Serialize this engine's writers of one scope (they would only conflict)."""
+        """Serialize this engine's transactions on one scope (they would only conflict)."""
         slot = self._locks.get(scope)
         if slot is None:
             slot = self._locks[scope] = _ScopeLock()
@@ -567,77 +750,171 @@ class RedisAdapter(StateAdapter):
             yield
 
     async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
-        client = self._client()
-        kv, field = self._kv(scope), _b(key)
-        async with self._exclusive(scope):
-            delay = BACKOFF_START_S
-            for _ in range(MAX_ATTEMPTS):
-                async with client.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(kv)
-                        current, ord_ = _parse(await pipe.hget(kv, field))
-                    except _FAILURES as exc:
-                        raise self._failure(exc) from None
-                    old = _live(current, now_ms())
-                    # Outside the try: fn's own exceptions propagate untouched
-                    # (the pipeline's exit unwatches).
-                    raw = fn(old)
-                    if isinstance(raw, _Keep) or (raw is None and old is None):
-                        return old, old
-                    try:
-                        new = await self._commit(pipe, scope, field, current, old, ord_, raw)
-                    except WatchError:
-                        pass
-                    except _FAILURES as exc:
-                        raise self._failure(exc) from None
-                    else:
-                        if new is not None and new.expires_at is not None:
-                            await self._hint(scope, new.expires_at)
-                        return old, new
-                await asyncio.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, BACKOFF_MAX_S)
-        raise AdapterError(
-            f"Redis at {self._where}: gave up writing {scope!r}/{key!r} after {MAX_ATTEMPTS} attempts,"
-            " other engines kept changing the scope at the same time; retry the call"
-        )
+        return (await self._enqueue(scope, ((scope, key, fn),)))[0]
 
-    async def _commit(
-        self,
-        pipe: Any,
-        scope: str,
-        field: bytes,
-        current: Entry | None,
-        old: Entry | None,
-        ord_: int,
-        raw: bytes | None,
-    ) -> Entry | None:
-        """Write ``raw`` (None = delete) and its event in one MULTI/EXEC on the scope's slot.
+    async def mutate_many(self, items: Sequence[MutationItem]) -> builtins.list[_Pair]:
+        if not items:
+            return []
+        self._client()
+        scopes = sorted({scope for scope, _, _ in items})
+        if len(scopes) == 1:
+            return await self._enqueue(scopes[0], items)
+        if self.cluster:
+            raise AdapterError(
+                f"Redis Cluster at {self._where}: a transaction can only touch one scope (each scope"
+                f" lives in its own hash slot and MULTI cannot span slots); this one touches"
+                f" {len(scopes)}: {', '.join(map(repr, scopes[:5]))}"
+            )
+        # Several scopes: no queue holds them all, so this one waits for every
+        # scope's writer of this engine and is a batch of its own.
+        unit = _Unit(items, asyncio.get_running_loop().create_future())
+        async with self._exclusive_many(scopes):
+            await self._write(scopes, [unit])
+        return await unit.future
 
-        ``current`` is what the hash holds, ``old`` the same unless it has expired.
+    async def _enqueue(self, scope: str, items: Sequence[MutationItem]) -> builtins.list[_Pair]:
+        """Queue ``items`` (all of ``scope``) as one unit for the scope's next batch; its pairs."""
+        self._client()
+        unit = _Unit(items, asyncio.get_running_loop().create_future())
+        queue = self._queues.get(scope)
+        if queue is None:
+            queue = self._queues[scope] = _Queue()
+        queue.pending.append(unit)
+        if queue.task is None:
+            queue.task = asyncio.create_task(self._drain(scope, queue), name="pyiii-redis-writer")
+        # A caller cancelled before its batch starts is dropped (_take skips
+        # it); once the batch runs, the write goes ahead without it.
+        return await unit.future
+
+    async def _drain(self, scope: str, queue: _Queue) -> None:
+        """Write the scope's queued units, batch after batch, until none is left."""
+        batch: builtins.list[_Unit] = []
+        try:
+            while queue.pending:
+                async with self._exclusive(scope):
+                    batch = _take(queue)
+                    if batch:
+                        try:
+                            await self._write([scope], batch)
+                        except Exception as exc:  # a bug: fail the batch rather than hang its callers
+                            log.exception("state: writing to Redis at %s failed", self._where)
+                            _fail(batch, f"Redis at {self._where}: the write failed ({exc!r})")
+                batch = []
+        except asyncio.CancelledError:  # close()
+            message = f"the Redis adapter for {self._where} was closed"
+            _fail(batch, message + " during the write (it may have committed)")
+            _fail(queue.pending, message)
+            queue.pending.clear()
+            raise
+        finally:
+            queue.task = None
+            if self._queues.get(scope) is queue:
+                del self._queues[scope]
+
+    async def _write(self, scopes: Sequence[str], batch: Sequence[_Unit]) -> None:
+        """Apply ``batch`` (units on ``scopes``) in one optimistic cycle; settle every unit.
+
+        WATCH the scope hashes, read every key involved (one HMGET per
+        scope) and the scope's version counter, run the mutations in order
+        on a private view (new entries take the versions after the counter),
+        then one MULTI/EXEC with the counter's INCRBY, the net writes and
+        every unit's events; on a conflict the whole cycle runs again. A unit
+        whose mutation raises fails alone, with that exception.
         """
-        scope_b = _b(scope)
-        events: builtins.list[_Event] = []
-        if current is not None and old is None:  # replacing an expired entry: it expires now
-            events.append((EXPIRED, scope_b, field, current.raw, None))
-        if raw is None:
-            assert old is not None and current is not None
-            pipe.multi()
-            self._queue_write(pipe, scope, field, current, None, ord_)
-            events.append((DELETED, scope_b, field, old.raw, None))
-            self._queue_events(pipe, scope, events)
-            await pipe.execute()
-            return None
-        new = stored(raw, int(await pipe.incr(self._key(scope, b"version"))))
-        if old is None:
-            ord_ = new.version
-            events.append((CREATED, scope_b, field, None, new.raw))
-        else:
-            events.append((UPDATED, scope_b, field, old.raw, new.raw))
+        try:
+            client = self._client()
+        except AdapterError as exc:
+            _fail(batch, str(exc))
+            return
+        wanted: dict[str, dict[str, None]] = {scope: {} for scope in scopes}
+        for unit in batch:
+            for scope, key, _ in unit.items:
+                wanted[scope][key] = None
+        delay = BACKOFF_START_S
+        for _ in range(MAX_ATTEMPTS):
+            async with client.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(*(self._kv(scope) for scope in scopes))
+                    held: dict[_Key, tuple[Entry | None, int] | AdapterError] = {}
+                    for scope, keys in wanted.items():
+                        values = await pipe.hmget(self._kv(scope), [_b(k) for k in keys])
+                        for key, value in zip(keys, values, strict=True):
+                            try:
+                                held[(scope, key)] = _parse(value)
+                            except AdapterError as exc:  # fails the units that touch this key
+                                held[(scope, key)] = exc
+                    counters: dict[str, int] = {}
+                    for scope in scopes:
+                        counters[scope] = self._counter(await pipe.get(self._key(scope, b"version")))
+                except _FAILURES as exc:
+                    _fail(batch, str(self._failure(exc)))
+                    return
+                except AdapterError as exc:
+                    _fail(batch, str(exc))
+                    return
+                plan = _plan(batch, held, counters, now_ms())
+                try:
+                    if plan.events:
+                        self._queue_plan(pipe, plan)
+                        await pipe.execute()
+                except WatchError:
+                    pass
+                except _FAILURES as exc:
+                    _fail(batch, str(self._failure(exc)))
+                    return
+                else:
+                    if plan.events:
+                        self.commits += 1
+                    for scope, expires_at in plan.expiring.items():
+                        await self._hint(scope, expires_at)
+                    for unit, outcome in zip(batch, plan.outcomes, strict=True):
+                        if unit.future.done():
+                            continue
+                        if isinstance(outcome, Exception):
+                            unit.future.set_exception(outcome)
+                        else:
+                            unit.future.set_result(outcome)
+                    return
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+        for unit in batch:
+            if len(unit.items) == 1:
+                scope, key, _ = unit.items[0]
+                what, whose = f"writing {scope!r}/{key!r}", "the scope"
+            else:
+                what, whose = "the transaction", "its scopes"
+            _fail(
+                [unit],
+                f"Redis at {self._where}: gave up {what} after {MAX_ATTEMPTS} attempts, other engines"
+                f" kept changing {whose} at the same time; retry the call",
+            )
+
+    def _counter(self, value: bytes | None) -> int:
+        if value is None:
+            return 0
+        try:
+            return int(value)
+        except ValueError:
+            raise AdapterError(
+                f"Redis holds a version counter not written by pyiii ({value[:40]!r}); is another"
+                " program using the same key prefix?"
+            ) from None
+
+    def _queue_plan(self, pipe: Any, plan: _Plan) -> None:
+        """Queue the plan's versions and writes, then its events in commit order, in one MULTI."""
         pipe.multi()
-        self._queue_write(pipe, scope, field, current, new, ord_)
-        self._queue_events(pipe, scope, events)
-        await pipe.execute()
-        return new
+        for scope, taken in plan.taken.items():
+            if taken:
+                pipe.incrby(self._key(scope, b"version"), taken)
+        for scope, field, current, final, ord_ in plan.writes:
+            self._queue_write(pipe, scope, field, current, final, ord_)
+        channels: dict[str, bytes] = {}
+        for scope, event in plan.events:
+            channel = channels.get(scope)
+            if channel is None:
+                channel = channels[scope] = self._key(scope, b"events")
+            # execute_command: redis-py's cluster pipeline blocks pipe.publish().
+            pipe.execute_command("PUBLISH", channel, _event_encoder.encode(event))
 
     def _queue_write(
         self, pipe: Any, scope: str, field: bytes, current: Entry | None, new: Entry | None, ord_: int
@@ -663,129 +940,6 @@ class RedisAdapter(StateAdapter):
         for event in events:
             # execute_command: redis-py's cluster pipeline blocks pipe.publish().
             pipe.execute_command("PUBLISH", channel, _event_encoder.encode(event))
-
-    async def mutate_many(
-        self, items: Sequence[MutationItem]
-    ) -> builtins.list[tuple[Entry | None, Entry | None]]:
-        if not items:
-            return []
-        client = self._client()
-        scopes = sorted({scope for scope, _, _ in items})
-        if self.cluster and len(scopes) > 1:
-            raise AdapterError(
-                f"Redis Cluster at {self._where}: a transaction can only touch one scope (each scope"
-                f" lives in its own hash slot and MULTI cannot span slots); this one touches"
-                f" {len(scopes)}: {', '.join(map(repr, scopes[:5]))}"
-            )
-        wanted: dict[str, builtins.list[str]] = {}
-        for scope, key, _ in items:
-            keys = wanted.setdefault(scope, [])
-            if key not in keys:
-                keys.append(key)
-        per_scope = Counter(scope for scope, _, _ in items)
-        async with self._exclusive_many(scopes):
-            delay = BACKOFF_START_S
-            for _ in range(MAX_ATTEMPTS):
-                async with client.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(*(self._kv(scope) for scope in scopes))
-                        stored_now: dict[tuple[str, str], tuple[Entry | None, int]] = {}
-                        for scope, keys in wanted.items():
-                            values = await pipe.hmget(self._kv(scope), [_b(k) for k in keys])
-                            for key, value in zip(keys, values, strict=True):
-                                stored_now[(scope, key)] = _parse(value)
-                        # One version per item, reserved up front so that the
-                        # mutations see real versions (unused ones are skipped).
-                        versions = {}
-                        for scope in scopes:
-                            top = int(await pipe.incrby(self._key(scope, b"version"), per_scope[scope]))
-                            versions[scope] = top - per_scope[scope] + 1
-                    except _FAILURES as exc:
-                        raise self._failure(exc) from None
-                    pairs, ords = self._plan(items, stored_now, versions, now_ms())
-                    try:
-                        changes = self._queue_many(pipe, items, stored_now, pairs, ords)
-                        if changes:
-                            await pipe.execute()
-                    except WatchError:
-                        pass
-                    except _FAILURES as exc:
-                        raise self._failure(exc) from None
-                    else:
-                        for scope, new in changes:
-                            if new is not None and new.expires_at is not None:
-                                await self._hint(scope, new.expires_at)
-                        return pairs
-                await asyncio.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, BACKOFF_MAX_S)
-        raise AdapterError(
-            f"Redis at {self._where}: gave up the transaction after {MAX_ATTEMPTS} attempts, other"
-            " engines kept changing its scopes at the same time; retry the call"
-        )
-
-    @staticmethod
-    def _plan(
-        items: Sequence[MutationItem],
-        stored_now: dict[tuple[str, str], tuple[Entry | None, int]],
-        versions: dict[str, int],
-        now: int,
-    ) -> tuple[builtins.list[tuple[Entry | None, Entry | None]], dict[tuple[str, str], int]]:
-        """Run every mutation in order on a private view; (old, new) per item and final ords."""
-        view: dict[tuple[str, str], Entry | None] = {}
-        ords: dict[tuple[str, str], int] = {}
-        pairs: builtins.list[tuple[Entry | None, Entry | None]] = []
-        for scope, key, fn in items:
-            k = (scope, key)
-            if k in view:
-                old = view[k]
-            else:
-                current, ord_ = stored_now[k]
-                old = _live(current, now)
-                ords[k] = ord_
-            version = versions[scope]
-            versions[scope] += 1
-            raw = fn(old)
-            if isinstance(raw, _Keep) or (raw is None and old is None):
-                pairs.append((old, old))
-                continue
-            new = None if raw is None else stored(raw, version)
-            if old is None and new is not None:
-                ords[k] = version  # (re)created: goes to the end of the list order
-            view[k] = new
-            pairs.append((old, new))
-        return pairs, ords
-
-    def _queue_many(
-        self,
-        pipe: Any,
-        items: Sequence[MutationItem],
-        stored_now: dict[tuple[str, str], tuple[Entry | None, int]],
-        pairs: builtins.list[tuple[Entry | None, Entry | None]],
-        ords: dict[tuple[str, str], int],
-    ) -> builtins.list[tuple[str, Entry | None]]:
-        """Queue the net writes and their events in MULTI; (scope, new entry) per changed key."""
-        changes = net_changes([(scope, key) for scope, key, _ in items], pairs)
-        if not changes:
-            return []
-        pipe.multi()
-        written: builtins.list[tuple[str, Entry | None]] = []
-        for scope, key, old, new in changes:
-            field, scope_b = _b(key), _b(scope)
-            current, _ = stored_now[(scope, key)]
-            events: builtins.list[_Event] = []
-            if current is not None and old is None:
-                events.append((EXPIRED, scope_b, field, current.raw, None))
-            self._queue_write(pipe, scope, field, current, new, ords[(scope, key)])
-            if new is None:
-                assert old is not None
-                events.append((DELETED, scope_b, field, old.raw, None))
-            elif old is None:
-                events.append((CREATED, scope_b, field, None, new.raw))
-            else:
-                events.append((UPDATED, scope_b, field, old.raw, new.raw))
-            self._queue_events(pipe, scope, events)
-            written.append((scope, new))
-        return written
 
     # --- expiry -------------------------------------------------------------------
 
