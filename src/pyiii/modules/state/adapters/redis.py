@@ -188,6 +188,7 @@ SUBSCRIBER_BACKOFF_MAX_S = 1.0
 # expiries), and SCANs for every <p>:{*}:ttl this often (lost hints).
 SWEEP_POLL_S = 1.0
 RESCAN_INTERVAL_S = 300.0
+CLOSE_TIMEOUT_S = 3.0
 SWEEP_BATCH = 256
 # Keys per ZRANGEBYLEX while listing without a limit.
 LIST_BATCH = 1000
@@ -482,6 +483,7 @@ class RedisAdapter(StateAdapter):
         self._ttl_scopes = self._prefix + b":ttl-scopes"
         self._ttl_pattern = escaped + b":{*}:ttl"
         self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
         self._wake = asyncio.Event()
         self._wake_at = 0  # ms: when the sweeper looks next
 
@@ -549,12 +551,20 @@ class RedisAdapter(StateAdapter):
         return bool(info.get("cluster_enabled"))
 
     async def close(self) -> None:
+        self._closing = True
         writers = [queue.task for queue in self._queues.values() if queue.task is not None]
-        for task in (self._sweeper, self._reader, *writers):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        tasks = [t for t in (self._sweeper, self._reader, *writers) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # redis-py can swallow a cancellation that lands inside a read with
+            # a timeout (pubsub.get_message); the _closing flag ends those loops
+            # at their next turn, and close never waits more than a few seconds.
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+            for task in stuck:
+                log.warning(
+                    "state: Redis task %s did not stop within %.0f s", task.get_name(), CLOSE_TIMEOUT_S
+                )
         self._sweeper = self._reader = None
         for client in (self._redis, self._sub_client):
             if client is not None:
@@ -959,7 +969,7 @@ class RedisAdapter(StateAdapter):
         next_rescan = 0.0
         failing = False
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             try:
                 if loop.time() >= next_rescan:
                     await self._rescan()
@@ -978,7 +988,8 @@ class RedisAdapter(StateAdapter):
             self._wake.clear()
             self._wake_at = now_ms() + int(wait_s * 1000)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
 
     async def _rescan(self) -> None:
         """Hint every scope that holds keys with an expiry (after a crash lost hints)."""
@@ -1065,11 +1076,11 @@ class RedisAdapter(StateAdapter):
         """Subscribe, deliver events, and resubscribe after any connection loss."""
         delay = 0.05
         lost = False
-        while True:
+        while not self._closing:
             pubsub = self._sub_client.pubsub()
             try:
                 await pubsub.psubscribe(self.channel_pattern)
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue
