@@ -13,17 +13,13 @@ from typing import Any
 
 import pytest
 
+from support.engines import free_port
+
 PYIII = [sys.executable, "-m", "pyiii"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PYIII, *args], cwd=cwd, capture_output=True, text=True, timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

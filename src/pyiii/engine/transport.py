@@ -194,7 +194,7 @@ class _Base(WSListener):
             )
 
     def on_message(self, msg_type: WSMsgType, payload: bytes) -> None:
-        raise NotImplementedError  # each path's listener defines it
+        """One complete message; each path's listener says what it means."""
 
 
 class _WorkerListener(_Base):

@@ -7,45 +7,16 @@ workers are pyiii SDK workers, one per engine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from pyiii.config import StateConfig, parse_config
-from pyiii.engine.server import Server
+from pyiii.config import StateConfig
 from pyiii.errors import IIIError
-from pyiii.sdk import Worker, connect
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def running_engine(state: StateConfig, port: int = 0) -> AsyncIterator[str]:
-    config = dataclasses.replace(parse_config("workers: []\n", source="test"), port=port, state=state)
-    server = Server(config)
-    await server.start()
-    try:
-        yield f"ws://127.0.0.1:{server.port}"
-    finally:
-        await server.stop()
-
-
-@contextlib.asynccontextmanager
-async def worker(url: str, name: str) -> AsyncIterator[Worker]:
-    w = await connect(url, name=name, invocation_timeout_ms=20_000)
-    try:
-        yield w
-    finally:
-        await w.shutdown()
+from pyiii.sdk import Worker
+from support.engines import free_port, running_engine  # tests/support, on sys.path via tests/conftest.py
+from support.engines import sdk_worker as worker
 
 
 class Recorder:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,26 +23,21 @@ import redis
 import redis.asyncio.client
 import redis.crc
 
-from pyiii.config import StateConfig, parse_config
-from pyiii.engine.server import Server
+from pyiii.config import StateConfig
 from pyiii.errors import ConfigError, IIIError
 from pyiii.modules.state.adapters import redis as redis_adapter
 from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, PreconditionFailed, Put, now_ms
 from pyiii.modules.state.adapters.redis import RedisAdapter
 from pyiii.modules.state.ops import OpsDecodeError, apply_ops, parse_ops
 from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED
-from pyiii.sdk import Worker, connect
+from pyiii.sdk import Worker
+from support.engines import free_port, running_engine  # tests/support, on sys.path via tests/conftest.py
+from support.engines import sdk_worker as worker
 from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
 from support.redis_server import RedisClusterServers  # tests/support, on sys.path via tests/conftest.py
 
 VECTORS_PATH = Path(__file__).resolve().parents[3].parent / "shared/spec/update-ops-vectors.json"
 VECTORS: list[dict[str, Any]] = msgspec.json.decode(VECTORS_PATH.read_bytes())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -578,26 +572,6 @@ async def test_an_outage_fails_the_batch_and_nothing_sticks(private_redis: Any) 
 
 def redis_state(url: str) -> StateConfig:
     return StateConfig(adapter="redis", redis_url=url)
-
-
-@contextlib.asynccontextmanager
-async def running_engine(state: StateConfig, port: int = 0) -> AsyncIterator[str]:
-    config = dataclasses.replace(parse_config("workers: []\n", source="test"), port=port, state=state)
-    server = Server(config)
-    await server.start()
-    try:
-        yield f"ws://127.0.0.1:{server.port}"
-    finally:
-        await server.stop()
-
-
-@contextlib.asynccontextmanager
-async def worker(url: str, name: str) -> AsyncIterator[Worker]:
-    w = await connect(url, name=name, invocation_timeout_ms=20_000)
-    try:
-        yield w
-    finally:
-        await w.shutdown()
 
 
 class Recorder:

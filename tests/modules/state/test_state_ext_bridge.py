@@ -8,28 +8,15 @@ transactions and listings are evaluated on A; a VERSION_MISMATCH keeps its
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from pyiii.config import StateConfig, parse_config
-from pyiii.engine.server import Server
+from pyiii.config import StateConfig
 from pyiii.errors import IIIError
 from pyiii.sdk import TxOp, VersionMismatch, Worker, connect
-
-
-@contextlib.asynccontextmanager
-async def running_engine(state: StateConfig) -> AsyncIterator[str]:
-    config = dataclasses.replace(parse_config("workers: []\n", source="test"), port=0, state=state)
-    server = Server(config)
-    await server.start()
-    try:
-        yield f"ws://127.0.0.1:{server.port}"
-    finally:
-        await server.stop()
+from support.engines import running_engine  # tests/support, on sys.path via tests/conftest.py
 
 
 @pytest.fixture

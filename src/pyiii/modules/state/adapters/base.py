@@ -222,7 +222,7 @@ class StateAdapter(abc.ABC):
         remote side cannot be reached, and ``IIIError`` with the remote code
         for errors the remote State module reported.
         """
-        raise NotImplementedError(f"{type(self).__name__} is not a remote adapter")
+        raise TypeError(f"{type(self).__name__} is not a remote adapter; call its methods instead")
 
     def subscribe(self, listener: ChangeListener) -> bool:
         """Deliver every change, from any engine, to ``listener``.

@@ -1,0 +1,41 @@
+"""Engines and workers for tests: real sockets on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+from collections.abc import AsyncIterator
+
+from pyiii import Worker, connect
+from pyiii.config import StateConfig, parse_config
+from pyiii.engine.server import Server
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_engine(state: StateConfig, port: int = 0) -> AsyncIterator[str]:
+    """An in-process engine with ``state``; yields its URL and stops it afterwards."""
+    config = dataclasses.replace(parse_config("workers: []\n", source="test"), port=port, state=state)
+    server = Server(config)
+    await server.start()
+    try:
+        yield f"ws://127.0.0.1:{server.port}"
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def sdk_worker(url: str, name: str) -> AsyncIterator[Worker]:
+    """A pyiii SDK worker connected to ``url``; shut down afterwards."""
+    w = await connect(url, name=name, invocation_timeout_ms=20_000)
+    try:
+        yield w
+    finally:
+        await w.shutdown()
