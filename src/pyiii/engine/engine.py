@@ -32,6 +32,7 @@ from pyiii.engine.registry import (
     Trigger,
     TriggerType,
 )
+from pyiii.engine.triggers import DEFAULT_NS, TriggerRegistry
 from pyiii.errors import IIIError
 from pyiii.modules.base import TriggerProvider
 from pyiii.protocol import (
@@ -47,7 +48,6 @@ from pyiii.protocol import (
 
 log = logging.getLogger("pyiii.engine")
 
-DEFAULT_NS = "default"
 SHUTDOWN_CLOSE_CODE = 1012  # "service restart": every SDK reconnects after it
 TRACE_MEMORY = 4096  # trace ids remembered for labelling worker log lines
 _PONG = protocol.encode(protocol.Pong())
@@ -73,8 +73,10 @@ class Engine:
         self.limits = limits or Limits()
         self.connections: dict[str, Connection] = {}
         self.functions: dict[tuple[str, str], Function] = {}
-        self.trigger_types: dict[str, TriggerType] = {}
-        self.triggers: dict[str, Trigger] = {}
+        self.trigger_registry = TriggerRegistry()
+        # The registry's own dicts, under the names builtins and tests use.
+        self.trigger_types: dict[str, TriggerType] = self.trigger_registry.trigger_types
+        self.triggers: dict[str, Trigger] = self.trigger_registry.triggers
         self.pending: dict[str, Pending] = {}
         self.trace_functions: dict[str, str] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -86,10 +88,10 @@ class Engine:
             InvocationResult: self._on_result,
             RegisterFunction: self._on_register_function,
             UnregisterFunction: self._on_unregister_function,
-            RegisterTriggerType: self._on_register_trigger_type,
-            RegisterTrigger: self._on_register_trigger,
-            UnregisterTrigger: self._on_unregister_trigger,
-            TriggerRegistrationResult: self._on_trigger_registration_result,
+            RegisterTriggerType: self.trigger_registry.on_register_trigger_type,
+            RegisterTrigger: self.trigger_registry.on_register_trigger,
+            UnregisterTrigger: self.trigger_registry.on_unregister_trigger,
+            TriggerRegistrationResult: self.trigger_registry.on_trigger_registration_result,
             protocol.Reattach: self._on_reattach,
             protocol.Ping: self._on_ping,
         }
@@ -121,16 +123,7 @@ class Engine:
             if fn is not None and fn.owner is conn:
                 del self.functions[key]
         conn.functions.clear()
-        for trigger_id in list(conn.triggers):
-            self._remove_trigger(trigger_id)
-        for type_id in conn.trigger_types:
-            tt = self.trigger_types.get(type_id)
-            if tt is not None and tt.provider is conn:
-                del self.trigger_types[type_id]
-                for trig in self.triggers.values():
-                    if trig.trigger_type == type_id:
-                        trig.active = False
-        conn.trigger_types.clear()
+        self.trigger_registry.drop_connection(conn)
         stopped = errors.INVOCATION_STOPPED
         for inv_id in list(conn.serving):
             pending = self.pending.pop(inv_id, None)
@@ -610,158 +603,23 @@ class Engine:
             functools.partial(self.call_void, msg.function_id, data, namespace=ns, metadata=msg.metadata)
         )
 
-    # --- trigger types and triggers ------------------------------------------
+    # --- trigger types and triggers (see triggers.py) ------------------------
 
     def register_trigger_type(
         self, type_id: str, description: str, provider: TriggerProvider, *, worker_name: str
     ) -> None:
         """Expose a built-in trigger type and activate bindings parked for it."""
-        self.trigger_types[type_id] = TriggerType(
-            id=type_id, description=description, builtin=provider, worker_name=worker_name
-        )
-        for trig in list(self.triggers.values()):
-            if trig.trigger_type == type_id and not trig.active:
-                self._activate(trig)
-
-    def _on_register_trigger_type(self, conn: Connection, msg: RegisterTriggerType, frame: bytes) -> None:
-        previous = self.trigger_types.get(msg.id)
-        if previous is not None and previous.builtin is not None:
-            log.warning("worker %s tried to replace built-in trigger type %s", conn.name, msg.id)
-            return
-        if previous is not None and previous.provider is not None:
-            previous.provider.trigger_types.discard(msg.id)
-        self.trigger_types[msg.id] = TriggerType(id=msg.id, description=msg.description or "", provider=conn)
-        conn.trigger_types.add(msg.id)
-        for trig in list(self.triggers.values()):
-            if trig.trigger_type == msg.id:
-                trig.active = False
-                self._activate(trig)
-
-    def _on_register_trigger(self, conn: Connection, msg: RegisterTrigger, frame: bytes) -> None:
-        ns = msg.namespace if isinstance(msg.namespace, str) else DEFAULT_NS
-        if not ns.strip() or (isinstance(msg.trigger_namespace, str) and not msg.trigger_namespace.strip()):
-            self._trigger_error(
-                conn,
-                msg.id,
-                msg.trigger_type,
-                msg.function_id,
-                IIIError(errors.INVALID_NAMESPACE, "namespace must not be blank"),
-            )
-            return
-        if msg.id in self.triggers:
-            self._remove_trigger(msg.id)
-        trig = Trigger(
-            id=msg.id,
-            trigger_type=msg.trigger_type,
-            function_id=msg.function_id,
-            config=msg.config,
-            metadata=msg.metadata,
-            namespace=ns,
-            owner=conn,
-        )
-        self.triggers[msg.id] = trig
-        conn.triggers.add(msg.id)
-        self._activate(trig)
+        self.trigger_registry.register_trigger_type(type_id, description, provider, worker_name=worker_name)
 
     def add_trigger(
         self, trigger_type: str, function_id: str, config: Any, *, metadata: Any = None
     ) -> Trigger:
         """Create an engine-owned binding (``engine::register_trigger``)."""
-        trig = Trigger(
-            id=str(uuid.uuid4()),
-            trigger_type=trigger_type,
-            function_id=function_id,
-            config=Raw(protocol.encode(config)),
-            metadata=Raw(protocol.encode(metadata)) if metadata is not None else UNSET,
-        )
-        self.triggers[trig.id] = trig
-        err = self._activate(trig)
-        if err is not None:
-            del self.triggers[trig.id]
-            raise err
-        return trig
-
-    def _activate(self, trig: Trigger) -> IIIError | None:
-        """Hand a binding to its provider; park it when the type is unknown."""
-        tt = self.trigger_types.get(trig.trigger_type)
-        if tt is None:
-            return None  # parked until someone registers the type
-        if tt.builtin is not None:
-            try:
-                tt.builtin.register(trig)
-            except IIIError as err:
-                self.triggers.pop(trig.id, None)
-                if trig.owner is not None:
-                    trig.owner.triggers.discard(trig.id)
-                    self._trigger_error(trig.owner, trig.id, trig.trigger_type, trig.function_id, err)
-                return err
-            trig.active = True
-            return None
-        assert tt.provider is not None
-        tt.provider.send(
-            protocol.encode(
-                RegisterTrigger(
-                    id=trig.id,
-                    trigger_type=trig.trigger_type,
-                    function_id=trig.function_id,
-                    config=trig.config,
-                    metadata=trig.metadata,
-                    namespace=trig.namespace if trig.namespace != DEFAULT_NS else UNSET,
-                )
-            )
-        )
-        trig.active = True
-        return None
-
-    def _on_unregister_trigger(self, conn: Connection, msg: UnregisterTrigger, frame: bytes) -> None:
-        self._remove_trigger(msg.id)
+        return self.trigger_registry.add_trigger(trigger_type, function_id, config, metadata=metadata)
 
     def remove_trigger(self, trigger_id: str) -> bool:
         """Remove any binding by id; True if it existed."""
-        return self._remove_trigger(trigger_id)
-
-    def _remove_trigger(self, trigger_id: str) -> bool:
-        trig = self.triggers.pop(trigger_id, None)
-        if trig is None:
-            return False
-        if trig.owner is not None:
-            trig.owner.triggers.discard(trigger_id)
-        tt = self.trigger_types.get(trig.trigger_type)
-        if tt is not None and trig.active:
-            if tt.builtin is not None:
-                tt.builtin.unregister(trigger_id)
-            elif tt.provider is not None and tt.provider.open:
-                tt.provider.send(
-                    protocol.encode(UnregisterTrigger(id=trigger_id, trigger_type=trig.trigger_type))
-                )
-        return True
-
-    def _on_trigger_registration_result(
-        self, conn: Connection, msg: TriggerRegistrationResult, frame: bytes
-    ) -> None:
-        if msg.error is UNSET or protocol.raw_is_null(msg.error):
-            return
-        trig = self.triggers.get(msg.id)
-        if trig is None:
-            return
-        trig.active = False  # parked: replayed if the type is registered again
-        if trig.owner is not None and trig.owner.open:
-            trig.owner.send(frame)
-
-    @staticmethod
-    def _trigger_error(
-        conn: Connection, trigger_id: str, trigger_type: str, function_id: str, err: IIIError
-    ) -> None:
-        conn.send(
-            protocol.encode(
-                TriggerRegistrationResult(
-                    id=trigger_id,
-                    trigger_type=trigger_type,
-                    function_id=function_id,
-                    error=Raw(protocol.encode(err.to_body())),
-                )
-            )
-        )
+        return self.trigger_registry.remove_trigger(trigger_id)
 
     # --- reattach -------------------------------------------------------------
 
