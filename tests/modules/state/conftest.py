@@ -24,7 +24,7 @@ import dataclasses
 import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -463,3 +463,16 @@ def running_state_engine_cm() -> Callable[..., contextlib.AbstractAsyncContextMa
 def connect_client() -> Callable[[str], Awaitable[Client]]:
     """``await connect_client(url)`` -> a Client on any engine (the caller closes it)."""
     return Client.connect
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Three redis-servers joined into one Redis Cluster, shared by the cluster tests."""
+    from support.redis_server import RedisClusterServers  # tests/support, on sys.path via tests/conftest.py
+
+    try:
+        cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield cluster
+    cluster.stop()

@@ -730,17 +730,6 @@ async def test_redis_outage_and_recovery(private_redis: Any) -> None:
 # -- Redis Cluster ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    """Three redis-servers joined into one Redis Cluster, for this module's cluster tests."""
-    try:
-        cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield cluster
-    cluster.stop()
-
-
 async def test_adapter_on_a_redis_cluster(redis_cluster: RedisClusterServers) -> None:
     prefix = f"test-{uuid.uuid4().hex}"
     a, b = (

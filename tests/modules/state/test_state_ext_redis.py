@@ -164,17 +164,8 @@ async def test_scopes_without_a_key_index_get_one(redis_url: str, raw_redis: red
 # -- Redis Cluster ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    try:
-        servers = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield servers
-    servers.stop()
-
-
-async def test_extensions_on_a_redis_cluster(cluster: RedisClusterServers) -> None:
+async def test_extensions_on_a_redis_cluster(redis_cluster: RedisClusterServers) -> None:
+    cluster = redis_cluster
     prefix = f"test-{uuid.uuid4().hex}"
     a = RedisAdapter(cluster.url, prefix=prefix)
     b = RedisAdapter(cluster.nodes[2].url, prefix=prefix)
