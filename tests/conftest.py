@@ -147,9 +147,9 @@ async def engine(tmp_path: Path) -> AsyncIterator[str]:
     config = parse_config("workers: []\n", source="test")
     import dataclasses
 
-    from pyiii.config import StateConfig
+    from pyiii.modules.state.config import StateConfig
 
-    config = dataclasses.replace(config, port=0, state=StateConfig())
+    config = dataclasses.replace(config, port=0).with_module("iii-state", StateConfig())
     server = Server(config)
     await server.start()
     yield f"ws://127.0.0.1:{server.port}"

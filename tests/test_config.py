@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pyiii.config import EngineConfig, Limits, StateConfig, load_config, parse_config
+from pyiii.config import EngineConfig, Limits, load_config, parse_config
 from pyiii.errors import ConfigError
+from pyiii.modules.state.config import StateConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_GUIDE = Path("/work/shared/seed/state-module-guide.txt")

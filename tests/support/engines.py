@@ -8,8 +8,9 @@ import socket
 from collections.abc import AsyncIterator
 
 from pyiii import Worker, connect
-from pyiii.config import StateConfig, parse_config
+from pyiii.config import parse_config
 from pyiii.engine.server import Server
+from pyiii.modules.state.config import StateConfig
 
 
 def free_port() -> int:
@@ -22,7 +23,8 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def running_engine(state: StateConfig, port: int = 0) -> AsyncIterator[str]:
     """An in-process engine with ``state``; yields its URL and stops it afterwards."""
-    config = dataclasses.replace(parse_config("workers: []\n", source="test"), port=port, state=state)
+    base = parse_config("workers: []\n", source="test")
+    config = dataclasses.replace(base, port=port).with_module("iii-state", state)
     server = Server(config)
     await server.start()
     try:

@@ -14,9 +14,9 @@ import msgspec
 from msgspec import Raw
 
 from pyiii import errors
+from pyiii.engine.module import TriggerProvider
 from pyiii.engine.registry import NO_RESULT, CallContext, Trigger
 from pyiii.errors import IIIError
-from pyiii.modules.base import TriggerProvider
 
 if TYPE_CHECKING:
     from pyiii.engine.engine import Engine

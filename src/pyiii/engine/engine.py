@@ -23,6 +23,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from pyiii import errors, protocol
 from pyiii.engine.connection import Connection
+from pyiii.engine.module import TriggerProvider
 from pyiii.engine.registry import (
     NO_RESULT,
     Builtin,
@@ -34,7 +35,6 @@ from pyiii.engine.registry import (
 )
 from pyiii.engine.triggers import DEFAULT_NS, TriggerRegistry
 from pyiii.errors import IIIError
-from pyiii.modules.base import TriggerProvider
 from pyiii.protocol import (
     InvocationResult,
     InvokeFunction,

@@ -11,7 +11,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 if TYPE_CHECKING:
     from pyiii.engine.connection import Connection
-    from pyiii.modules.base import TriggerProvider
+    from pyiii.engine.module import TriggerProvider
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from pyiii.engine.transport import TransportOptions, close_all, serve
 
 if TYPE_CHECKING:
     from pyiii.config import EngineConfig
-    from pyiii.modules.base import Module
+    from pyiii.engine.module import Module
 
 log = logging.getLogger("pyiii.engine")
 
@@ -22,13 +22,8 @@ DRAIN_TIMEOUT_S = 5.0
 
 
 def build_modules(config: EngineConfig) -> list[Module]:
-    """The modules the config asks for, in start order."""
-    modules: list[Module] = []
-    if config.state is not None:
-        from pyiii.modules.state.module import StateModule
-
-        modules.append(StateModule(config.state))
-    return modules
+    """The modules the config asks for, in the file's order (their start order)."""
+    return [entry.spec.create(entry.config) for entry in config.modules]
 
 
 class Server:
@@ -47,6 +42,13 @@ class Server:
         self.listener: asyncio.Server | None = None
         self.sockets: set[Any] = set()  # open WebSocket transports
         self.stopped = asyncio.Event()
+
+    def module(self, name: str) -> Module:
+        """A module of this server by canonical name (``iii-http``); KeyError if not loaded."""
+        for module in self.modules:
+            if module.name == name:
+                return module
+        raise KeyError(f"module {name} is not loaded")
 
     @property
     def port(self) -> int:

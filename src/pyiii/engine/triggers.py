@@ -24,9 +24,9 @@ from msgspec import UNSET, Raw
 
 from pyiii import errors, protocol
 from pyiii.engine.connection import Connection
+from pyiii.engine.module import TriggerProvider
 from pyiii.engine.registry import Trigger, TriggerType
 from pyiii.errors import IIIError
-from pyiii.modules.base import TriggerProvider
 from pyiii.protocol import (
     RegisterTrigger,
     RegisterTriggerType,

@@ -31,8 +31,9 @@ from typing import Any
 import pytest
 import websockets
 
-from pyiii.config import StateConfig, parse_config
+from pyiii.config import parse_config
 from pyiii.engine.server import Server
+from pyiii.modules.state.config import StateConfig
 
 
 def private_redis_url(workdir: Path, request: pytest.FixtureRequest) -> str:
@@ -402,7 +403,7 @@ async def running_state_engine(
     workdir.mkdir(parents=True, exist_ok=True)
     config = parse_config("workers: []\n", source="test")
     fields = {**ADAPTERS[adapter](workdir, request), **state}
-    config = dataclasses.replace(config, port=0, state=StateConfig(**fields))
+    config = dataclasses.replace(config, port=0).with_module("iii-state", StateConfig(**fields))
     server = Server(config)
     await server.start()
     handle = StateEngine(server, adapter, workdir)

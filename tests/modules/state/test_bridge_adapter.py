@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pyiii.config import StateConfig
 from pyiii.errors import IIIError
+from pyiii.modules.state.config import StateConfig
 from pyiii.sdk import Worker
 from support.engines import free_port, running_engine  # tests/support, on sys.path via tests/conftest.py
 from support.engines import sdk_worker as worker

@@ -23,11 +23,11 @@ import redis
 import redis.asyncio.client
 import redis.crc
 
-from pyiii.config import StateConfig
 from pyiii.errors import ConfigError, IIIError
 from pyiii.modules.state.adapters import redis as redis_adapter
 from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, PreconditionFailed, Put, now_ms
 from pyiii.modules.state.adapters.redis import RedisAdapter
+from pyiii.modules.state.config import StateConfig
 from pyiii.modules.state.ops import OpsDecodeError, apply_ops, parse_ops
 from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED
 from pyiii.sdk import Worker

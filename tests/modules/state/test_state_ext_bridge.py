@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pyiii.config import StateConfig
 from pyiii.errors import IIIError
+from pyiii.modules.state.config import StateConfig
 from pyiii.sdk import TxOp, VersionMismatch, Worker, connect
 from support.engines import running_engine  # tests/support, on sys.path via tests/conftest.py
 

@@ -35,9 +35,9 @@ import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from pyiii import errors
+from pyiii.engine.module import Module
 from pyiii.engine.registry import NO_RESULT, CallContext
 from pyiii.errors import IIIError
-from pyiii.modules.base import Module
 from pyiii.modules.state.adapters.base import (
     AdapterError,
     Entry,
@@ -83,8 +83,8 @@ from pyiii.modules.state.mutations import (
 from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED, StateTriggers
 
 if TYPE_CHECKING:
-    from pyiii.config import StateConfig
     from pyiii.engine.engine import Engine
+    from pyiii.modules.state.config import StateConfig
 
 
 WORKER_NAME = "iii-state"
