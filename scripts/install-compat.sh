@@ -9,6 +9,7 @@
 #   .compat/node-0.22/  iii-sdk@0.22.1 + @iii-dev/helpers@0.22.1 + tsx (tests/compat/node-0.22/...)
 #   .compat/py-0.11.6/  venv with iii-sdk==0.11.6 (tests/compat/python/requirements-0.11.6.txt)
 #   .compat/py-0.25.0/  venv with iii-sdk==0.25.0 (tests/compat/python/requirements-0.25.0.txt)
+#   .compat/py-motia/   venv with motia==1.0.4rc1 + iii-sdk==0.11.3 (tests/compat/python/requirements-motia.txt)
 #
 # Idempotent and fast: a target whose inputs (lockfile / requirements hash) are unchanged
 # is skipped; sdk.mjs adapters are always re-copied (cheap). Needs: node >= 20, npm,
@@ -20,7 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$ROOT/tests/compat"
 DEST="${III_COMPAT_DIR:-$ROOT/.compat}"
 PYTHON="${PYTHON:-python3.11}"
-ALL=(node-0.9 node-0.22 py-0.11.6 py-0.25.0)
+ALL=(node-0.9 node-0.22 py-0.11.6 py-0.25.0 py-motia)
 
 die() { echo "install-compat: $*" >&2; exit 1; }
 say() { echo "install-compat: $*"; }
@@ -54,8 +55,10 @@ install_node() {  # $1 = node-0.9 | node-0.22
   say "$name installed"
 }
 
-install_py() {  # $1 = py-0.11.6 | py-0.25.0
-  local name="$1" ver="${1#py-}" dst="$DEST/$1" req want
+install_py() {  # $1 = py-0.11.6 | py-0.25.0 | py-motia
+  local name="$1" ver="${1#py-}" dst="$DEST/$1" req want sdk
+  sdk="$ver"
+  [[ "$ver" == motia ]] && sdk=0.11.3  # Motia 1.0.4rc1 is built on iii-sdk 0.11.3
   req="$SRC/python/requirements-$ver.txt"
   [[ -f "$req" ]] || die "missing $req"
   want="$(digest "$req")"
@@ -68,7 +71,7 @@ install_py() {  # $1 = py-0.11.6 | py-0.25.0
   rm -rf "$dst"
   "$PYTHON" -m venv "$dst" || die "venv failed (Debian: apt-get install python3.11-venv)"
   "$dst/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-  "$dst/bin/python" - "$ver" <<'PY' || die "$name: iii-sdk import/version check failed"
+  "$dst/bin/python" - "$sdk" <<'PY' || die "$name: iii-sdk import/version check failed"
 import sys, importlib.metadata as md
 import iii  # noqa: F401
 assert md.version("iii-sdk") == sys.argv[1], md.version("iii-sdk")
@@ -83,7 +86,7 @@ mkdir -p "$DEST"
 for t in "${targets[@]}"; do
   case "$t" in
     node-0.9|node-0.22) install_node "$t" ;;
-    py-0.11.6|py-0.25.0) install_py "$t" ;;
+    py-0.11.6|py-0.25.0|py-motia) install_py "$t" ;;
     *) die "unknown target '$t' (expected one of: ${ALL[*]})" ;;
   esac
 done
