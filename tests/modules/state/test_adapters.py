@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from pyiii.errors import ConfigError
-from pyiii.modules.state.adapters.base import KEEP, AdapterError, Entry, Mutation, StateAdapter
-from pyiii.modules.state.adapters.memory import MemoryAdapter
-from pyiii.modules.state.adapters.redis import RedisAdapter
-from pyiii.modules.state.adapters.sqlite import DB_FILE_NAME, SqliteAdapter
+from pyiii.stores.base import KEEP, AdapterError, Entry, Mutation, StateAdapter
+from pyiii.stores.memory import MemoryAdapter
+from pyiii.stores.redis import RedisAdapter
+from pyiii.stores.sqlite import DB_FILE_NAME, SqliteAdapter
 
 # name -> factory(tmp_path, request). Add further adapters here.
 ADAPTERS: dict[str, Callable[[Path, pytest.FixtureRequest], StateAdapter]] = {
@@ -468,7 +468,7 @@ async def test_sqlite_unrecoverable_failure_refuses_further_use(
 WRITER_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
-    from pyiii.modules.state.adapters.sqlite import SqliteAdapter
+    from pyiii.stores.sqlite import SqliteAdapter
 
     async def main() -> None:
         adapter = SqliteAdapter(sys.argv[1])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyiii.modules.state.ops import DOC_URL, OpsDecodeError, apply_ops, parse_ops
+from pyiii.stores.ops import DOC_URL, OpsDecodeError, apply_ops, parse_ops
 from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

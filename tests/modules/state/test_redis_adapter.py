@@ -24,13 +24,13 @@ import redis.asyncio.client
 import redis.crc
 
 from pyiii.errors import ConfigError, IIIError
-from pyiii.modules.state.adapters import redis as redis_adapter
-from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, PreconditionFailed, Put, now_ms
-from pyiii.modules.state.adapters.redis import RedisAdapter
 from pyiii.modules.state.config import StateConfig
-from pyiii.modules.state.ops import OpsDecodeError, apply_ops, parse_ops
 from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED
 from pyiii.sdk import Worker
+from pyiii.stores import redis as redis_adapter
+from pyiii.stores.base import AdapterError, Entry, Mutation, PreconditionFailed, Put, now_ms
+from pyiii.stores.ops import OpsDecodeError, apply_ops, parse_ops
+from pyiii.stores.redis import RedisAdapter
 from support.engines import free_port, running_engine  # tests/support, on sys.path via tests/conftest.py
 from support.engines import sdk_worker as worker
 from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pyiii.modules.state.adapters.base import (
+from pyiii.modules.state.triggers import EXPIRED
+from pyiii.stores.base import (
     KEEP,
     Entry,
     Mutation,
@@ -25,10 +26,9 @@ from pyiii.modules.state.adapters.base import (
     StateAdapter,
     now_ms,
 )
-from pyiii.modules.state.adapters.memory import MemoryAdapter, prefix_end
-from pyiii.modules.state.adapters.redis import RedisAdapter
-from pyiii.modules.state.adapters.sqlite import DB_FILE_NAME, SqliteAdapter
-from pyiii.modules.state.triggers import EXPIRED
+from pyiii.stores.memory import MemoryAdapter, prefix_end
+from pyiii.stores.redis import RedisAdapter
+from pyiii.stores.sqlite import DB_FILE_NAME, SqliteAdapter
 
 ADAPTERS: dict[str, Callable[[Path, pytest.FixtureRequest], StateAdapter]] = {
     "memory": lambda tmp, request: MemoryAdapter(),

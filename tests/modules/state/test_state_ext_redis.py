@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
-from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, PreconditionFailed, Put, now_ms
-from pyiii.modules.state.adapters.redis import RedisAdapter
 from pyiii.modules.state.triggers import EXPIRED
+from pyiii.stores.base import AdapterError, Entry, Mutation, PreconditionFailed, Put, now_ms
+from pyiii.stores.redis import RedisAdapter
 from support.redis_server import RedisClusterServers  # tests/support, on sys.path via tests/conftest.py
 
 

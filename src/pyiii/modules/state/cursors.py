@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from pyiii.modules.state.inputs import bad_input
+from pyiii.stores.wire import bad_input
 
 _CURSOR_MARK = "k"
 

@@ -38,14 +38,6 @@ from pyiii import errors
 from pyiii.engine.module import Module
 from pyiii.engine.registry import NO_RESULT, CallContext
 from pyiii.errors import IIIError
-from pyiii.modules.state.adapters.base import (
-    AdapterError,
-    Entry,
-    Mutation,
-    MutationItem,
-    PreconditionFailed,
-    StateAdapter,
-)
 from pyiii.modules.state.cursors import decode_cursor, encode_cursor
 from pyiii.modules.state.inputs import (
     AnyObject,
@@ -58,14 +50,20 @@ from pyiii.modules.state.inputs import (
     SetManyInput,
     TransactionInput,
     UpdateInput,
-    bad_input,
-    check_numbers,
     decode_input,
     pair_output,
-    parse_ops,
     results_output,
 )
-from pyiii.modules.state.mutations import (
+from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED, StateTriggers
+from pyiii.stores.base import (
+    AdapterError,
+    Entry,
+    Mutation,
+    MutationItem,
+    PreconditionFailed,
+    StateAdapter,
+)
+from pyiii.stores.mutations import (
     Render,
     SetResult,
     UpdateRun,
@@ -80,7 +78,7 @@ from pyiii.modules.state.mutations import (
     precondition,
     set_fn,
 )
-from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED, StateTriggers
+from pyiii.stores.wire import bad_input, check_numbers, parse_ops
 
 if TYPE_CHECKING:
     from pyiii.engine.engine import Engine
@@ -97,14 +95,14 @@ def build_adapter(config: StateConfig) -> StateAdapter:
     """The adapter the config names."""
     if config.adapter == "kv":
         if config.store_method == "file_based":
-            from pyiii.modules.state.adapters.sqlite import SqliteAdapter
+            from pyiii.stores.sqlite import SqliteAdapter
 
             return SqliteAdapter(config.file_path)
-        from pyiii.modules.state.adapters.memory import MemoryAdapter
+        from pyiii.stores.memory import MemoryAdapter
 
         return MemoryAdapter()
     if config.adapter == "redis":
-        from pyiii.modules.state.adapters.redis import RedisAdapter
+        from pyiii.stores.redis import RedisAdapter
 
         adapter: StateAdapter = RedisAdapter(config.redis_url)
         return adapter

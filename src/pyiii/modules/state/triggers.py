@@ -20,18 +20,15 @@ from pyiii import errors
 from pyiii.engine.module import TriggerProvider
 from pyiii.engine.registry import Trigger
 from pyiii.errors import IIIError
+from pyiii.stores.events import CREATED, DELETED, EXPIRED, UPDATED
 
 if TYPE_CHECKING:
     from pyiii.engine.engine import Engine
 
 log = logging.getLogger("pyiii.state")
 
-CREATED = b"state:created"
-UPDATED = b"state:updated"
-DELETED = b"state:deleted"
-# Internal: an entry removed because its TTL passed. Delivered as
-# ``state:deleted`` with ``"expired": true``.
-EXPIRED = b"state:expired"
+__all__ = ["CREATED", "DELETED", "EXPIRED", "UPDATED", "StateTriggers", "encode_event"]
+
 HANDLER_TIMEOUT_S = 60.0
 
 

@@ -1,8 +1,8 @@
 """State kept by another engine: this engine forwards every call to it.
 
 The adapter connects to the engine at ``bridge_url`` as a worker named
-``iii-state-bridge`` (pyiii SDK; it reconnects by itself, with backoff of up
-to 10 s) and sends each ``state::*`` call there with the caller's payload
+``iii-state-bridge`` (``pyiii.stores.remote``; it reconnects by itself, with
+backoff of up to 10 s) and sends each ``state::*`` call there with the caller's payload
 unchanged. It is a *remote* adapter: ``mutate`` takes a Python function,
 which cannot travel, so the State module uses ``call`` for whole operations
 (see ``StateAdapter.remote``). The local module still validates payloads
@@ -31,25 +31,17 @@ like a missing key, and deleting a key that holds null fires no local
 from __future__ import annotations
 
 import builtins
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from msgspec import Raw
 
 from pyiii import errors
-from pyiii.errors import IIIError
-from pyiii.modules.state.adapters.base import AdapterError, Entry, Mutation, MutationItem, StateAdapter
 from pyiii.modules.state.cursors import encode_cursor
-from pyiii.sdk.worker import Worker, register_worker
-
-log = logging.getLogger(__name__)
+from pyiii.stores.base import AdapterError, Entry, Mutation, MutationItem, StateAdapter
+from pyiii.stores.remote import CALL_TIMEOUT_MS, RemoteEngine
 
 WORKER_NAME = "iii-state-bridge"
-# How long open() waits for the first connection before starting anyway.
-FIRST_CONNECT_WAIT_S = 2.0
-CALL_TIMEOUT_MS = 30_000
 
 # Errors the remote State module reports: passed on as they are.
 STATE_CODES = frozenset(
@@ -67,8 +59,6 @@ STATE_CODES = frozenset(
         "TRANSACTION_ERROR",
     }
 )
-# SDK codes that mean the remote engine was not (or no longer) there.
-_LOST = frozenset({errors.INVOCATION_STOPPED, errors.CONNECTION_LOST, errors.SHUTDOWN})
 
 # Expected result shape per function, checked before anything is relayed.
 _SHAPES: dict[str, type | tuple[type, ...]] = {
@@ -91,54 +81,26 @@ class BridgeAdapter(StateAdapter):
     def __init__(self, url: str, *, call_timeout_ms: int = CALL_TIMEOUT_MS) -> None:
         self.url = url
         self.call_timeout_ms = call_timeout_ms
-        self._worker: Worker | None = None
+        self._remote = RemoteEngine(
+            url,
+            worker_name=WORKER_NAME,
+            passthrough=STATE_CODES,
+            what="state calls",
+            call_timeout_ms=call_timeout_ms,
+        )
 
     async def open(self) -> None:
-        # Starts connecting in the background; an engine that is not up yet
-        # is not fatal, the worker keeps retrying.
-        self._worker = register_worker(self.url, name=WORKER_NAME, invocation_timeout_ms=self.call_timeout_ms)
-        try:
-            await self._worker.wait_connected(FIRST_CONNECT_WAIT_S)
-        except IIIError:
-            log.warning(
-                "state bridge: the engine at %s is not reachable yet; state calls fail with"
-                " *_ERROR until it is (reconnecting in the background)",
-                self.url,
-            )
+        await self._remote.open()
 
     async def close(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            await worker.shutdown()
+        await self._remote.close()
 
     @property
     def connected(self) -> bool:
-        return self._worker is not None and self._worker.connected
-
-    def _unreachable(self, detail: str) -> AdapterError:
-        return AdapterError(f"the engine at {self.url} is unreachable ({detail})")
+        return self._remote.connected
 
     async def call(self, function_id: str, payload: bytes) -> bytes | None:
-        worker = self._worker
-        if worker is None:
-            raise self._unreachable("the bridge is closed")
-        if not worker.connected:
-            # The SDK would queue the call until it reconnects; fail fast instead.
-            raise self._unreachable("not connected; the bridge keeps retrying in the background")
-        try:
-            result = await worker.trigger(function_id, Raw(payload))
-        except IIIError as exc:
-            if exc.code in STATE_CODES:
-                raise IIIError(exc.code, exc.message, details=exc.details) from None
-            if exc.code in _LOST:
-                raise self._unreachable(exc.message) from None
-            if exc.code == errors.TIMEOUT:
-                raise AdapterError(
-                    f"the engine at {self.url} did not answer {function_id} within {self.call_timeout_ms} ms"
-                ) from None
-            raise AdapterError(
-                f"the engine at {self.url} answered {function_id} with {exc.code}: {exc.message}"
-            ) from None
+        result = await self._remote.call(function_id, payload)
         shape = _SHAPES.get(function_id)
         if shape is not None and not isinstance(result, shape):
             raise AdapterError(
@@ -193,10 +155,10 @@ class BridgeAdapter(StateAdapter):
         values: builtins.list[Any] = msgspec.json.decode(raw) if raw is not None else []
         return [Entry(msgspec.json.encode(v), 0) for v in values]
 
-    async def list_groups(self) -> builtins.list[str]:
+    async def list_groups(self, prefix: str = "") -> builtins.list[str]:
         raw = await self.call("state::list_groups", b"{}")
         groups: builtins.list[str] = msgspec.json.decode(raw)["groups"] if raw is not None else []
-        return groups
+        return [group for group in groups if group.startswith(prefix)]
 
 
 def _entry(meta: dict[str, Any]) -> Entry | None:

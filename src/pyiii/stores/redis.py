@@ -151,7 +151,8 @@ from typing import Any
 import msgspec
 from redis.exceptions import WatchError
 
-from pyiii.modules.state.adapters.base import (
+from pyiii.redis_conn import FAILURES, OPEN_TIMEOUT_S, RedisConnection
+from pyiii.stores.base import (
     AdapterError,
     ChangeListener,
     Entry,
@@ -164,8 +165,7 @@ from pyiii.modules.state.adapters.base import (
     now_ms,
     stored,
 )
-from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED
-from pyiii.redis_conn import FAILURES, OPEN_TIMEOUT_S, RedisConnection
+from pyiii.stores.events import CREATED, DELETED, EXPIRED, UPDATED
 
 log = logging.getLogger(__name__)
 
@@ -501,6 +501,15 @@ class RedisAdapter(StateAdapter):
         self._listener = listener
         return True
 
+    async def publish(self, kind: bytes, scope: str, key: str, old: bytes | None, new: bytes | None) -> bool:
+        # The scope's own channel: subscribers get it in order with the scope's changes.
+        event = _event_encoder.encode((kind, _b(scope), _b(key), old, new))
+        try:
+            await self._client().execute_command("PUBLISH", self._key(scope, b"events"), event)
+        except _FAILURES as exc:
+            raise self._failure(exc) from None
+        return True
+
     def on_expired(self, listener: ExpiryListener) -> None:
         # Expiries travel over pub/sub like every change (as state:expired),
         # to the subscribe() listener of every engine; here we only start
@@ -635,13 +644,17 @@ class RedisAdapter(StateAdapter):
                     return
         raise AdapterError(f"Redis at {self._where}: could not index scope {scope!r}; retry the call")
 
-    async def list_groups(self) -> builtins.list[str]:
+    async def list_groups(self, prefix: str = "") -> builtins.list[str]:
         client = self._client()
         head, tail = len(self._prefix) + 2, -len(b"}:kv")
         scopes: set[str] = set()
+        pattern = self._kv_pattern
+        if prefix:
+            # A tag encodes byte by byte, so a scope's tag starts with its prefix's tag.
+            pattern = _glob_escape(self._prefix) + b":{" + _glob_escape(_tag(prefix)) + b"*}:kv"
         try:
             # SCAN may return a key twice; each match is a non-empty scope.
-            async for name in client.scan_iter(match=self._kv_pattern, count=1000):
+            async for name in client.scan_iter(match=pattern, count=1000):
                 scope = _untag(name[head:tail])
                 if scope is not None:
                     scopes.add(scope)

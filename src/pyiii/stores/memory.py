@@ -29,7 +29,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
-from pyiii.modules.state.adapters.base import (
+from pyiii.stores.base import (
     Entry,
     ExpiryListener,
     Mutation,
@@ -146,10 +146,12 @@ class MemoryStore:
         keys = self._scopes.get(scope)
         return [] if keys is None else builtins.list(keys.values())
 
-    def list_groups(self) -> builtins.list[str]:
-        """Sorted names of scopes holding at least one key."""
+    def list_groups(self, prefix: str = "") -> builtins.list[str]:
+        """Sorted names of scopes holding at least one key and starting with ``prefix``."""
         self.sweep()
-        return sorted(self._scopes)
+        if not prefix:
+            return sorted(self._scopes)
+        return sorted(scope for scope in self._scopes if scope.startswith(prefix))
 
     def _index(self, scope: str, keys: dict[str, Entry]) -> Any:
         index = self._sorted.get(scope)
@@ -399,5 +401,5 @@ class MemoryAdapter(StateAdapter):
     async def count(self, scope: str, prefix: str) -> int:
         return self._store.count(scope, prefix)
 
-    async def list_groups(self) -> builtins.list[str]:
-        return self._store.list_groups()
+    async def list_groups(self, prefix: str = "") -> builtins.list[str]:
+        return self._store.list_groups(prefix)

@@ -194,8 +194,8 @@ class StateAdapter(abc.ABC):
         raise AdapterError(f"{type(self).__name__} cannot count keys")
 
     @abc.abstractmethod
-    async def list_groups(self) -> builtins.list[str]:
-        """Sorted unique names of scopes that hold at least one key."""
+    async def list_groups(self, prefix: str = "") -> builtins.list[str]:
+        """Sorted unique names of scopes that hold at least one key and start with ``prefix``."""
 
     def on_expired(self, listener: ExpiryListener) -> None:  # noqa: B027 - optional hook
         """Report each expired entry to ``listener`` once its removal is durable.
@@ -232,5 +232,17 @@ class StateAdapter(abc.ABC):
         ``listener`` for each change, local ones included, and return True.
         The default returns False: the State module then publishes its own
         writes locally.
+        """
+        return False
+
+    async def publish(self, kind: bytes, scope: str, key: str, old: bytes | None, new: bytes | None) -> bool:
+        """Hand an event no write of this store made to every ``subscribe`` listener.
+
+        For events that travel like changes but are not stored here (an
+        ephemeral message, a write a function served instead of the store).
+        True when the adapter delivers it to the listeners of every engine,
+        this one included, in order with its own changes of ``scope``; the
+        default returns False and the caller delivers it locally. Raises
+        ``AdapterError`` when the event could not be sent.
         """
         return False

@@ -16,8 +16,8 @@ from msgspec import Raw
 
 from pyiii import errors
 from pyiii.errors import IIIError
-from pyiii.modules.state import ops
-from pyiii.modules.state.adapters.base import (
+from pyiii.stores import ops
+from pyiii.stores.base import (
     KEEP,
     Entry,
     Mutation,
@@ -26,7 +26,7 @@ from pyiii.modules.state.adapters.base import (
     net_changes,
     now_ms,
 )
-from pyiii.modules.state.triggers import CREATED, DELETED, UPDATED
+from pyiii.stores.events import CREATED, DELETED, UPDATED
 
 
 def pair(old: Entry | None, new_raw: bytes, extra: bytes = b"") -> Raw:

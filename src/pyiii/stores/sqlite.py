@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyiii.errors import ConfigError
-from pyiii.modules.state.adapters.base import (
+from pyiii.sqlite_writer import SYNCHRONOUS_MODES, Schema, SqliteWriter
+from pyiii.stores.base import (
     AdapterError,
     Entry,
     ExpiryListener,
@@ -55,8 +56,7 @@ from pyiii.modules.state.adapters.base import (
     MutationItem,
     StateAdapter,
 )
-from pyiii.modules.state.adapters.memory import Expired, MemoryStore, Sweeper
-from pyiii.sqlite_writer import SYNCHRONOUS_MODES, Schema, SqliteWriter
+from pyiii.stores.memory import Expired, MemoryStore, Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +126,20 @@ class SqliteAdapter(StateAdapter):
     """Durable State storage in one SQLite file (``store_method: file_based``).
 
     ``path`` is a directory (an existing one, or any path without a suffix;
-    the database is ``<dir>/pyiii-state.sqlite3``) or else the database file
-    itself. ``synchronous`` is SQLite's setting; FULL fsyncs every commit,
+    the database is ``<dir>/<file_name>``, ``pyiii-state.sqlite3`` by
+    default) or else the database file itself. ``synchronous`` is SQLite's setting; FULL fsyncs every commit,
     NORMAL survives a process crash but may lose the last commits on power
     loss. ``db_path`` is the resolved file; ``commits`` counts transactions.
     """
 
     eager_safe = True
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", file_name: str = DB_FILE_NAME) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}, not {synchronous!r}")
         path = Path(path)
-        self.db_path = path / DB_FILE_NAME if path.is_dir() or not path.suffix else path
+        self._file_name = file_name
+        self.db_path = path / file_name if path.is_dir() or not path.suffix else path
         self._mem = MemoryStore()
         # The lambdas look the methods up at call time (tests replace them).
         self._writer: SqliteWriter[_Write, MemoryStore] = SqliteWriter(
@@ -242,9 +243,9 @@ class SqliteAdapter(StateAdapter):
         self._check_usable()
         return self._mem.count(scope, prefix)
 
-    async def list_groups(self) -> builtins.list[str]:
+    async def list_groups(self, prefix: str = "") -> builtins.list[str]:
         self._check_usable()
-        return self._mem.list_groups()
+        return self._mem.list_groups(prefix)
 
     def on_expired(self, listener: ExpiryListener) -> None:
         self._listener = listener
@@ -335,7 +336,7 @@ class SqliteAdapter(StateAdapter):
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Create the tables, or upgrade an older file (in the opening transaction)."""
         path = self.db_path
-        if path.name == DB_FILE_NAME and any(path.parent.glob("*.bin")):
+        if path.name == self._file_name and any(path.parent.glob("*.bin")):
             log.warning(
                 "%s holds *.bin scope files of the reference engine; pyiii does not"
                 " read them and keeps its state in %s",

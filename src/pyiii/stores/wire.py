@@ -1,0 +1,63 @@
+"""Decoding the inputs of the functions over a store, and its errors.
+
+Every failure is a ``DESERIALIZATION_ERROR`` whose message names the function
+and the field (serde's wording, as the reference engine words it), raised
+before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from msgspec import Raw
+
+from pyiii import errors
+from pyiii.errors import IIIError
+from pyiii.stores import ops
+
+__all__ = ["bad_input", "check_numbers", "decode", "parse_ops"]
+
+
+def decode(decoder: msgspec.json.Decoder[Any], data: Raw, function_id: str) -> Any:
+    """``data`` decoded by ``decoder``; a ``DESERIALIZATION_ERROR`` naming the field if it does not fit."""
+    try:
+        return decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise bad_input(function_id, _serde_style(str(exc))) from None
+
+
+def bad_input(function_id: str, detail: str) -> IIIError:
+    return IIIError(errors.DESERIALIZATION_ERROR, f"Failed to deserialize input for {function_id}: {detail}")
+
+
+def _serde_style(text: str) -> str:
+    # msgspec says "Object missing required field `scope`"; keep it readable.
+    return text.replace("Object missing required field", "missing field")
+
+
+# An exponent of three digits or more: the only way a JSON number can be
+# too large for a double (msgspec keeps big integers exact).
+_BIG_EXPONENT = re.compile(rb"[eE][+-]?[0-9]{3}")
+
+
+def check_numbers(raw: bytes, function_id: str, where: str = "value") -> None:
+    """Refuse values with numbers no reader could hold (1e400 reads as Infinity)."""
+    if _BIG_EXPONENT.search(raw) is None:
+        return
+    try:
+        msgspec.json.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise bad_input(
+            function_id, f"{where}: {exc} (a number beyond the double range; send it as a string)"
+        ) from None
+
+
+def parse_ops(raw_ops: Raw, function_id: str, where: str = "ops") -> list[ops.Op]:
+    try:
+        return ops.parse_ops(msgspec.json.decode(raw_ops))
+    except ops.OpsDecodeError as exc:
+        raise bad_input(function_id, f"{where}: {exc.message}") from None
+    except msgspec.ValidationError as exc:  # e.g. 1e400: no double holds it
+        raise bad_input(function_id, f"{where}: {exc}") from None
