@@ -248,6 +248,19 @@ def install(engine: Engine) -> None:
             )
         return {"removed": engine.remove_trigger(tid)}
 
+    def channels_create(data: Raw, ctx: CallContext) -> Any:
+        body = _obj(data, ctx.function_id)
+        size = body.get("buffer_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+            raise IIIError(
+                errors.DESERIALIZATION_ERROR,
+                f"Failed to deserialize input for {ctx.function_id}: buffer_size must be a whole "
+                f"number of messages (got {msgspec.json.encode(size).decode()[:40]})",
+            )
+        # Owned by the calling worker: its channels close when it disconnects.
+        channel = engine.channels.create(buffer_size=size, owner=ctx.caller)
+        return {"writer": channel.writer_ref, "reader": channel.reader_ref}
+
     def stats(data: Raw, ctx: CallContext) -> Any:
         _obj(data, ctx.function_id)
         return engine.stats()
@@ -268,6 +281,12 @@ def install(engine: Engine) -> None:
     reg("engine::registered-triggers::list", registered_triggers_list, worker_name=ENGINE_WORKER)
     reg("engine::register_trigger", register_trigger, worker_name=ENGINE_WORKER)
     reg("engine::unregister_trigger", unregister_trigger, worker_name=ENGINE_WORKER)
+    reg(
+        "engine::channels::create",
+        channels_create,
+        worker_name=ENGINE_WORKER,
+        description="Create a streaming channel pair: {buffer_size?} -> {writer, reader} refs",
+    )
     reg(
         "engine::stats",
         stats,

@@ -22,6 +22,7 @@ import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from pyiii import errors, protocol
+from pyiii.engine.channels import ChannelManager, ChannelSettings
 from pyiii.engine.connection import Connection
 from pyiii.engine.module import TriggerProvider
 from pyiii.engine.registry import (
@@ -69,8 +70,9 @@ def _opt_str(value: str | None | UnsetType) -> str | None:
 class Engine:
     """Routes calls between workers and built-in functions."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, channels: ChannelSettings | None = None) -> None:
         self.limits = limits or Limits()
+        self.channels = ChannelManager(channels)
         self.connections: dict[str, Connection] = {}
         self.functions: dict[tuple[str, str], Function] = {}
         self.trigger_registry = TriggerRegistry()
@@ -131,6 +133,7 @@ class Engine:
                 self._fail(pending, inv_id, IIIError(stopped, "Invocation stopped"))
         conn.serving.clear()
         conn.calling.clear()
+        self.channels.drop_owner(conn)
         self._notify_workers("worker_disconnected", conn.worker_id)
         if functions_changed:
             self._notify_functions()
@@ -662,6 +665,7 @@ class Engine:
             "triggers": len(self.triggers),
             "trigger_types": len(self.trigger_types),
             "tasks": len(self._tasks),
+            "channels": len(self.channels),
         }
 
     def _shutting_down(self) -> IIIError:
@@ -701,6 +705,7 @@ class Engine:
         for conn in list(self.connections.values()):
             conn.close(SHUTDOWN_CLOSE_CODE, reason)
             self.disconnect(conn)
+        self.channels.abort_all(reason)
 
 
 class _Stepper:
