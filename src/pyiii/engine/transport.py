@@ -2,8 +2,9 @@
 
 It turns sockets into ``Connection`` objects and frames into calls of
 ``Engine.handle``; everything else about the protocol lives elsewhere.
-Paths: ``/`` is the worker protocol, ``/otel`` takes telemetry, anything
-else is answered 404.
+Paths: ``/`` is the worker protocol, ``/otel`` takes telemetry,
+``/ws/channels/{id}`` a channel's side (channel_sockets.py, which builds on
+the listener base here), anything else is answered 404.
 
 Frame-level limits live here: a message over ``max_frame_bytes`` is closed
 with 1009 (picows checks each frame's header before reading its payload; we
@@ -367,6 +368,9 @@ async def serve(
 
     ``live`` collects the open sockets, for ``close_all`` at shutdown.
     """
+    # Imported here: channel_sockets builds on this module's listener base.
+    from pyiii.engine import channel_sockets
+
     sockets: set[WSTransport] = set() if live is None else live
 
     def route(request: WSUpgradeRequest) -> WSListener | None:
@@ -375,6 +379,8 @@ async def serve(
             return _WorkerListener(engine, options, sockets, request)
         if path == b"/otel":
             return _TelemetryListener(engine, options, sockets)
+        if path.startswith(channel_sockets.PREFIX):
+            return channel_sockets.route(request, engine.channels, options, sockets)
         return None  # picows answers 404
 
     return await ws_create_server(
