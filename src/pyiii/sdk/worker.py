@@ -39,6 +39,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 from pyiii import errors
 from pyiii import protocol as p
 from pyiii.errors import IIIError
+from pyiii.sdk.channels import Channel, ChannelReader, ChannelWriter, is_channel_ref
 from pyiii.sdk.logger import TelemetrySink, add_sink, current_function_id, remove_sink
 from pyiii.sdk.state import State
 
@@ -247,6 +248,39 @@ class Worker:
     def state(self) -> State:
         """Typed helpers for the ``state::*`` functions (see ``pyiii.sdk.state``)."""
         return State(self)
+
+    # --- channels -------------------------------------------------------------
+
+    async def create_channel(self, buffer_size: int | None = None) -> Channel:
+        """A new streaming channel (``engine::channels::create``) owned by this worker.
+
+        ``buffer_size``: messages the engine buffers between writer and reader
+        (engine default 64). Hand ``writer_ref``/``reader_ref`` to other workers
+        in a payload; they open them with ``open_channel``. The channel is
+        closed by the engine if this worker disconnects.
+        """
+        payload = {} if buffer_size is None else {"buffer_size": buffer_size}
+        refs = await self.trigger("engine::channels::create", payload)
+        return Channel(
+            writer=self.open_writer(refs["writer"]),
+            reader=self.open_reader(refs["reader"]),
+            writer_ref=dict(refs["writer"]),
+            reader_ref=dict(refs["reader"]),
+        )
+
+    def open_channel(self, ref: Mapping[str, Any]) -> ChannelReader | ChannelWriter:
+        """The side a ref received in a payload opens: a reader for ``read``, a writer for ``write``."""
+        if is_channel_ref(ref) and ref["direction"] == "write":
+            return self.open_writer(ref)
+        return self.open_reader(ref)
+
+    def open_reader(self, ref: Mapping[str, Any]) -> ChannelReader:
+        """A reader for a ``read`` ref (ValueError for any other value). Connects on first read."""
+        return ChannelReader(self.url, ref, headers=self._headers or None, max_frame_bytes=self._max_frame)
+
+    def open_writer(self, ref: Mapping[str, Any]) -> ChannelWriter:
+        """A writer for a ``write`` ref (ValueError for any other value). Connects on first send."""
+        return ChannelWriter(self.url, ref, headers=self._headers or None, max_frame_bytes=self._max_frame)
 
     # --- registration -------------------------------------------------------
 
