@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pyiii.config import EngineConfig, Limits, load_config, parse_config
+from pyiii.engine.channels import ChannelSettings
 from pyiii.errors import ConfigError
 from pyiii.modules.state.config import StateConfig
 
@@ -508,17 +509,13 @@ def test_bad_port(tmp_path: Path, port: str, found: str) -> None:
     message = error(tmp_path, f"port: {port}\n")
     assert "port:" in message and found in message
     assert ("1..65535" in message) or ("integer" in message)
-    message = error(
-        tmp_path, f"workers:\n  - name: iii-worker-manager\n    config: {{port: {port}}}\n"
-    )
+    message = error(tmp_path, f"workers:\n  - name: iii-worker-manager\n    config: {{port: {port}}}\n")
     assert "workers[0] (name: iii-worker-manager).config.port" in message and found in message
 
 
 @pytest.mark.parametrize("value", ["yes", '"yes"', "1", "on"])
 def test_bad_triggers_enabled(tmp_path: Path, value: str) -> None:
-    message = error(
-        tmp_path, f"workers:\n  - name: iii-state\n    config: {{triggers_enabled: {value}}}\n"
-    )
+    message = error(tmp_path, f"workers:\n  - name: iii-state\n    config: {{triggers_enabled: {value}}}\n")
     assert "workers[0] (name: iii-state).config.triggers_enabled" in message
     assert "expected a boolean" in message and "valid: true, false" in message
 
@@ -536,9 +533,7 @@ def test_negative_max_value_bytes(tmp_path: Path) -> None:
 
 
 def test_unknown_adapter_name(tmp_path: Path) -> None:
-    message = error(
-        tmp_path, "workers:\n  - name: iii-state\n    config: {adapter: {name: redsi}}\n"
-    )
+    message = error(tmp_path, "workers:\n  - name: iii-state\n    config: {adapter: {name: redsi}}\n")
     assert "workers[0] (name: iii-state).config.adapter.name" in message
     assert "'redsi'" in message and "did you mean 'redis'?" in message
     assert "valid: kv, redis, bridge" in message
@@ -572,9 +567,7 @@ def test_unknown_store_method(tmp_path: Path) -> None:
 
 
 def test_unknown_key_in_state_config(tmp_path: Path) -> None:
-    message = error(
-        tmp_path, "workers:\n  - name: iii-state\n    config: {triggers_enable: true}\n"
-    )
+    message = error(tmp_path, "workers:\n  - name: iii-state\n    config: {triggers_enable: true}\n")
     assert "workers[0] (name: iii-state).config.triggers_enable" in message
     assert "did you mean 'triggers_enabled'?" in message
     assert "max_value_bytes" in message
@@ -605,6 +598,30 @@ def test_bad_limits(tmp_path: Path) -> None:
     text = "workers:\n  - name: iii-worker-manager\n    config: {limits: {max_frames: 1}}\n"
     message = error(tmp_path, text)
     assert "config.limits.max_frames" in message and "max_frame_bytes" in message
+
+
+def test_channel_settings(tmp_path: Path) -> None:
+    assert parse_config("workers: []\n", source="t").channels == ChannelSettings()
+    text = """\
+    workers:
+      - name: iii-worker-manager
+        config:
+          channels: {buffer_size: 8, max_buffer_bytes: 65536, ttl_ms: 1500, max_channels: 50}
+    """
+    settings = parse_config(textwrap.dedent(text), source="t").channels
+    assert settings == ChannelSettings(
+        default_buffer_size=8, max_buffer_size=1024, max_buffer_bytes=65536, ttl_s=1.5, max_channels=50
+    )
+    message = error(tmp_path, "workers:\n  - name: iii-worker-manager\n    config: {channels: {ttl: 5}}\n")
+    assert "config.channels.ttl" in message and "did you mean 'ttl_ms'?" in message
+    message = error(
+        tmp_path,
+        "workers:\n  - name: iii-worker-manager\n"
+        "    config: {channels: {buffer_size: 99, max_buffer_size: 10}}\n",
+    )
+    assert "config.channels.buffer_size" in message and "max_buffer_size (10)" in message
+    message = error(tmp_path, "workers:\n  - name: iii-worker-manager\n    config: {channels: {ttl_ms: 0}}\n")
+    assert "config.channels.ttl_ms" in message and ">= 1" in message
 
 
 def test_bad_urls(tmp_path: Path) -> None:
@@ -658,9 +675,7 @@ def test_entry_shape_errors(tmp_path: Path) -> None:
     assert "workers[0]" in message and "no 'name'" in message
     message = error(tmp_path, "workers:\n  - {name: iii-state, confg: {}}\n")
     assert "workers[0] (name: iii-state).confg" in message and "did you mean 'config'?" in message
-    message = error(
-        tmp_path, "workers:\n  - {name: iii-state, class: modules::state::StateModule}\n"
-    )
+    message = error(tmp_path, "workers:\n  - {name: iii-state, class: modules::state::StateModule}\n")
     assert "both 'class'" in message
     assert "expected a list" in error(tmp_path, "workers: iii-state\n")
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pyiii.config.env import expand_env
 from pyiii.config.values import Block, Ctx, as_int, as_mapping, as_str, found
 from pyiii.config.yaml12 import parse_yaml
+from pyiii.engine.channels import ChannelSettings
 from pyiii.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class EngineConfig:
     port: int = DEFAULT_PORT
     auth_token: str | None = None
     limits: Limits = field(default_factory=Limits)
+    channels: ChannelSettings = field(default_factory=ChannelSettings)
     handshake_timeout_ms: int = 10_000
     middleware_function_id: str | None = None
     rbac: dict[str, Any] | None = None
@@ -150,6 +152,7 @@ _WORKER_MANAGER_KEYS = (
     "rbac",
     "auth_token",
     "limits",
+    "channels",
 )
 _LIMIT_KEYS = (
     "max_frame_bytes",
@@ -309,6 +312,7 @@ class _Builder:
             port=port,
             auth_token=auth_token,
             limits=manager.get("limits", Limits()),
+            channels=manager.get("channels", ChannelSettings()),
             handshake_timeout_ms=manager.get("handshake_timeout_ms", 10_000),
             middleware_function_id=manager.get("middleware_function_id"),
             rbac=manager.get("rbac"),
@@ -441,4 +445,35 @@ class _Builder:
                 if raw.get(key) is not None
             }
             out["limits"] = Limits(**values)
+        if "channels" in cfg:
+            out["channels"] = _channel_settings(ctx, f"{where}.channels", cfg["channels"])
         return out
+
+
+_CHANNEL_KEYS = ("buffer_size", "max_buffer_size", "max_buffer_bytes", "ttl_ms", "max_channels")
+
+
+def _channel_settings(ctx: Ctx, where: str, value: object) -> ChannelSettings:
+    """``channels:`` under ``iii-worker-manager`` (a pyiii extension; all optional)."""
+    raw = as_mapping(ctx, where, value)
+    ctx.check_keys(where, raw, _CHANNEL_KEYS)
+    got = {
+        key: as_int(ctx, f"{where}.{key}", raw[key], minimum=1)
+        for key in _CHANNEL_KEYS
+        if raw.get(key) is not None
+    }
+    base = ChannelSettings()
+    settings = ChannelSettings(
+        default_buffer_size=got.get("buffer_size", base.default_buffer_size),
+        max_buffer_size=got.get("max_buffer_size", max(base.max_buffer_size, got.get("buffer_size", 0))),
+        max_buffer_bytes=got.get("max_buffer_bytes", base.max_buffer_bytes),
+        ttl_s=got["ttl_ms"] / 1000 if "ttl_ms" in got else base.ttl_s,
+        max_channels=got.get("max_channels", base.max_channels),
+    )
+    if settings.default_buffer_size > settings.max_buffer_size:
+        ctx.fail(
+            f"{where}.buffer_size",
+            f"{settings.default_buffer_size} is larger than max_buffer_size ({settings.max_buffer_size}); "
+            "lower it or raise max_buffer_size",
+        )
+    return settings

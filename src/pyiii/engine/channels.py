@@ -103,6 +103,7 @@ class Channel:
         "owner",
         "reader_ref",
         "reader_used",
+        "stalls",
         "writer_ref",
         "writer_used",
     )
@@ -136,6 +137,7 @@ class Channel:
         # or a socket claimed it; channels with an unused side expire.
         self.writer_used = False
         self.reader_used = False
+        self.stalls = 0  # times a writer had to wait for room (backpressure at work)
         self._readers: deque[asyncio.Future[None]] = deque()  # waiting for a message or the end
         self._writers: deque[asyncio.Future[None]] = deque()  # waiting for room
         self._abort_callbacks: list[Callable[[str], None]] = []
@@ -226,6 +228,9 @@ class Channel:
     async def _wait_room(self, size: int) -> None:
         """Wait in line (FIFO) until ``size`` bytes fit; raises ChannelClosed on abort."""
         loop = asyncio.get_running_loop()
+        self.stalls += 1
+        if self._manager is not None:
+            self._manager.stalls += 1
         head = False
         while True:
             waiter: asyncio.Future[None] = loop.create_future()
@@ -380,11 +385,16 @@ class ChannelManager:
         self.channels: dict[str, Channel] = {}
         self._by_owner: dict[Connection, set[str]] = {}
         self._sweep: asyncio.TimerHandle | None = None
+        self.stalls = 0  # writer waits over the engine's life (engine::stats)
         # Compared against when the id is unknown, so a miss costs what a hit does.
         self._decoy = secrets.token_urlsafe(32).encode()
 
     def __len__(self) -> int:
         return len(self.channels)
+
+    def buffered_bytes(self) -> int:
+        """Bytes held in all channel buffers right now."""
+        return sum(ch.buffered[1] for ch in self.channels.values())
 
     def create(self, *, buffer_size: int | None = None, owner: Connection | None = None) -> Channel:
         """A new channel; ``buffer_size`` messages (default and ceiling from the settings).

@@ -666,6 +666,8 @@ class Engine:
             "trigger_types": len(self.trigger_types),
             "tasks": len(self._tasks),
             "channels": len(self.channels),
+            "channel_buffered_bytes": self.channels.buffered_bytes(),
+            "channel_stalls": self.channels.stalls,
         }
 
     def _shutting_down(self) -> IIIError:

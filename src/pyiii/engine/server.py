@@ -36,7 +36,8 @@ class Server:
             Limits(
                 max_pending_per_worker=limits.max_pending_per_worker,
                 max_nesting_depth=limits.max_nesting_depth,
-            )
+            ),
+            config.channels,
         )
         self.modules = build_modules(config)
         self.listener: asyncio.Server | None = None
