@@ -15,7 +15,7 @@ any disconnect too).
 Read side: messages go out in order, text as text frames and bytes as binary
 frames; we stop taking from the channel while the socket's send buffer is
 over its high-water mark. At the end we close with 1000; an aborted channel
-is closed with 1001 and the reason. A reader that disconnects first aborts
+is closed with 1011 and the reason. A reader that disconnects first aborts
 the channel, so its writer learns the stream is unwanted.
 """
 
@@ -37,6 +37,9 @@ PREFIX = b"/ws/channels/"
 # Unsent bytes on a reader's socket above which we stop taking messages from the channel.
 READ_HIGH_WATER = 1024 * 1024
 READ_LOW_WATER = 256 * 1024
+# An aborted channel's sockets close with 1011: to a generic client (the
+# `websockets` library, browsers) a stream cut short is an error, not an end.
+ABORT_CODE = WSCloseCode.INTERNAL_ERROR
 
 
 def route(
@@ -95,7 +98,7 @@ class _WriteSide(_Side):
     def _aborted(self, reason: str) -> None:
         self.held.clear()
         if not self.transport.is_disconnected:
-            self._close(WSCloseCode.GOING_AWAY, reason)
+            self._close(ABORT_CODE, reason)
 
     def on_message(self, msg_type: WSMsgType, payload: bytes) -> None:
         if not self.owner:
@@ -201,7 +204,7 @@ class _ReadSide(_Side):
                     transport.send(WSMsgType.TEXT, message.encode())
         except ChannelClosed as exc:
             if not transport.is_disconnected:
-                self._close(WSCloseCode.GOING_AWAY, exc.reason)
+                self._close(ABORT_CODE, exc.reason)
 
     def pause_writing(self) -> None:
         self.writable.clear()
