@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -18,8 +19,13 @@ from support.engines import free_port
 PYIII = [sys.executable, "-m", "pyiii"]
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PYIII, *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("III_URL", "III_TOKEN")}
+    return subprocess.run(
+        [*PYIII, *args], cwd=cwd, capture_output=True, text=True, timeout=30, env={**environ, **(env or {})}
+    )
 
 
 def port_open(port: int) -> bool:
@@ -174,6 +180,33 @@ def test_trigger_rejects_invalid_json_payload(tmp_path: Path) -> None:
     proc = run("trigger", "state::get", "{not json", cwd=tmp_path)
     assert proc.returncode == 2
     assert "not valid JSON" in proc.stderr
+
+
+TOKEN_CONFIG = "workers:\n  - name: iii-worker-manager\n    config: { auth_token: tok-123 }\n"
+
+
+def test_trigger_sends_the_token_from_the_flag_or_the_environment(make_engine_proc: Any) -> None:
+    eng = make_engine_proc(TOKEN_CONFIG).start()
+    refused = run("trigger", "engine::functions::list", "--url", eng.url)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "--token or $III_TOKEN" in refused.stderr, refused.stderr
+    wrong = run("trigger", "engine::functions::list", "--url", eng.url, "--token", "nope")
+    assert wrong.returncode == 1 and "--token or $III_TOKEN" in wrong.stderr
+    by_flag = run("trigger", "engine::functions::list", "--url", eng.url, "--token", "tok-123")
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert "functions" in json.loads(by_flag.stdout)
+    by_env = run("trigger", "engine::functions::list", env={"III_URL": eng.url, "III_TOKEN": "tok-123"})
+    assert by_env.returncode == 0, by_env.stderr
+    # the flag wins over the environment
+    env = {"III_URL": eng.url, "III_TOKEN": "tok-123"}
+    both = run("trigger", "engine::functions::list", "--token", "nope", env=env)
+    assert both.returncode == 1
+
+
+def test_trigger_help_names_its_flags_and_environment() -> None:
+    out = run("trigger", "--help").stdout
+    for word in ("--url", "--token", "--timeout-ms", "III_URL", "III_TOKEN"):
+        assert word in out, word
 
 
 # --- help ------------------------------------------------------------------------------

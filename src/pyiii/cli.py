@@ -12,7 +12,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from pyiii import __version__
+from pyiii import __version__, errors
 from pyiii.errors import ConfigError, IIIError
 
 EXIT_CONFIG = 2
@@ -84,12 +84,16 @@ def _trigger(args: argparse.Namespace) -> int:
         print(f"pyiii trigger: the payload is not valid JSON: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     url = args.url or os.environ.get("III_URL") or "ws://127.0.0.1:49134"
+    token = args.token if args.token is not None else os.environ.get("III_TOKEN")
 
     async def main() -> int:
         try:
-            worker = await connect(url, reconnect=False, name="pyiii-cli")
+            worker = await connect(url, reconnect=False, name="pyiii-cli", token=token or None)
         except IIIError as exc:
-            print(f"pyiii trigger: cannot reach the engine at {url}: {exc.message}", file=sys.stderr)
+            hint = ""
+            if exc.code == errors.AUTH_ERROR:
+                hint = " (pass the engine's auth_token with --token or $III_TOKEN)"
+            print(f"pyiii trigger: cannot reach the engine at {url}: {exc.message}{hint}", file=sys.stderr)
             return 1
         try:
             result = await worker.trigger(args.function_id, payload, timeout_ms=args.timeout_ms)
@@ -128,11 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="console log level",
         )
 
-    trig = sub.add_parser("trigger", help="call a function and print its result as JSON")
+    trig = sub.add_parser(
+        "trigger",
+        help="call a function and print its result as JSON",
+        description="Call a function through a running engine and print its result as JSON.",
+        epilog="environment: III_URL (engine address), III_TOKEN (auth token); the flags win.",
+    )
     trig.add_argument("function_id", help="e.g. engine::functions::list or state::get")
     trig.add_argument("payload", nargs="?", default=None, help="JSON payload, e.g. '{\"a\": 1}'")
     trig.add_argument(
         "--url", default=None, help="engine address (default: $III_URL, then ws://127.0.0.1:49134)"
+    )
+    trig.add_argument(
+        "--token",
+        default=None,
+        help="the engine's auth_token, sent as 'Authorization: Bearer <token>' (default: $III_TOKEN)",
     )
     trig.add_argument("--timeout-ms", type=int, default=30_000)
     return parser
