@@ -1,7 +1,7 @@
 """The six ``state::*`` functions through a real engine, as a worker sees them.
 
-Spec: shared/spec/state.md §2-§3 (result shapes, input decoding), §5 (no event
-for rejected calls); shared/spec/protocol.md §3.4 / §6.3 (wire shapes).
+Spec: docs/state.md (result shapes, input decoding, no event for rejected
+calls); docs/protocol.md "Built-in functions" (wire shapes).
 Every test runs once per State adapter (fixture ``adapter``).
 """
 
