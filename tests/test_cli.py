@@ -143,6 +143,68 @@ def test_port_flag_overrides_config(make_engine_proc: Any) -> None:
     assert not port_open(config_port)
 
 
+def test_port_in_use_exits_2_with_a_hint_and_creates_no_store(tmp_path: Path) -> None:
+    config = tmp_path / "iii-config.yaml"
+    config.write_text(
+        "workers:\n  - name: iii-state\n    config:\n"
+        "      adapter: {name: kv, config: {store_method: file_based, file_path: ./data/state_store.db}}\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run("serve", "--config", str(config), "--port", str(port), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0] == (
+        f"pyiii: cannot start: 127.0.0.1:{port} is already in use (another pyiii or iii engine?): stop it, "
+        "or choose another port with --port N (or iii-worker-manager.config.port)"
+    )
+    assert "Errno" not in proc.stderr and "engine ready" not in proc.stdout
+    # the listener is bound before the State module opens its store
+    assert not (tmp_path / "data").exists()
+
+
+def test_host_that_is_not_local_exits_2(tmp_path: Path) -> None:
+    proc = run("serve", "--host", "192.0.2.1", "--port", str(free_port()), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "is '192.0.2.1' an address of this machine" in proc.stderr and "Fix --host" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+FILE_CONFIG = (
+    "workers:\n  - name: iii-state\n    config:\n"
+    "      adapter: {name: kv, config: {store_method: file_based, file_path: ./data/state_store.db}}\n"
+)
+
+
+def test_startup_summary_names_config_store_contents_builtins_and_address(
+    make_engine_proc: Any, tmp_path: Path
+) -> None:
+    eng = make_engine_proc(FILE_CONFIG).start()
+    for scope, key in (("users", "u1"), ("users", "u2"), ("orders", "o1")):
+        payload = json.dumps({"scope": scope, "key": key, "value": 1})
+        assert run("trigger", "state::set", payload, "--url", eng.url).returncode == 0
+    assert eng.stop() == 0
+    seen = len(eng.output.splitlines())
+    eng.start()
+    lines = [line.split("pyiii.engine: ", 1)[-1] for line in eng.output.splitlines()[seen:]]
+    store = tmp_path / "data" / "state_store.db"
+    assert lines[:4] == [
+        f"pyiii {__import__('pyiii').__version__}: config {tmp_path / 'iii-config.yaml'}",
+        f"module iii-state: kv file_based at {store}: 2 scopes and 3 keys found "
+        "(every write committed before it is acknowledged)",
+        lines[2],
+        f"listening on ws://127.0.0.1:{eng.port} (workers on /, telemetry on /otel; no auth token)",
+    ], "\n".join(lines)
+    assert re.fullmatch(
+        r"\d+ built-in functions \(engine::\*, state::\*\); trigger types: engine::functions-available, "
+        r"engine::workers-available, log, state",
+        lines[2],
+    ), lines[2]
+
+
 # --- trigger --------------------------------------------------------------------------
 
 
