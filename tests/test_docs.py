@@ -117,3 +117,31 @@ def test_not_built_yet_lists_the_modules_that_provide_missing_trigger_types() ->
     for module, cell in rows.items():
         types = {t for t, m in TRIGGER_TYPE_MODULES.items() if m == module}
         assert set(re.findall(r"`([^`]+)`", cell)) == types, module
+
+
+PORTING = README.parent / "docs" / "from-official-python-sdk.md"
+PORT_BLOCKS = re.findall(r"```python\n(.*?)```", PORTING.read_text(), flags=re.S)
+COMPAT = Path(os.environ.get("III_COMPAT_DIR") or README.parent / ".compat")
+PORT_CASES = [
+    (block, sdk)
+    for block in PORT_BLOCKS
+    for sdk in (["py-0.11.6", "py-0.25.0"] if "from iii import" in block else ["pyiii"])
+]
+
+
+@pytest.mark.parametrize(
+    ("block", "sdk"), PORT_CASES, ids=[f"{sdk}-{i}" for i, (_, sdk) in enumerate(PORT_CASES)]
+)
+def test_porting_page_programs_do_the_same_with_either_sdk(
+    block: str, sdk: str, engine_proc: Any, tmp_path: Path
+) -> None:
+    python = Path(sys.executable) if sdk == "pyiii" else COMPAT / sdk / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: run `make test` (scripts/install-compat.sh) first")
+    script = tmp_path / "ported.py"
+    script.write_text(block.replace("ws://127.0.0.1:49134", engine_proc.url))
+    env = {**os.environ, "III_URL": engine_proc.url, "OTEL_ENABLED": "false"}
+    done = subprocess.run([str(python), str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "{'c': 3}", done.stdout
+    assert "never awaited" not in done.stderr

@@ -175,7 +175,7 @@ class Engine:
         # pong, registerservice, unregistertriggertype, ...: accepted, no reply.
 
     def _bad_frame(self, conn: Connection, frame: bytes, exc: protocol.FrameError) -> None:
-        """Answer a frame that cannot be used; the connection stays open (spec §1.3).
+        """Answer a frame that cannot be used; the connection stays open (docs/protocol.md §1.3).
 
         A call that names an invocation id gets an error result, so the caller
         fails fast instead of waiting for its timeout; an unusable result fails

@@ -1,4 +1,4 @@
-"""Tests for the pure update-op engine (spec state.md §4)."""
+"""Tests for the pure update-op engine (docs/state.md §4)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ call ``state::update`` with the raw ``ops``, and check what a worker sees:
 ``errors`` (op_index, code, plus a message and doc_url), the state trigger's
 event type (``state:created`` iff the key was absent) and a following
 ``state::get``. Whole-call failures must store nothing and fire nothing.
-Spec: state.md §3.4, §4, §5, §10.
+Spec: docs/state.md §3.4, §4, §5, §10.
 
 One engine per adapter for the whole module; each vector uses its own key.
 """
