@@ -680,18 +680,15 @@ def test_parse_config_from_text() -> None:
 
 
 def test_file_based_without_file_path_says_where_the_store_is() -> None:
-    def warnings(adapter_config: str) -> list[str]:
-        text = f"workers:\n  - name: iii-state\n    config:\n      adapter: {{name: kv, config: {adapter_config}}}\n"
-        return parse_config(text, source="cfg.yaml", environ={}).warnings
+    def parsed(adapter_config: str) -> EngineConfig:
+        text = "workers:\n  - name: iii-state\n    config:\n"
+        text += f"      adapter: {{name: kv, config: {adapter_config}}}\n"
+        return parse_config(text, source="cfg.yaml", environ={})
 
-    (warning,) = warnings("{store_method: file_based}")
+    cfg = parsed("{store_method: file_based}")
+    (warning,) = cfg.warnings
     assert warning.startswith("cfg.yaml: workers[0]")
     assert "file_path" in warning and "./data/state_store.db" in warning and "set file_path" in warning
-    cfg = parse_config(
-        "workers:\n  - name: iii-state\n    config: {adapter: {name: kv, config: {store_method: file_based}}}\n",
-        source="cfg.yaml",
-        environ={},
-    )
     assert cfg.state is not None and cfg.state.file_path == "./data/state_store.db"
-    assert warnings("{store_method: file_based, file_path: ./x.db}") == []
-    assert warnings("{store_method: in_memory}") == []
+    assert parsed("{store_method: file_based, file_path: ./x.db}").warnings == []
+    assert parsed("{store_method: in_memory}").warnings == []
