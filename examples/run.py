@@ -30,6 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seed"
 COMPAT = Path(os.environ.get("III_COMPAT_DIR") or ROOT / ".compat")
 FLOW_TIMEOUT_S = 60
+# Said under the `users` entry that has no id, which puzzles everyone who sees it.
+PLACEHOLDER_NOTE = [
+    "    ^ the key 'some-user-id': state-update.ts records a login for that placeholder id (the",
+    "      guide's), and state::update creates a key that is missing, so this entry has no id or",
+    "      name. Each TypeScript flow records one such login in the same store, so its loginCount",
+    "      is the number of TypeScript flows run so far (2 after both).",
+]
 
 
 @dataclass
@@ -125,7 +132,10 @@ def describe(stdout: str) -> list[str]:
             out.append(f"{msg['step']}: {'ok' if msg['ok'] else 'FAILED ' + msg.get('error', '')}")
         elif "users" in msg:
             out.append("state scope 'users' now holds:")
-            out += [f"  {json.dumps(u)}" for u in msg["users"]]
+            for user in msg["users"]:
+                out.append(f"  {json.dumps(user)}")
+                if isinstance(user, dict) and "id" not in user:
+                    out += PLACEHOLDER_NOTE
         else:
             out.append(line)
     return out

@@ -25,7 +25,6 @@ from support.engines import free_port
 from support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 
 
 class EngineProcess:

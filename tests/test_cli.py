@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -18,8 +19,13 @@ from support.engines import free_port
 PYIII = [sys.executable, "-m", "pyiii"]
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PYIII, *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("III_URL", "III_TOKEN")}
+    return subprocess.run(
+        [*PYIII, *args], cwd=cwd, capture_output=True, text=True, timeout=30, env={**environ, **(env or {})}
+    )
 
 
 def port_open(port: int) -> bool:
@@ -137,6 +143,68 @@ def test_port_flag_overrides_config(make_engine_proc: Any) -> None:
     assert not port_open(config_port)
 
 
+def test_port_in_use_exits_2_with_a_hint_and_creates_no_store(tmp_path: Path) -> None:
+    config = tmp_path / "iii-config.yaml"
+    config.write_text(
+        "workers:\n  - name: iii-state\n    config:\n"
+        "      adapter: {name: kv, config: {store_method: file_based, file_path: ./data/state_store.db}}\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run("serve", "--config", str(config), "--port", str(port), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0] == (
+        f"pyiii: cannot start: 127.0.0.1:{port} is already in use (another pyiii or iii engine?): stop it, "
+        "or choose another port with --port N (or iii-worker-manager.config.port)"
+    )
+    assert "Errno" not in proc.stderr and "engine ready" not in proc.stdout
+    # the listener is bound before the State module opens its store
+    assert not (tmp_path / "data").exists()
+
+
+def test_host_that_is_not_local_exits_2(tmp_path: Path) -> None:
+    proc = run("serve", "--host", "192.0.2.1", "--port", str(free_port()), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "is '192.0.2.1' an address of this machine" in proc.stderr and "Fix --host" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+FILE_CONFIG = (
+    "workers:\n  - name: iii-state\n    config:\n"
+    "      adapter: {name: kv, config: {store_method: file_based, file_path: ./data/state_store.db}}\n"
+)
+
+
+def test_startup_summary_names_config_store_contents_builtins_and_address(
+    make_engine_proc: Any, tmp_path: Path
+) -> None:
+    eng = make_engine_proc(FILE_CONFIG).start()
+    for scope, key in (("users", "u1"), ("users", "u2"), ("orders", "o1")):
+        payload = json.dumps({"scope": scope, "key": key, "value": 1})
+        assert run("trigger", "state::set", payload, "--url", eng.url).returncode == 0
+    assert eng.stop() == 0
+    seen = len(eng.output.splitlines())
+    eng.start()
+    lines = [line.split("pyiii.engine: ", 1)[-1] for line in eng.output.splitlines()[seen:]]
+    store = tmp_path / "data" / "state_store.db"
+    assert lines[:4] == [
+        f"pyiii {__import__('pyiii').__version__}: config {tmp_path / 'iii-config.yaml'}",
+        f"module iii-state: kv file_based at {store}: 2 scopes and 3 keys found "
+        "(every write committed before it is acknowledged)",
+        lines[2],
+        f"listening on ws://127.0.0.1:{eng.port} (workers on /, telemetry on /otel; no auth token)",
+    ], "\n".join(lines)
+    assert re.fullmatch(
+        r"\d+ built-in functions \(engine::\*, state::\*\); trigger types: engine::functions-available, "
+        r"engine::workers-available, log, state",
+        lines[2],
+    ), lines[2]
+
+
 # --- trigger --------------------------------------------------------------------------
 
 
@@ -174,6 +242,33 @@ def test_trigger_rejects_invalid_json_payload(tmp_path: Path) -> None:
     proc = run("trigger", "state::get", "{not json", cwd=tmp_path)
     assert proc.returncode == 2
     assert "not valid JSON" in proc.stderr
+
+
+TOKEN_CONFIG = "workers:\n  - name: iii-worker-manager\n    config: { auth_token: tok-123 }\n"
+
+
+def test_trigger_sends_the_token_from_the_flag_or_the_environment(make_engine_proc: Any) -> None:
+    eng = make_engine_proc(TOKEN_CONFIG).start()
+    refused = run("trigger", "engine::functions::list", "--url", eng.url)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "--token or $III_TOKEN" in refused.stderr, refused.stderr
+    wrong = run("trigger", "engine::functions::list", "--url", eng.url, "--token", "nope")
+    assert wrong.returncode == 1 and "--token or $III_TOKEN" in wrong.stderr
+    by_flag = run("trigger", "engine::functions::list", "--url", eng.url, "--token", "tok-123")
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert "functions" in json.loads(by_flag.stdout)
+    by_env = run("trigger", "engine::functions::list", env={"III_URL": eng.url, "III_TOKEN": "tok-123"})
+    assert by_env.returncode == 0, by_env.stderr
+    # the flag wins over the environment
+    env = {"III_URL": eng.url, "III_TOKEN": "tok-123"}
+    both = run("trigger", "engine::functions::list", "--token", "nope", env=env)
+    assert both.returncode == 1
+
+
+def test_trigger_help_names_its_flags_and_environment() -> None:
+    out = run("trigger", "--help").stdout
+    for word in ("--url", "--token", "--timeout-ms", "III_URL", "III_TOKEN"):
+        assert word in out, word
 
 
 # --- help ------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from pyiii.errors import ConfigError
 from pyiii.modules.state.config import StateConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_GUIDE = Path("/work/shared/seed/state-module-guide.txt")
 
+# Step 1 of the iii docs' "Manage Shared State" how-to (its `modules:` edition), as printed there.
 SEED_CONFIG = """\
 modules:
   - class: modules::state::StateModule
@@ -59,11 +59,6 @@ def test_seed_config_loads(tmp_path: Path) -> None:
     assert cfg.modules_seen == ["iii-state"]
     assert cfg.warnings == []
     assert cfg.limits == Limits()
-
-
-@pytest.mark.skipif(not SEED_GUIDE.exists(), reason="shared seed not available")
-def test_seed_guide_text_is_what_we_test() -> None:
-    assert SEED_CONFIG in SEED_GUIDE.read_text(encoding="utf-8")
 
 
 def test_root_config_file_is_the_seed() -> None:
@@ -697,3 +692,18 @@ def test_parse_config_from_text() -> None:
     assert cfg.source == "inline.yaml" and cfg.state is not None
     with pytest.raises(ConfigError, match=r"^inline\.yaml: "):
         parse_config("port: x\n", source="inline.yaml", environ={})
+
+
+def test_file_based_without_file_path_says_where_the_store_is() -> None:
+    def parsed(adapter_config: str) -> EngineConfig:
+        text = "workers:\n  - name: iii-state\n    config:\n"
+        text += f"      adapter: {{name: kv, config: {adapter_config}}}\n"
+        return parse_config(text, source="cfg.yaml", environ={})
+
+    cfg = parsed("{store_method: file_based}")
+    (warning,) = cfg.warnings
+    assert warning.startswith("cfg.yaml: workers[0]")
+    assert "file_path" in warning and "./data/state_store.db" in warning and "set file_path" in warning
+    assert cfg.state is not None and cfg.state.file_path == "./data/state_store.db"
+    assert parsed("{store_method: file_based, file_path: ./x.db}").warnings == []
+    assert parsed("{store_method: in_memory}").warnings == []

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyiii import __version__
+from pyiii import __version__, errors
 from pyiii.errors import ConfigError, IIIError
 
-EXIT_CONFIG = 2
+if TYPE_CHECKING:
+    from pyiii.engine.server import Server
+
+EXIT_CONFIG = 2  # the engine cannot start as configured: a config error, a port in use, ...
 
 
 def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
@@ -25,6 +30,42 @@ def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
         return asyncio.run(coro)
     result: int = uvloop.run(coro)
     return result
+
+
+def listen_failure(exc: OSError, host: str, port: int) -> str:
+    """Why the engine cannot listen, and what to change (one line, no errno soup)."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{where} is already in use (another pyiii or iii engine?): stop it, or choose another "
+            "port with --port N (or iii-worker-manager.config.port)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"not allowed to listen on {where} (ports below 1024 need privileges): use --port N"
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return f"{host!r} is not an address of this machine: fix --host (or iii-worker-manager.config.host)"
+    if exc.errno is None:  # the event loop tried every address of the host and says only that
+        return (
+            f"nothing could be bound at {where}: is {host!r} an address of this machine, and the port "
+            "free? Fix --host, or choose another port with --port N"
+        )
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def startup_summary(server: Server) -> list[str]:
+    """What a started engine runs: config, modules, built-ins, where it listens."""
+    config = server.config
+    source = os.path.abspath(config.source) if config.source else "no config file (defaults: in-memory state)"
+    lines = [f"pyiii {__version__}: config {source}"]
+    lines += [f"module {module.name}: {module.describe()}" for module in server.modules]
+    engine = server.engine
+    builtin = sorted(fn.id for fn in engine.functions.values() if fn.handler is not None)
+    prefixes = sorted({fid.split("::", 1)[0] + "::*" for fid in builtin})
+    types = ", ".join(sorted(engine.trigger_types)) or "none"
+    lines.append(f"{len(builtin)} built-in functions ({', '.join(prefixes)}); trigger types: {types}")
+    auth = "workers must send the auth token" if config.auth_token else "no auth token"
+    lines.append(f"listening on ws://{config.host}:{server.port} (workers on /, telemetry on /otel; {auth})")
+    return lines
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -58,15 +99,12 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"pyiii: cannot start: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         except OSError as exc:
-            print(f"pyiii: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
-            return 1
-        source = config.source or "no config file (defaults: in-memory state)"
+            print(f"pyiii: cannot start: {listen_failure(exc, config.host, config.port)}", file=sys.stderr)
+            return EXIT_CONFIG
         for warning in config.warnings:
             log.warning("%s", warning)
-        log.info("pyiii %s: config %s", __version__, source)
-        for module in server.modules:
-            log.info("module %s: %s", module.name, module.describe())
-        log.info("listening on ws://%s:%d", config.host, server.port)
+        for line in startup_summary(server):
+            log.info("%s", line)
         # Tests and scripts wait for this exact line on stdout.
         print(f"pyiii engine ready on ws://{config.host}:{server.port}", flush=True)
         await server.run_forever(stop)
@@ -84,12 +122,16 @@ def _trigger(args: argparse.Namespace) -> int:
         print(f"pyiii trigger: the payload is not valid JSON: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     url = args.url or os.environ.get("III_URL") or "ws://127.0.0.1:49134"
+    token = args.token if args.token is not None else os.environ.get("III_TOKEN")
 
     async def main() -> int:
         try:
-            worker = await connect(url, reconnect=False, name="pyiii-cli")
+            worker = await connect(url, reconnect=False, name="pyiii-cli", token=token or None)
         except IIIError as exc:
-            print(f"pyiii trigger: cannot reach the engine at {url}: {exc.message}", file=sys.stderr)
+            hint = ""
+            if exc.code == errors.AUTH_ERROR:
+                hint = " (pass the engine's auth_token with --token or $III_TOKEN)"
+            print(f"pyiii trigger: cannot reach the engine at {url}: {exc.message}{hint}", file=sys.stderr)
             return 1
         try:
             result = await worker.trigger(args.function_id, payload, timeout_ms=args.timeout_ms)
@@ -128,11 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="console log level",
         )
 
-    trig = sub.add_parser("trigger", help="call a function and print its result as JSON")
+    trig = sub.add_parser(
+        "trigger",
+        help="call a function and print its result as JSON",
+        description="Call a function through a running engine and print its result as JSON.",
+        epilog="environment: III_URL (engine address), III_TOKEN (auth token); the flags win.",
+    )
     trig.add_argument("function_id", help="e.g. engine::functions::list or state::get")
     trig.add_argument("payload", nargs="?", default=None, help="JSON payload, e.g. '{\"a\": 1}'")
     trig.add_argument(
         "--url", default=None, help="engine address (default: $III_URL, then ws://127.0.0.1:49134)"
+    )
+    trig.add_argument(
+        "--token",
+        default=None,
+        help="the engine's auth_token, sent as 'Authorization: Bearer <token>' (default: $III_TOKEN)",
     )
     trig.add_argument("--timeout-ms", type=int, default=30_000)
     return parser

@@ -1,7 +1,7 @@
 """Error codes and the one exception type that carries them.
 
 Codes that the official SDKs or existing iii code match on keep the reference
-engine's spelling (see shared/spec/protocol.md §4 and state.md §3).
+engine's spelling (see docs/protocol.md §4 and docs/state.md §2).
 """
 
 from __future__ import annotations

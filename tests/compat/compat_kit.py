@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -26,7 +27,6 @@ COMPAT = Path(os.environ.get("III_COMPAT_DIR") or ROOT / ".compat")
 NODE_WORKER = ROOT / "tests" / "compat" / "node" / "worker.mjs"
 PY_WORKER = ROOT / "tests" / "compat" / "python" / "worker.py"
 SEED = ROOT / "examples" / "seed"
-GUIDE = ROOT.parent / "shared" / "seed" / "state-module-guide.txt"
 REPO_CONFIG = ROOT / "iii-config.yaml"
 IN_MEMORY_CONFIG = REPO_CONFIG.read_text().replace("store_method: file_based", "store_method: in_memory")
 
@@ -233,19 +233,16 @@ async def wait_output(engine: Any, text: str, timeout: float = 10.0) -> str:
         await asyncio.sleep(0.05)
 
 
-def guide_blocks() -> dict[str, str]:
-    """The three TypeScript files as the guide prints them (file name -> text)."""
-    text = GUIDE.read_text()
-    bounds = {
-        "state-writer.ts": "\n\n3. Read state",
-        "state-reader.ts": "\n\n4. Atomic updates",
-        "state-update.ts": "\n\nResult",
-    }
-    blocks = {}
-    for name, end in bounds.items():
-        start = text.index(name + "\n") + len(name) + 1
-        blocks[name] = text[start : text.index(end, start)]
-    return blocks
+SEED_FILES = ("state-writer.ts", "state-reader.ts", "state-update.ts")
+
+
+def as_latest_sdk(guide_ts: str) -> str:
+    """A guide file rewritten for npm iii-sdk 0.22, the two ways examples/seed/README.md names."""
+    text = guide_ts.replace(
+        "import { registerWorker, Logger } from 'iii-sdk'\n",
+        "import { registerWorker } from 'iii-sdk'\nimport { Logger } from '@iii-dev/helpers/observability'\n",
+    )
+    return re.sub(r"registerFunction\(\{ id: ('[^']+') \}", r"registerFunction(\1", text)
 
 
 PYTHON = sys.executable

@@ -1,4 +1,4 @@
-"""A worker's ``Logger`` output shows up on the engine console (spec §7)."""
+"""A worker's ``Logger`` output shows up on the engine console (docs/protocol.md §7)."""
 
 from __future__ import annotations
 

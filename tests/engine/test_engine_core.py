@@ -824,7 +824,7 @@ async def test_pending_limit_slot_freed_when_colliding_call_is_stopped() -> None
 
 async def test_reattach_without_token_does_not_evict(engine: Engine) -> None:
     # Worker ids are public (engine::workers::list); only the secret token
-    # proves the sender is the same worker (spec §3.8: "the token must match").
+    # proves the sender is the same worker (docs/protocol.md §3.8: "the token must match").
     victim, a = peer(engine), peer(engine)
     victim.register("math::add")
     intruder = peer(engine)

@@ -1,4 +1,4 @@
-"""Wire tolerance over a real socket (spec §1.3, §1.5, §10 items 1-3 and 9).
+"""Wire tolerance over a real socket (docs/protocol.md §1.3, §1.5, §10 items 1-3 and 9).
 
 The client is the ``websockets`` library, the same one the official Python
 SDK uses, so these are frames a real worker could send.

@@ -40,7 +40,7 @@ workers:
 """
 EXAMPLES = 200
 
-# --- the message model the oracle judges frames by (spec §2) --------------------------------
+# --- the message model the oracle judges frames by (docs/protocol.md §2) --------------------------------
 
 STR, OPT_STR, ANY, ACTION, OBJ = "str", "opt_str", "any", "action", "obj"
 MESSAGES: dict[str, tuple[dict[str, str], set[str]]] = {  # type -> (field kinds, required fields)
@@ -224,7 +224,7 @@ def judge(msg_type: Any, fields: dict[str, Value], has_type: bool) -> tuple[str,
         return "error", False
     name = json.loads(msg_type.text)
     if name not in MESSAGES:
-        return "quiet", False  # unknown types are ignored (spec §1.3)
+        return "quiet", False  # unknown types are ignored (docs/protocol.md §1.3)
     kinds, required = MESSAGES[name]
     if not required <= fields.keys():
         return "error", False

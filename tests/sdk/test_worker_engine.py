@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +15,7 @@ from typing import Any
 import pytest
 
 from pyiii import IIIError, Logger, connect
+from support.engines import sdk_worker  # tests/support, on sys.path via tests/conftest.py
 
 WORKER_A = """
 import asyncio, sys, time
@@ -145,3 +149,110 @@ def test_a_plain_script_can_call_without_asyncio(engine_proc: Any) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "42"
+
+
+# --- serving until stopped ------------------------------------------------------------
+
+SERVE_SYNC = """
+from pyiii import register_worker
+iii = register_worker(name="served")
+
+@iii.function("serve::add")
+def add(payload):
+    return {"c": payload["a"] + payload["b"]}
+
+@iii.function("serve::quit")
+def quit(payload):
+    iii.shutdown_sync()
+
+iii.run()
+print("run returned", flush=True)
+"""
+
+SERVE_ASYNC = """
+import asyncio
+from pyiii import connect
+
+async def main():
+    iii = await connect(name="served")
+
+    @iii.function("serve::add")
+    async def add(payload):
+        return {"c": payload["a"] + payload["b"]}
+
+    @iii.function("serve::quit")
+    async def quit(payload):
+        asyncio.get_running_loop().call_later(0.05, asyncio.ensure_future, iii.shutdown())
+
+    await iii.serve_forever()
+    print("serve_forever returned", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def start_server(tmp_path: Path, url: str, source: str) -> subprocess.Popen[str]:
+    script = tmp_path / "served.py"
+    script.write_text(source)
+    env = {**os.environ, "III_URL": url}
+    return subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize("style", ["run", "serve_forever"])
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, "shutdown"])
+async def test_a_worker_serves_until_ctrl_c_sigterm_or_shutdown(
+    engine: str, tmp_path: Path, style: str, how: Any
+) -> None:
+    served = start_server(tmp_path, engine, SERVE_SYNC if style == "run" else SERVE_ASYNC)
+    try:
+        async with sdk_worker(engine, "caller") as caller:
+            assert await call_until_ok(caller, "serve::add", {"a": 2, "b": 3}) == {"c": 5}
+            await asyncio.sleep(0.3)  # still serving a moment later
+            assert served.poll() is None
+            assert await caller.trigger("serve::add", {"a": 1, "b": 1}) == {"c": 2}
+            if how == "shutdown":
+                await caller.trigger("serve::quit", {}, action={"type": "void"})
+            else:
+                served.send_signal(how)
+            out, err = await asyncio.to_thread(served.communicate, timeout=10)
+    finally:
+        if served.poll() is None:
+            served.kill()
+            served.communicate()
+    assert served.returncode == 0, err
+    assert out.strip() == f"{style} returned"
+    assert "Traceback" not in err, err
+
+
+# --- triggers nobody can fire ---------------------------------------------------------
+
+
+async def test_sdk_warns_when_no_module_provides_a_trigger_type(
+    engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pyiii.sdk")
+    async with sdk_worker(engine, "triggers") as w:
+        w.register_function("on::thing", lambda data: None)
+        w.register_trigger({"type": "http", "function_id": "on::thing", "config": {"api_path": "/x"}})
+        w.register_trigger({"type": "cron", "function_id": "on::thing", "config": {"expression": "* * *"}})
+        w.register_trigger({"type": "state", "function_id": "on::thing", "config": {"scope": "s"}})
+        w.register_trigger({"type": "my-own-type", "function_id": "on::thing", "config": {}})
+        deadline = time.monotonic() + 5
+        while len(sdk_warnings(caplog)) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # and nothing more arrives
+    lines = sdk_warnings(caplog)
+    assert len(lines) == 3, lines
+    http, cron, own = sorted(lines, key=lambda line: ("'http'" not in line, "'cron'" not in line))
+    assert "no trigger type 'http'" in http and "on::thing" in http
+    assert "the iii-http module: enable it" in http
+    assert "no trigger type 'cron'" in cron and "iii-cron" in cron
+    assert "'my-own-type'" in own and "once a worker registers" in own
+    assert not any("'state'" in line for line in lines)
+
+
+def sdk_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    messages = [r.getMessage() for r in caplog.records if r.name == "pyiii.sdk"]
+    return [m for m in messages if "trigger type" in m]

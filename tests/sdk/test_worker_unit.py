@@ -332,21 +332,35 @@ async def test_async_and_inline_handlers_and_metadata(peer: ScriptedPeer, worker
     assert (await peer.invoke(conn, "noargs", {}))["result"] == "ok"
 
 
-async def test_handler_errors_and_none(peer: ScriptedPeer, worker: Worker) -> None:
+async def test_handler_errors_and_none(
+    peer: ScriptedPeer, worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
     def bad(data: Any) -> None:
         raise ValueError("bad input")
+
+    def missing_key(data: dict[str, Any]) -> None:
+        data["b"]
 
     async def coded(data: Any) -> None:
         raise IIIError("custom_code", "nope")
 
     worker.register_function("bad", bad)
+    worker.register_function("missing_key", missing_key)
     worker.register_function("coded", coded)
     worker.register_function("nothing", lambda d: None)
     worker.register_function("unserializable", lambda d: object())
     conn = peer.conns[0]
+    caplog.set_level(logging.WARNING, logger="pyiii.sdk")
     err = (await peer.invoke(conn, "bad", {}))["error"]
-    assert err["code"] == "invocation_failed" and err["message"] == "bad input"
+    assert err["code"] == "invocation_failed" and err["message"] == "ValueError: bad input"
     assert "ValueError: bad input" in err["stacktrace"]
+    # the bare str() of a KeyError is "'b'": the type makes it readable
+    err = (await peer.invoke(conn, "missing_key", {"a": 1}))["error"]
+    assert (err["code"], err["message"]) == ("invocation_failed", "KeyError: 'b'")
+    assert 'data["b"]' in err["stacktrace"] and "in missing_key" in err["stacktrace"]
+    logged = [r for r in caplog.records if r.name == "pyiii.sdk" and "missing_key" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR
+    assert "KeyError: 'b'" in logged[0].getMessage() and "Traceback" in logged[0].getMessage()
     err = (await peer.invoke(conn, "coded", {}))["error"]
     assert (err["code"], err["message"]) == ("custom_code", "nope")
     reply = await peer.invoke(conn, "nothing", {})

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Raw
 
 from pyiii import errors
+from pyiii.engine import worker_lines
 from pyiii.engine.module import TriggerProvider
 from pyiii.engine.registry import NO_RESULT, CallContext, Trigger
 from pyiii.errors import IIIError
@@ -141,7 +142,10 @@ def install(engine: Engine) -> None:
             if not ns.strip():
                 raise IIIError(errors.INVALID_NAMESPACE, "namespace must not be blank")
             conn.namespace = ns
+        first = not conn.info
         conn.info = info
+        if first:
+            worker_lines.announced(conn)
         engine._notify_workers("worker_metadata_updated", conn.worker_id)
         return {"success": True}
 

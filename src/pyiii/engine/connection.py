@@ -30,6 +30,7 @@ class Connection:
         "namespace",
         "open",
         "reattach_token",
+        "registered_since_log",
         "send",
         "serving",
         "trigger_types",
@@ -64,6 +65,8 @@ class Connection:
         # ones this worker is waiting on (for the per-worker pending limit).
         self.serving: set[str] = set()
         self.calling: set[str] = set()
+        # Function ids registered since the last "registered ..." log line.
+        self.registered_since_log: list[str] = []
 
     @property
     def name(self) -> str:

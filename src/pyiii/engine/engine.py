@@ -22,6 +22,7 @@ import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from pyiii import errors, protocol
+from pyiii.engine import worker_lines
 from pyiii.engine.channels import ChannelManager, ChannelSettings
 from pyiii.engine.connection import Connection
 from pyiii.engine.module import TriggerProvider
@@ -63,6 +64,22 @@ class Limits:
     max_nesting_depth: int | None = 64
 
 
+class _LogBudget:
+    """At most ``limit`` lines a second, so a flood of bad input cannot flood the log."""
+
+    __slots__ = ("limit", "start", "used")
+
+    def __init__(self, limit: int = 20) -> None:
+        self.limit, self.start, self.used = limit, 0.0, 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self.start >= 1.0:
+            self.start, self.used = now, 0
+        self.used += 1
+        return self.used <= self.limit
+
+
 def _opt_str(value: str | None | UnsetType) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -84,7 +101,8 @@ class Engine:
         self._tasks: set[asyncio.Future[Any]] = set()
         self.accepting = True
         self._shutdown_reason = ""
-        self._bad_frame_window = (0.0, 0)  # (window start, warnings logged in it)
+        self._bad_frame_lines = _LogBudget()
+        self._failure_lines = _LogBudget()
         self._dispatch: dict[type, Callable[[Connection, Any, bytes], None]] = {
             InvokeFunction: self._on_invoke,
             InvocationResult: self._on_result,
@@ -119,6 +137,7 @@ class Engine:
             return
         conn.open = False
         del self.connections[conn.worker_id]
+        owned = len(conn.functions)
         functions_changed = bool(conn.functions)
         for key in conn.functions:
             fn = self.functions.get(key)
@@ -127,13 +146,17 @@ class Engine:
         conn.functions.clear()
         self.trigger_registry.drop_connection(conn)
         stopped = errors.INVOCATION_STOPPED
+        stopped_calls = 0
         for inv_id in list(conn.serving):
             pending = self.pending.pop(inv_id, None)
             if pending is not None:
+                stopped_calls += 1
                 self._fail(pending, inv_id, IIIError(stopped, "Invocation stopped"))
         conn.serving.clear()
         conn.calling.clear()
         self.channels.drop_owner(conn)
+        # At shutdown every worker goes at once: the engine's own line says so.
+        worker_lines.disconnected(conn, owned, stopped_calls, quiet=not self.accepting)
         self._notify_workers("worker_disconnected", conn.worker_id)
         if functions_changed:
             self._notify_functions()
@@ -155,7 +178,7 @@ class Engine:
         # pong, registerservice, unregistertriggertype, ...: accepted, no reply.
 
     def _bad_frame(self, conn: Connection, frame: bytes, exc: protocol.FrameError) -> None:
-        """Answer a frame that cannot be used; the connection stays open (spec §1.3).
+        """Answer a frame that cannot be used; the connection stays open (docs/protocol.md §1.3).
 
         A call that names an invocation id gets an error result, so the caller
         fails fast instead of waiting for its timeout; an unusable result fails
@@ -183,13 +206,7 @@ class Engine:
         conn.send(protocol.encode(protocol.ErrorFrame(error=err.to_body())))
 
     def _warn_bad_frame(self, conn: Connection, exc: protocol.FrameError) -> None:
-        # At most 20 lines a second, so a flood of bad frames cannot flood the log.
-        now = time.monotonic()
-        start, logged = self._bad_frame_window
-        if now - start >= 1.0:
-            start, logged = now, 0
-        self._bad_frame_window = (start, logged + 1)
-        if logged < 20:
+        if self._bad_frame_lines.allow():
             log.warning(
                 "dropping malformed %s frame from worker %s: %s",
                 exc.msg_type or "untyped",
@@ -261,6 +278,8 @@ class Engine:
             response_format=msg.response_format,
         )
         conn.functions.add(key)
+        if conn.info:
+            worker_lines.registered(conn, msg.id)
         self._notify_functions()
 
     def _on_unregister_function(self, conn: Connection, msg: UnregisterFunction, frame: bytes) -> None:
@@ -396,6 +415,16 @@ class Engine:
         caller.calling.discard(msg.invocation_id)
         if error is not UNSET:
             error = _clean_error(error)  # type: ignore[arg-type]
+            if self._failure_lines.allow():
+                failure = _error_from_raw(error, pending.function_id)  # type: ignore[arg-type]
+                log.warning(
+                    "function %s (worker %r) failed for worker %r: %s: %s",
+                    pending.function_id,
+                    conn.name,
+                    caller.name,
+                    failure.code,
+                    failure.message[:500],
+                )
             result: Raw | UnsetType = UNSET
         else:
             result = UNSET if protocol.raw_is_null(msg.result) else msg.result

@@ -58,17 +58,13 @@ class Server:
         return port
 
     async def start(self) -> None:
-        """Start modules, then listen. Raises ConfigError for unusable modules."""
+        """Bind the port, start the modules, then accept connections.
+
+        Binding comes first so that a port in use (OSError) fails the start
+        before any module has opened, or created, its store. Raises
+        ConfigError for unusable modules.
+        """
         builtins.install(self.engine)
-        started: list[Module] = []
-        try:
-            for module in self.modules:
-                await module.start(self.engine)
-                started.append(module)
-        except BaseException:
-            for module in reversed(started):
-                await module.stop()
-            raise
         cfg = self.config
         options = TransportOptions(
             max_frame_bytes=cfg.limits.max_frame_bytes,
@@ -76,7 +72,19 @@ class Server:
             max_send_buffer_bytes=max(cfg.limits.max_send_buffer_bytes, cfg.limits.max_frame_bytes),
             auth_token=cfg.auth_token,
         )
-        self.listener = await serve(self.engine, cfg.host, cfg.port, options, self.sockets)
+        listener = await serve(self.engine, cfg.host, cfg.port, options, self.sockets, start_serving=False)
+        started: list[Module] = []
+        try:
+            for module in self.modules:
+                await module.start(self.engine)
+                started.append(module)
+        except BaseException:
+            listener.close()
+            for module in reversed(started):
+                await module.stop()
+            raise
+        self.listener = listener
+        await listener.start_serving()
         if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.auth_token is None:
             log.warning(
                 "listening on %s without auth_token: any host that can reach this port can "

@@ -363,10 +363,14 @@ async def serve(
     port: int,
     options: TransportOptions,
     live: set[WSTransport] | None = None,
+    *,
+    start_serving: bool = True,
 ) -> asyncio.Server:
-    """Start listening; returns the server (close it to stop accepting).
+    """Bind and start listening; returns the server (close it to stop accepting).
 
-    ``live`` collects the open sockets, for ``close_all`` at shutdown.
+    ``live`` collects the open sockets, for ``close_all`` at shutdown. With
+    ``start_serving=False`` the port is bound but nothing is accepted until
+    ``await server.start_serving()``.
     """
     # Imported here: channel_sockets builds on this module's listener base.
     from pyiii.engine import channel_sockets
@@ -391,6 +395,7 @@ async def serve(
         websocket_handshake_timeout=options.handshake_timeout_s,
         enable_auto_pong=True,
         logger_name="transport",
+        start_serving=start_serving,
     )
 
 

@@ -33,6 +33,7 @@ from pyiii.protocol import (
     TriggerRegistrationResult,
     UnregisterTrigger,
 )
+from pyiii.trigger_providers import missing_type_hint
 
 log = logging.getLogger("pyiii.engine")
 
@@ -45,6 +46,9 @@ class TriggerRegistry:
     def __init__(self) -> None:
         self.trigger_types: dict[str, TriggerType] = {}
         self.triggers: dict[str, Trigger] = {}
+        # (type, function id) already warned about as unfireable; a type's
+        # entries go when it is registered. Keeps a replay on reconnect quiet.
+        self._warned: set[tuple[str, str]] = set()
 
     def register_trigger_type(
         self, type_id: str, description: str, provider: TriggerProvider, *, worker_name: str
@@ -53,6 +57,7 @@ class TriggerRegistry:
         self.trigger_types[type_id] = TriggerType(
             id=type_id, description=description, builtin=provider, worker_name=worker_name
         )
+        self._forget_warnings(type_id)
         for trig in list(self.triggers.values()):
             if trig.trigger_type == type_id and not trig.active:
                 self._activate(trig)
@@ -65,6 +70,7 @@ class TriggerRegistry:
         if previous is not None and previous.provider is not None:
             previous.provider.trigger_types.discard(msg.id)
         self.trigger_types[msg.id] = TriggerType(id=msg.id, description=msg.description or "", provider=conn)
+        self._forget_warnings(msg.id)
         conn.trigger_types.add(msg.id)
         for trig in list(self.triggers.values()):
             if trig.trigger_type == msg.id:
@@ -119,6 +125,7 @@ class TriggerRegistry:
         """Hand a binding to its provider; park it when the type is unknown."""
         tt = self.trigger_types.get(trig.trigger_type)
         if tt is None:
+            self._warn_parked(trig)
             return None  # parked until someone registers the type
         if tt.builtin is not None:
             try:
@@ -146,6 +153,24 @@ class TriggerRegistry:
         )
         trig.active = True
         return None
+
+    def _warn_parked(self, trig: Trigger) -> None:
+        key = (trig.trigger_type, trig.function_id)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        owner = f"worker {trig.owner.name!r}" if trig.owner is not None else "the engine"
+        log.warning(
+            "trigger %s for %s (from %s) will not fire: no module or worker provides trigger type %r; %s",
+            trig.id,
+            trig.function_id,
+            owner,
+            trig.trigger_type,
+            missing_type_hint(trig.trigger_type),
+        )
+
+    def _forget_warnings(self, type_id: str) -> None:
+        self._warned = {key for key in self._warned if key[0] != type_id}
 
     def drop_connection(self, conn: Connection) -> None:
         """Remove the bindings ``conn`` owned; park those on types it provided."""

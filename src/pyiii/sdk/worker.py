@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import random
+import signal
 import threading
 import traceback
 import urllib.parse
@@ -42,6 +43,7 @@ from pyiii.errors import IIIError
 from pyiii.sdk.channels import Channel, ChannelReader, ChannelWriter, is_channel_ref
 from pyiii.sdk.logger import TelemetrySink, add_sink, current_function_id, remove_sink
 from pyiii.sdk.state import State
+from pyiii.trigger_providers import missing_type_hint
 
 __all__ = ["FunctionRef", "Trigger", "Worker", "connect", "register_worker"]
 
@@ -57,6 +59,8 @@ BACKOFF_MAX_S: Final = 10.0
 # 60 s window is not expressible).
 PING_IDLE_S: Final = 20.0
 PING_REPLY_S: Final = 20.0
+# How long after connecting (or registering) the SDK checks that its triggers' types exist.
+TRIGGER_TYPE_CHECK_DELAY_S: Final = 1.0
 
 
 def _sdk_version() -> str:
@@ -227,6 +231,9 @@ class Worker:
         self._run_task: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closing = False
+        self._closed = threading.Event()  # set once shutdown has finished
+        self._present_types: set[str] = set()  # trigger types the engine was seen to have
+        self._unchecked_types: dict[str, str] = {}  # trigger type -> a function bound to it
         parts = urllib.parse.urlsplit(url)
         otel_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/otel", "", ""))
         self.telemetry = TelemetrySink(otel_url, loop, name, self._headers or None)
@@ -352,7 +359,52 @@ class Worker:
         )
         self._triggers[trigger_id] = frame
         self._soon(self._send_live, frame)
+        self._soon(self._check_trigger_type, trigger_type, function_id)
         return Trigger(self, trigger_id, trigger_type, function_id)
+
+    def _check_trigger_type(self, trigger_type: str, function_id: str) -> None:
+        if trigger_type in self._present_types or self._closing:
+            return
+        first = not self._unchecked_types
+        self._unchecked_types.setdefault(trigger_type, function_id)
+        if first:
+            self._spawn(self._warn_of_missing_types())
+
+    async def _warn_of_missing_types(self) -> None:
+        """Warn about triggers just registered for types the engine does not have.
+
+        The engine parks such a binding without an error (its provider may
+        come later), so without this a trigger that can never fire looks fine.
+        One ``engine::triggers::list`` call covers every trigger registered in
+        the window; the short wait lets a provider that starts alongside us
+        register its type first.
+        """
+        try:
+            await asyncio.shield(self._first_connect)
+        except IIIError:
+            return  # never connected: nothing to check against
+        await asyncio.sleep(TRIGGER_TYPE_CHECK_DELAY_S)
+        try:
+            listed = await self.trigger("engine::triggers::list", {"include_internal": True})
+        except IIIError as exc:
+            log.debug("could not check trigger types %s: %s", sorted(self._unchecked_types), exc)
+            return
+        finally:
+            unchecked, self._unchecked_types = self._unchecked_types, {}
+        types = listed.get("triggers") if isinstance(listed, dict) else None
+        if not isinstance(types, list):
+            return
+        self._present_types.update(str(t.get("id")) for t in types if isinstance(t, dict))
+        for trigger_type, function_id in unchecked.items():
+            if trigger_type not in self._present_types:
+                log.warning(
+                    "the engine at %s has no trigger type %r, so the trigger for %s will not fire until "
+                    "one is registered; %s",
+                    self.url,
+                    trigger_type,
+                    function_id,
+                    missing_type_hint(trigger_type),
+                )
 
     def _unregister_trigger(self, trigger_id: str, trigger_type: str) -> None:
         if self._triggers.pop(trigger_id, None) is not None:
@@ -456,6 +508,56 @@ class Worker:
                 errors.CONNECTION_LOST, f"could not connect to the engine at {self.url} in {timeout:g}s"
             ) from None
 
+    async def serve_forever(self) -> None:
+        """Serve the registered functions until Ctrl-C, SIGTERM or ``shutdown()``; then shut down.
+
+        In the main thread Ctrl-C and SIGTERM end it quietly (no
+        KeyboardInterrupt); cancelling the awaiting task ends it too.
+        """
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        caught: list[tuple[signal.Signals, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(sig)
+                try:
+                    loop.add_signal_handler(sig, stop.set)
+                except (NotImplementedError, RuntimeError):  # no signal support on this loop
+                    continue
+                caught.append((sig, previous))
+        closed = asyncio.ensure_future(asyncio.to_thread(self._closed.wait))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            for sig, previous in caught:
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, previous)  # e.g. asyncio.run's own Ctrl-C handler
+            await self.shutdown()
+            await closed
+
+    def run(self) -> None:
+        """Blocking ``serve_forever`` for scripts without asyncio: serve until Ctrl-C,
+        SIGTERM or ``shutdown()``, then shut down and return."""
+        if self._thread is None or _on_loop(self._loop) or threading.current_thread() is self._thread:
+            raise RuntimeError("this worker runs on an asyncio loop: use `await worker.serve_forever()`")
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM asks the worker's loop to shut down, which wakes the wait below.
+            previous = signal.signal(signal.SIGTERM, lambda *_: self._soon(self._spawn_close))
+        try:
+            self._closed.wait()
+        except KeyboardInterrupt:
+            pass  # Ctrl-C: the normal way to stop a worker started from a terminal
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.shutdown_sync()
+
+    def _spawn_close(self) -> None:
+        self._spawn(self._close())
+
     async def shutdown(self) -> None:
         """Stop reconnecting, fail pending calls (SHUTDOWN), close with 1000."""
         if not _on_loop(self._loop):
@@ -470,6 +572,7 @@ class Worker:
         """Blocking ``shutdown`` for code with no running loop."""
         if self._loop.is_closed():
             self._forget()
+            self._closed.set()
             return
         self._block(self._close())
         self._stop_thread()
@@ -490,6 +593,12 @@ class Worker:
         if self._closing:
             return
         self._closing = True
+        try:
+            await self._close_session()
+        finally:
+            self._closed.set()
+
+    async def _close_session(self) -> None:
         self._forget()
         if self._run_task is not None:
             self._run_task.cancel()
@@ -756,19 +865,29 @@ class Worker:
         self, function_id: str, invocation_id: str | None, exc: BaseException, *, with_trace: bool = True
     ) -> None:
         trace = "".join(traceback.format_exception(exc)) if with_trace else None
-        if invocation_id is None:
-            log.error("void invocation of %s failed: %s\n%s", function_id, exc, trace or "")
-            return
         if isinstance(exc, IIIError):
+            # Raised on purpose (or our own serialization check): the code says it all.
             body = exc.to_body()
             if trace and "stacktrace" not in body:
                 body["stacktrace"] = trace
+            if with_trace:
+                log.warning("function %s failed: %s: %s", function_id, exc.code, exc.message)
         else:
-            body = {"code": errors.INVOCATION_FAILED, "message": str(exc)}
+            # The type is half the story: str(KeyError('b')) is just "'b'".
+            body = {"code": errors.INVOCATION_FAILED, "message": describe_exception(exc)}
             if trace:
                 body["stacktrace"] = trace
+            log.error("function %s failed: %s", function_id, trace or body["message"])
+        if invocation_id is None:
+            return  # void: the log line above is all there is
         error = Raw(_json_encode(body, enc_hook=str))
         self._send_live(p.encode(p.InvocationResult(invocation_id, function_id, error=error)))
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``KeyError: 'b'``: the exception's type, then its text when it has one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # --- entry points -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ``state::update`` op engine (spec state.md §4): pure, no I/O.
+"""The ``state::update`` op engine (docs/state.md §4): pure, no I/O.
 
 Two steps, so the State module can fail a malformed request before touching
 storage and then run the (possibly retried) mutation cheaply:

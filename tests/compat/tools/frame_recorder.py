@@ -1,6 +1,6 @@
 """Frame recorder: a throw-away stand-in engine used to capture official-SDK traffic.
 
-NOT a reference implementation (see shared/spec/protocol.md for that). It logs every connection
+NOT a reference implementation (docs/protocol.md describes the protocol). It logs every connection
 (path + handshake headers) and every frame (text JSON, binary LOGS/OTLP/MTRC telemetry) as JSON
 lines, routes invocations between workers, and fakes state::set/get/update (increment/set ops) and
 the `state` trigger well enough for tests/compat/{node,python}/worker.* to run against it.

@@ -1,6 +1,6 @@
 """Raw-protocol helpers for the State module tests.
 
-``Client`` speaks the worker protocol (shared/spec/protocol.md §2-3) over the
+``Client`` speaks the worker protocol (docs/protocol.md) over the
 ``websockets`` library, exactly as a worker would: it reads the unprompted
 ``workerregistered`` frame, matches ``invocationresult`` frames to calls by
 ``invocation_id`` (a background reader task resolves futures), answers

@@ -1,10 +1,9 @@
-"""Tests for the pure update-op engine (spec state.md §4)."""
+"""Tests for the pure update-op engine (docs/state.md §4)."""
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -13,16 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyiii.stores.ops import DOC_URL, OpsDecodeError, apply_ops, parse_ops
+from support.data import UPDATE_OPS_VECTORS  # tests/support, on sys.path via tests/conftest.py
 from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-VECTORS_PATH = REPO_ROOT.parent / "shared/spec/update-ops-vectors.json"
-if not VECTORS_PATH.is_file():
-    raise FileNotFoundError(
-        f"update-op test vectors not found at {VECTORS_PATH} "
-        "(expected the shared spec checkout beside the repository)"
-    )
-VECTORS: list[dict[str, Any]] = msgspec.json.decode(VECTORS_PATH.read_bytes())
+VECTORS: list[dict[str, Any]] = msgspec.json.decode(UPDATE_OPS_VECTORS.read_bytes())
 
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1

@@ -14,7 +14,6 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -31,13 +30,13 @@ from pyiii.stores import redis as redis_adapter
 from pyiii.stores.base import AdapterError, Entry, Mutation, PreconditionFailed, Put, now_ms
 from pyiii.stores.ops import OpsDecodeError, apply_ops, parse_ops
 from pyiii.stores.redis import RedisAdapter
+from support.data import UPDATE_OPS_VECTORS  # tests/support, on sys.path via tests/conftest.py
 from support.engines import free_port, running_engine  # tests/support, on sys.path via tests/conftest.py
 from support.engines import sdk_worker as worker
 from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
 from support.redis_server import RedisClusterServers  # tests/support, on sys.path via tests/conftest.py
 
-VECTORS_PATH = Path(__file__).resolve().parents[3].parent / "shared/spec/update-ops-vectors.json"
-VECTORS: list[dict[str, Any]] = msgspec.json.decode(VECTORS_PATH.read_bytes())
+VECTORS: list[dict[str, Any]] = msgspec.json.decode(UPDATE_OPS_VECTORS.read_bytes())
 
 
 @pytest.fixture

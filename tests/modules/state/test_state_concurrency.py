@@ -1,4 +1,4 @@
-"""Concurrent writers through the engine (shared/spec/state.md §3.4, §6.1, §8).
+"""Concurrent writers through the engine (docs/state.md §3.4, §8).
 
 Raw-protocol clients only (the official-SDK variant lives elsewhere). Each
 test runs once per State adapter.

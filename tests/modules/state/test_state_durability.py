@@ -4,7 +4,7 @@ A real ``pyiii serve`` subprocess with the shipped config shape
 (``./data/state_store.db``). What a user relies on: a write the engine
 acknowledged is there after SIGKILL or SIGTERM and a restart; list order
 survives; a damaged store stops the engine (exit 2, file named) and is left
-byte-for-byte untouched. Spec: state.md §6.1, §9.1, §9.4 (the reference loses
+byte-for-byte untouched. Spec: docs/state.md §6.1, §9.1, §9.4 (the reference loses
 up to 5 s of acknowledged writes and overwrites unreadable files; pyiii
 promises not to, see docs/decisions.md).
 """
@@ -373,7 +373,7 @@ async def test_damaged_store_stops_the_engine_and_is_left_untouched(
 async def test_corrupt_store_is_reported_every_time_not_replaced(
     make_engine_proc: Any, tmp_path: Path
 ) -> None:
-    """Starting twice does not 'repair' the file by overwriting it (state.md §9.4)."""
+    """Starting twice does not 'repair' the file by overwriting it (docs/state.md §9.4)."""
     (tmp_path / "data").mkdir()
     db = tmp_path / "data" / "state_store.db"
     db.write_bytes(b"SQLite format 3\x00" + os.urandom(4000))

@@ -1,7 +1,7 @@
 """The six ``state::*`` functions through a real engine, as a worker sees them.
 
-Spec: shared/spec/state.md §2-§3 (result shapes, input decoding), §5 (no event
-for rejected calls); shared/spec/protocol.md §3.4 / §6.3 (wire shapes).
+Spec: docs/state.md (result shapes, input decoding, no event for rejected
+calls); docs/protocol.md §3.4, §6 (wire shapes).
 Every test runs once per State adapter (fixture ``adapter``).
 """
 
@@ -167,7 +167,7 @@ async def test_update_result_omits_errors_when_there_are_none(client: Any) -> No
 
 
 async def test_update_reports_per_op_errors_and_still_writes(client: Any) -> None:
-    # The worked example of state.md §4.7, byte for byte (after decoding).
+    # The worked example of docs/state.md §4.7, byte for byte (after decoding).
     await client.ok("state::set", {"scope": "s", "key": "ada", "value": {"name": "Ada"}})
     result = await client.ok(
         "state::update",
@@ -258,7 +258,7 @@ async def test_list_groups_is_sorted_and_unique(client: Any) -> None:
 
 async def test_list_groups_drops_a_scope_once_its_last_key_is_deleted(client: Any) -> None:
     # pyiii follows the reference's documentation here, not its kv store
-    # (state.md §3.6 / §9.12, docs/decisions.md).
+    # (docs/state.md §3.6 / §9.12, docs/decisions.md).
     await client.ok("state::set", {"scope": "gone", "key": "a", "value": 1})
     await client.ok("state::set", {"scope": "gone", "key": "b", "value": 2})
     await client.ok("state::set", {"scope": "kept", "key": "a", "value": 1})
@@ -469,7 +469,7 @@ async def test_max_value_bytes_also_bounds_updates(make_state_engine: Any) -> No
 async def test_max_value_bytes_measures_the_compact_encoding_not_the_frame_text(
     make_state_engine: Any, token: str, count: int, compact: int
 ) -> None:
-    # state.md §3.1: the limit applies to the compact JSON encoding of the value.
+    # docs/state.md §3.1: the limit applies to the compact JSON encoding of the value.
     # 1E2 is 3 bytes in the frame but 100.0 (5 bytes) once encoded; 1E15 grows 4 -> 18.
     eng = await make_state_engine(max_value_bytes=100)
     client = await eng.client()
@@ -486,7 +486,7 @@ async def test_max_value_bytes_measures_the_compact_encoding_not_the_frame_text(
 
 
 # A JSON number too large for a double: the reference's decoder rejects it
-# ("number out of range"), so it can never be stored (state.md §1, §2).
+# ("number out of range"), so it can never be stored (docs/state.md §1, §2).
 HUGE_NUMBER_CALLS = [
     ("set", '{"scope":"big","key":"k","value":1e400}'),
     ("set", '{"scope":"big","key":"k","value":{"x":[-1e400]}}'),

@@ -1,4 +1,4 @@
-"""The ``state`` trigger type, observed by a worker (shared/spec/state.md §5).
+"""The ``state`` trigger type, observed by a worker (docs/state.md §5).
 
 Events are delivered as ``invokefunction`` frames to the bound function with
 the exact payload ``{type, event_type, scope, key, old_value, new_value}`` and

@@ -1,4 +1,4 @@
-"""Every update-op vector (shared/spec/update-ops-vectors.json) through the engine.
+"""Every update-op vector (tests/data/update-ops-vectors.json) through the engine.
 
 For each vector: store the initial value with ``state::set`` (absent key when
 ``initial`` is null without ``initial_exists``; a stored JSON null with it),
@@ -7,7 +7,7 @@ call ``state::update`` with the raw ``ops``, and check what a worker sees:
 ``errors`` (op_index, code, plus a message and doc_url), the state trigger's
 event type (``state:created`` iff the key was absent) and a following
 ``state::get``. Whole-call failures must store nothing and fire nothing.
-Spec: state.md §3.4, §4, §5, §10.
+Spec: docs/state.md §3.4, §4, §5, §10.
 
 One engine per adapter for the whole module; each vector uses its own key.
 """
@@ -17,17 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from support.data import UPDATE_OPS_VECTORS  # tests/support, on sys.path via tests/conftest.py
 from support.jsonvalues import same_json  # tests/support, on sys.path via tests/conftest.py
 
-VECTORS_PATH = Path(__file__).resolve().parents[3].parent / "shared/spec/update-ops-vectors.json"
 # json.loads keeps 3 and 3.0 apart and big integers exact.
-VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+VECTORS: list[dict[str, Any]] = json.loads(UPDATE_OPS_VECTORS.read_text(encoding="utf-8"))
 DOC_URL = "https://iii.dev/docs/workers/iii-state#error-codes"
 SCOPE = "vectors"
 

@@ -20,6 +20,7 @@ ADAPTER_CLASSES: dict[str, AdapterName] = {
 STORE_METHODS: dict[str, StoreMethod] = {"in_memory": "in_memory", "file_based": "file_based"}
 
 DEFAULT_REDIS_URL = "redis://localhost:6379"
+DEFAULT_FILE_PATH = "./data/state_store.db"
 _KEYS = ("adapter", "triggers_enabled", "max_value_bytes", "save_interval_ms")
 _ADAPTER_KEYS: dict[AdapterName, tuple[str, ...]] = {
     "kv": ("store_method", "file_path", "save_interval_ms"),
@@ -42,7 +43,7 @@ class StateConfig:
 
     adapter: AdapterName = "kv"
     store_method: StoreMethod = "in_memory"
-    file_path: str = "./data/state_store.db"
+    file_path: str = DEFAULT_FILE_PATH
     save_interval_ms: int | None = None
     triggers_enabled: bool = True
     max_value_bytes: int | None = None
@@ -89,6 +90,13 @@ def _adapter(spec: Block) -> dict[str, object]:
         values["store_method"] = cfg.choice("store_method", "in_memory", STORE_METHODS)
         if "file_path" in cfg:
             values["file_path"] = cfg.opt_str("file_path")
+        elif values["store_method"] == "file_based":
+            # Accepted (the reference has a default too), but where the data goes must not be a surprise.
+            cfg.warn(
+                f"store_method file_based without file_path: the store is {DEFAULT_FILE_PATH} "
+                "(relative to the directory the engine starts in); set file_path to choose",
+                "file_path",
+            )
         if "save_interval_ms" in cfg:
             values["save_interval_ms"] = cfg.opt_int("save_interval_ms")
     elif adapter == "redis":

@@ -28,6 +28,7 @@ module wires them to the adapter, the triggers and the remote engine.
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,10 @@ def build_adapter(config: StateConfig) -> StateAdapter:
     raise IIIError(errors.INVALID_ARGUMENTS, f"unknown state adapter {config.adapter!r}")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 class StateModule(Module):
     """Shared scoped key/value state with atomic updates and change triggers."""
 
@@ -125,12 +130,13 @@ class StateModule(Module):
         self.max_value_bytes = config.max_value_bytes
         self.triggers: StateTriggers | None = None
         self._local_events = True
+        self._found = ""  # what a durable local store held at start, for the start-up log
 
     def describe(self) -> str:
         cfg = self.config
         if cfg.adapter == "kv" and cfg.store_method == "file_based":
-            where = getattr(self.adapter, "db_path", cfg.file_path)
-            return f"kv file_based at {where} (every write committed before it is acknowledged)"
+            where = os.path.abspath(getattr(self.adapter, "db_path", cfg.file_path))
+            return f"kv file_based at {where}{self._found} (every write committed before it is acknowledged)"
         if cfg.adapter == "kv":
             return "kv in_memory (nothing is persisted)"
         if cfg.adapter == "redis":
@@ -139,6 +145,11 @@ class StateModule(Module):
 
     async def start(self, engine: Engine) -> None:
         await self.adapter.open()
+        if self.config.adapter == "kv" and self.config.store_method == "file_based":
+            # Counted from the in-memory mirror (no disk reads); shared stores are not counted.
+            scopes = await self.adapter.list_groups()
+            keys = sum([await self.adapter.count(scope, "") for scope in scopes])
+            self._found = f": {_plural(len(scopes), 'scope')} and {_plural(keys, 'key')} found"
         self.triggers = StateTriggers(engine)
         self.triggers.enabled = self.config.triggers_enabled
         # A shared adapter reports every change itself, ours and other engines'.
