@@ -58,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,11 @@ HERE = Path(__file__).resolve().parent.parent
 NODE_PKG = Path("sdk/packages/node/iii")
 PY_PKG = Path("sdk/packages/python/iii")
 PY_HELPERS = Path("sdk/packages/python/helpers")
+# Added to the SDK's dev extras: per-test timeouts, and results written as tests finish.
+PY_TOOLS = ("pytest-timeout", "pytest-reportlog")
+# Upstream runs pytest without a timeout, and some SDK tests sit out the SDK's
+# 30 s connect wait on purpose (test_init_api.py), so the default is above it.
+PY_TEST_TIMEOUT = 60.0
 # Node SDK workspace members its tests need (the upstream workspace also lists
 # the console, docs and website, which would pull in hundreds of packages).
 NODE_WORKSPACE = ("sdk/packages/node/iii", "sdk/packages/node/helpers")
@@ -84,6 +89,8 @@ FIXTURES = {
     "test": "config-test.yaml",
 }
 WORKERS_INDEX = re.compile(r"workers\[(\d+)\]")
+# A test process still running this long after writing its results is killed.
+EXIT_GRACE = 10.0
 
 
 # ---------------------------------------------------------------- utilities
@@ -257,17 +264,18 @@ def prepare_python(src: Path, logs: Path, python: str) -> tuple[Path, Path]:
     venv = src / ".venv-py"
     interp = venv / "bin" / "python"
     stamp = src / ".python-ready"
-    if stamp.exists():
-        return pkg, interp
-    if not interp.exists():
-        run([python, "-m", "venv", str(venv)], src, logs / "setup-python.log")
     pip = [str(interp), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    args = [*pip, "pytest-timeout"]
+    args = [*pip, *PY_TOOLS]
     if (src / PY_HELPERS).is_dir():
         args += ["-e", str(src / PY_HELPERS)]
     args += ["-e", f"{pkg}[dev]"]
+    # The stamp holds the install command, so a changed tool list reinstalls.
+    if stamp.exists() and stamp.read_text() == " ".join(args):
+        return pkg, interp
+    if not interp.exists():
+        run([python, "-m", "venv", str(venv)], src, logs / "setup-python.log")
     run(args, src, logs / "setup-python.log")
-    stamp.write_text("ok\n")
+    stamp.write_text(" ".join(args))
     return pkg, interp
 
 
@@ -441,10 +449,21 @@ def first_line(text: str) -> str:
 
 
 def run_file(
-    cmd: list[str], cwd: Path, env: dict[str, str], logfile: Path, limit: float
-) -> tuple[int | None, float]:
-    """Run one test file's process; None as exit code when killed at ``limit``."""
+    cmd: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    logfile: Path,
+    limit: float,
+    finished: Callable[[], bool],
+) -> tuple[int | None, float, bool]:
+    """Run one test file's process.
+
+    Returns (exit code or None when killed, seconds, whether it was killed only
+    because it kept running EXIT_GRACE seconds after ``finished()`` said the
+    runner had written its results, e.g. on a non-daemon SDK thread).
+    """
     start = time.monotonic()
+    hung_at_exit = False
     with logfile.open("wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -455,13 +474,31 @@ def run_file(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        done_at: float | None = None
+        code: int | None = None
         try:
-            code: int | None = proc.wait(limit)
-        except subprocess.TimeoutExpired:
-            code = None
+            while True:
+                try:
+                    code = proc.wait(0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    now = time.monotonic()
+                    if done_at is None and finished():
+                        done_at = now
+                    if done_at is not None and now - done_at > EXIT_GRACE:
+                        hung_at_exit = True
+                        break
+                    if now - start > limit:
+                        break
         finally:
             kill_group(proc)  # also reaps children a finished runner left behind
-    return code, time.monotonic() - start
+    return code, time.monotonic() - start, hung_at_exit
+
+
+def kill_note(code: int | None, hung_at_exit: bool, limit: float) -> str:
+    if hung_at_exit:
+        return f"results complete, but the process did not exit; killed {EXIT_GRACE:.0f}s after"
+    return f"killed after {limit:.0f}s (--file-timeout)" if code is None else ""
 
 
 def node_file(
@@ -479,14 +516,14 @@ def node_file(
         "--reporter=json",
         f"--outputFile={report}",
         "--reporter=default",
-        f"--testTimeout={int(args.test_timeout * 1000)}",
-        f"--hookTimeout={int(args.test_timeout * 1000)}",
-        f"--teardownTimeout={int(args.test_timeout * 1000)}",
         "--coverage.enabled=false",
     ]
+    if args.test_timeout is not None:  # else the suite's vitest.config values
+        ms = int(args.test_timeout * 1000)
+        cmd += [f"--testTimeout={ms}", f"--hookTimeout={ms}", f"--teardownTimeout={ms}"]
     if args.k:
         cmd += ["-t", args.k]
-    code, res.seconds = run_file(cmd, pkg, env, logfile, args.file_timeout)
+    code, res.seconds, hung = run_file(cmd, pkg, env, logfile, args.file_timeout, report.exists)
     res.log = str(logfile)
     if report.exists():
         data = json.loads(report.read_text())
@@ -499,7 +536,7 @@ def node_file(
             if suite.get("status") == "failed" and not suite.get("assertionResults"):
                 res.error = first_line(suite.get("message", "")) or "file failed before any test ran"
     if code is None:
-        res.error = f"killed after {args.file_timeout:.0f}s (--file-timeout)"
+        res.error = kill_note(code, hung, args.file_timeout)
     elif not report.exists():
         res.error = f"vitest exited {code} without a report; see {logfile}"
     res.tally()
@@ -508,11 +545,53 @@ def node_file(
     return res
 
 
+def read_report_log(path: Path) -> tuple[list[TestResult], bool]:
+    """Tests from a pytest-reportlog file (written as tests finish, so a killed
+    run still reports what ran) and whether the session finished."""
+    phases: dict[str, list[dict[str, Any]]] = {}
+    finished = False
+    if not path.exists():
+        return [], False
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if rec.get("$report_type") == "SessionFinish":
+            finished = True
+        elif rec.get("$report_type") == "TestReport":
+            phases.setdefault(rec["nodeid"], []).append(rec)
+    tests = []
+    for nodeid, recs in phases.items():
+        status, msg = "passed", ""
+        for rec in recs:
+            if rec["outcome"] == "failed":
+                status, msg = "failed", longrepr_line(rec.get("longrepr"), rec.get("when", ""))
+                break
+            if rec["outcome"] == "skipped":
+                status, msg = "skipped", longrepr_line(rec.get("longrepr"), "")
+        seconds = sum(float(r.get("duration") or 0) for r in recs)
+        tests.append(TestResult(nodeid.split("::", 1)[-1], status, seconds, msg))
+    return tests, finished
+
+
+def longrepr_line(longrepr: Any, when: str) -> str:
+    prefix = f"[{when}] " if when and when != "call" else ""
+    if isinstance(longrepr, list) and len(longrepr) == 3:  # skip: (path, line, reason)
+        return first_line(str(longrepr[2]))
+    if isinstance(longrepr, dict):
+        crash = (longrepr.get("reprcrash") or {}).get("message")
+        if crash:
+            return prefix + first_line(crash)
+        return prefix + first_line(json.dumps(longrepr)[:300])
+    return prefix + first_line(str(longrepr or ""))
+
+
 def python_file(
     pkg: Path, interp: Path, file: str, env: dict[str, str], rundir: Path, args: argparse.Namespace
 ) -> FileResult:
     res = FileResult("python", file)
-    report = rundir / "python" / f"{file}.xml"
+    report = rundir / "python" / f"{file}.jsonl"
     logfile = rundir / "python" / f"{file}.log"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.unlink(missing_ok=True)
@@ -526,26 +605,18 @@ def python_file(
         "addopts=",
         "-p",
         "no:cacheprovider",
-        f"--junitxml={report}",
-        f"--timeout={args.test_timeout:.0f}",
+        f"--report-log={report}",
+        f"--timeout={PY_TEST_TIMEOUT if args.test_timeout is None else args.test_timeout:.0f}",
     ]
     if args.k:
         cmd += ["-k", args.k]
-    code, res.seconds = run_file(cmd, pkg, env, logfile, args.file_timeout)
+    code, res.seconds, hung = run_file(
+        cmd, pkg, env, logfile, args.file_timeout, lambda: read_report_log(report)[1]
+    )
     res.log = str(logfile)
-    if report.exists():
-        root = ET.parse(report).getroot()
-        for case in root.iter("testcase"):
-            name = f"{case.get('classname', '')}::{case.get('name', '')}"
-            status, msg = "passed", ""
-            for child in case:
-                if child.tag in ("failure", "error"):
-                    status, msg = "failed", first_line(child.get("message", "") or child.text or "")
-                elif child.tag == "skipped":
-                    status, msg = "skipped", first_line(child.get("message", ""))
-            res.tests.append(TestResult(name, status, float(case.get("time") or 0), msg))
+    res.tests, _ = read_report_log(report)
     if code is None:
-        res.error = f"killed after {args.file_timeout:.0f}s (--file-timeout)"
+        res.error = kill_note(code, hung, args.file_timeout)
     elif code not in (0, 1, 5):  # 5: nothing collected (e.g. -k matched nothing)
         res.error = f"pytest exited {code}; see {logfile}"
     res.tally()
@@ -629,7 +700,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=PATH",
         help=f"use PATH instead of a fixture; NAME is one of {', '.join(FIXTURES)}",
     )
-    parser.add_argument("--test-timeout", type=float, default=30.0, help="seconds per test/hook (default 30)")
+    parser.add_argument(
+        "--test-timeout",
+        type=float,
+        default=None,
+        help="seconds per test and hook (default: vitest.config's own, 30 s per test and 60 s per "
+        f"hook; pytest {PY_TEST_TIMEOUT:.0f} s, above the SDK's 30 s connect wait)",
+    )
     parser.add_argument(
         "--file-timeout",
         type=float,
