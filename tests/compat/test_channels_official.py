@@ -124,6 +124,18 @@ async def test_official_creates_pyiii_serves(
     check(*await official_send_and_receive(spawn, version, engine_proc.url, "pyiii"))
 
 
+@pytest.mark.parametrize("version", ("node-0.9", "py-0.11.6"))
+async def test_older_official_sdks_create_channels(
+    engine_proc: Any, spawn: Spawner, pyiii_server: Worker, version: str
+) -> None:
+    """The previous generation (iii.createChannel / iii.create_channel methods) works the same."""
+    require_compat(version)
+    check(
+        *await official_send_and_receive(spawn, version, engine_proc.url, "pyiii", size=512 * 1024),
+        size=512 * 1024,
+    )
+
+
 @pytest.mark.parametrize("version", OFFICIAL)
 async def test_pyiii_creates_official_serves(engine_proc: Any, spawn: Spawner, version: str) -> None:
     prefix = prefix_of(version)
