@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from urllib.parse import parse_qs, unquote
 
@@ -35,8 +36,14 @@ log = logging.getLogger("pyiii.channels")
 
 PREFIX = b"/ws/channels/"
 # Unsent bytes on a reader's socket above which we stop taking messages from the channel.
-READ_HIGH_WATER = 1024 * 1024
-READ_LOW_WATER = 256 * 1024
+READ_HIGH_WATER = 512 * 1024
+READ_LOW_WATER = 128 * 1024
+# Kernel buffer of a channel socket on the engine's side (SO_RCVBUF for a writer's,
+# SO_SNDBUF for a reader's). picows doubles its read buffer whenever a read fills
+# it, so with Linux autotuning (tcp_rmem up to 32 MiB) one read could hand us
+# megabytes of frames after we paused; a fixed kernel buffer caps each read, and
+# the kernel memory a channel pins.
+SOCKET_BUFFER_BYTES = 256 * 1024
 # An aborted channel's sockets close with 1011: to a generic client (the
 # `websockets` library, browsers) a stream cut short is an error, not an end.
 ABORT_CODE = WSCloseCode.INTERNAL_ERROR
@@ -59,6 +66,14 @@ def route(
     if direction == WRITE:
         return _WriteSide(channel, options, live)
     return _ReadSide(channel, options, live)
+
+
+def _set_buffer(transport: WSTransport, option: int) -> None:
+    sock = transport.underlying_transport.get_extra_info("socket")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+    except (OSError, AttributeError) as exc:  # not fatal: only the bound gets looser
+        log.debug("could not size a channel socket's buffer: %s", exc)
 
 
 class _Side(_Base):
@@ -93,6 +108,7 @@ class _WriteSide(_Side):
 
     def started(self) -> None:
         self.owner = True
+        _set_buffer(self.transport, socket.SO_RCVBUF)
         self.channel.add_abort_callback(self._aborted)
 
     def _aborted(self, reason: str) -> None:
@@ -184,6 +200,7 @@ class _ReadSide(_Side):
     def started(self) -> None:
         sock = self.transport.underlying_transport
         sock.set_write_buffer_limits(high=READ_HIGH_WATER, low=READ_LOW_WATER)
+        _set_buffer(self.transport, socket.SO_SNDBUF)
         self.pump = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:

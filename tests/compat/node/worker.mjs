@@ -11,7 +11,18 @@
 //   increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
 //                                    with III_START_AT_MS they start at that epoch ms (output gets late_ms)
 //   state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
+//   serve-channels PREFIX            PREFIX::consume {reader, slow_ms?} reads a channel -> {bytes, sha256, texts};
+//                                    PREFIX::produce {writer, size, texts?} writes texts then `size` pattern bytes
+//                                    and ends -> {bytes, sha256}; runs until killed
+//   channel-send FUNCTION_ID SIZE [BUFFER_SIZE] [TEXTS_JSON] [EXTRA_JSON]     createChannel, trigger
+//                                    FUNCTION_ID with {...EXTRA, reader: readerRef} while writing the texts and
+//                                    SIZE pattern bytes; prints {"result":..,"sent":{bytes,sha256}}
+//   channel-receive FUNCTION_ID SIZE [BUFFER_SIZE] [TEXTS_JSON] [EXTRA_JSON]  createChannel, trigger
+//                                    FUNCTION_ID with {...EXTRA, writer: writerRef, size, texts} while reading;
+//                                    prints {"result":..,"received":{bytes,sha256,texts}}
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { format } from 'node:util'
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -29,7 +40,7 @@ if (!url) fail('III_URL is not set')
 if (!sdkDir) fail('III_NODE_SDK is not set (e.g. .compat/node-0.9)')
 const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
 const [role, ...args] = process.argv.slice(2)
-const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger']
+const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger', 'serve-channels', 'channel-send', 'channel-receive']
 if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
 
 // 0.9.0 rejects with the raw wire ErrorBody (a plain object); 0.22.1 with InvocationError,
@@ -143,5 +154,101 @@ async function stateTrigger(functionId, scope, key) {
   emit({ ready: true, sdk: sdk.sdkVersion })
 }
 
-const roles = { 'serve-add': serveAdd, call, log, increment, 'state-trigger': stateTrigger }
+// -- channels ------------------------------------------------------------------------------
+// 0.9 has iii.createChannel(n); 0.22 moved it to the 'iii-sdk/helpers' free function createChannel(iii, n).
+async function createChannel(bufferSize) {
+  if (typeof iii.createChannel === 'function') return iii.createChannel(bufferSize)
+  const helpers = resolve(sdkDir, 'node_modules/iii-sdk/dist/helpers.mjs')
+  if (!existsSync(helpers)) fail(`no createChannel in ${sdkDir}`)
+  return (await import(pathToFileURL(helpers).href)).createChannel(iii, bufferSize)
+}
+
+// The same bytes in every language: byte i is i % 251.
+const pattern = (size) => {
+  const buf = Buffer.allocUnsafe(size)
+  for (let i = 0; i < size; i++) buf[i] = i % 251
+  return buf
+}
+const sha256 = (buf) => createHash('sha256').update(buf).digest('hex')
+
+async function readChannel(reader, slowMs = 0) {
+  const texts = []
+  reader.onMessage((msg) => texts.push(msg))
+  const hash = createHash('sha256')
+  let bytes = 0
+  for await (const chunk of reader.stream) {
+    hash.update(chunk)
+    bytes += chunk.length
+    if (slowMs) await sleep(slowMs)
+  }
+  return { bytes, sha256: hash.digest('hex'), texts }
+}
+
+async function writeChannel(writer, size, texts = []) {
+  for (const text of texts) writer.sendMessage(text)
+  const data = pattern(size)
+  await new Promise((resolveWrite, reject) => {
+    writer.stream.once('error', reject)
+    let offset = 0
+    const next = () => {
+      while (offset < data.length) {
+        const end = Math.min(offset + 256 * 1024, data.length)
+        const more = writer.stream.write(data.subarray(offset, end))
+        offset = end
+        if (!more) return writer.stream.once('drain', next)
+      }
+      writer.stream.end((err) => (err ? reject(err) : resolveWrite()))
+    }
+    next()
+  })
+  return { bytes: size, sha256: sha256(data) }
+}
+
+async function serveChannels(prefix = 'compat') {
+  sdk.registerFunction(iii, `${prefix}::consume`, async (data) => {
+    if (data?.__ready) return { pong: true }
+    return readChannel(data.reader, Number(data.slow_ms ?? 0))
+  })
+  sdk.registerFunction(iii, `${prefix}::produce`, async (data) =>
+    writeChannel(data.writer, Number(data.size), data.texts ?? []))
+  await waitRoutable(`${prefix}::consume`, { __ready: true })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+async function channelSend(functionId, size, bufferSize, texts = '[]', extra = '{}') {
+  const channel = await createChannel(bufferSize ? Number(bufferSize) : undefined)
+  try {
+    const payload = { ...JSON.parse(extra), reader: channel.readerRef }
+    const call = iii.trigger({ function_id: functionId, payload, timeoutMs: 60000 })
+    const [sent, result] = await Promise.all([writeChannel(channel.writer, Number(size), JSON.parse(texts)), call])
+    emit({ result, sent })
+  } catch (e) {
+    emit({ error: errorJson(e) })
+  }
+  await stop(0)
+}
+
+async function channelReceive(functionId, size, bufferSize, texts = '[]', extra = '{}') {
+  const channel = await createChannel(bufferSize ? Number(bufferSize) : undefined)
+  try {
+    const payload = { ...JSON.parse(extra), writer: channel.writerRef, size: Number(size), texts: JSON.parse(texts) }
+    const call = iii.trigger({ function_id: functionId, payload, timeoutMs: 60000 })
+    const [received, result] = await Promise.all([readChannel(channel.reader), call])
+    emit({ result, received })
+  } catch (e) {
+    emit({ error: errorJson(e) })
+  }
+  await stop(0)
+}
+
+const roles = {
+  'serve-add': serveAdd,
+  call,
+  log,
+  increment,
+  'state-trigger': stateTrigger,
+  'serve-channels': serveChannels,
+  'channel-send': channelSend,
+  'channel-receive': channelReceive,
+}
 await roles[role](...args)

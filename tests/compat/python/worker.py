@@ -10,12 +10,22 @@ Run it with the venv's python made by scripts/install-compat.sh. Roles:
     increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
                                      with III_START_AT_MS they start at that epoch ms (output gets late_ms)
     state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
+    serve-channels PREFIX            PREFIX::consume {reader, slow_ms?} -> {bytes, sha256, texts};
+                                     PREFIX::produce {writer, size, texts?} -> {bytes, sha256}; runs
+                                     until killed
+    channel-send FUNCTION_ID SIZE [BUFFER_SIZE] [TEXTS_JSON] [EXTRA_JSON]     create_channel, trigger
+                                     FUNCTION_ID with {**EXTRA, reader: reader_ref} while writing the texts
+                                     and SIZE pattern bytes; prints {"result":..,"sent":{bytes,sha256}}
+    channel-receive FUNCTION_ID SIZE [BUFFER_SIZE] [TEXTS_JSON] [EXTRA_JSON]  create_channel, trigger
+                                     FUNCTION_ID with {**EXTRA, writer: writer_ref, size, texts} while
+                                     reading; prints {"result":..,"received":{bytes,sha256,texts}}
 stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -63,7 +73,16 @@ def error_json(e: BaseException) -> dict[str, Any]:
 
 URL = os.environ.get("III_URL") or fail("III_URL is not set")
 ROLE, ARGS = (sys.argv[1] if len(sys.argv) > 1 else ""), sys.argv[2:]
-ROLE_NAMES = ("serve-add", "call", "log", "increment", "state-trigger")
+ROLE_NAMES = (
+    "serve-add",
+    "call",
+    "log",
+    "increment",
+    "state-trigger",
+    "serve-channels",
+    "channel-send",
+    "channel-receive",
+)
 if ROLE not in ROLE_NAMES:
     fail(f"unknown role {ROLE!r} (expected: {', '.join(ROLE_NAMES)})")
 # Blocks until connected (returns after 30 s anyway if the engine never answers).
@@ -187,11 +206,123 @@ def state_trigger(function_id: str, scope: str, key: str | None = None) -> None:
     serve_forever()
 
 
+# -- channels -------------------------------------------------------------------------------
+
+
+def create_channel(buffer_size: int | None) -> Any:
+    """0.11 has iii.create_channel(n); 0.25 moved it to iii.helpers.create_channel(iii, n)."""
+    if hasattr(iii, "create_channel"):
+        return iii.create_channel(buffer_size)
+    from iii.helpers import create_channel as helper
+
+    return helper(iii, buffer_size)
+
+
+def pattern(size: int) -> bytes:
+    """The same bytes in every language: byte i is i % 251."""
+    block = bytes(range(251))
+    return (block * (size // 251 + 1))[:size]
+
+
+async def read_channel(reader: Any, slow_ms: int = 0) -> dict[str, Any]:
+    texts: list[str] = []
+    reader.on_message(texts.append)
+    digest, size = hashlib.sha256(), 0
+    async for chunk in reader:
+        digest.update(chunk)
+        size += len(chunk)
+        if slow_ms:
+            await asyncio.sleep(slow_ms / 1000)
+    return {"bytes": size, "sha256": digest.hexdigest(), "texts": texts}
+
+
+async def write_channel(writer: Any, size: int, texts: list[str]) -> dict[str, Any]:
+    for text in texts:
+        await writer.send_message_async(text)
+    data = pattern(size)
+    for start in range(0, size, 256 * 1024):
+        await writer.write(data[start : start + 256 * 1024])
+    await writer.close_async()
+    return {"bytes": size, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def serve_channels(prefix: str = "compat") -> None:
+    async def consume(data: Any) -> Any:
+        if data.get("__ready"):
+            return {"pong": True}
+        return await read_channel(data["reader"], int(data.get("slow_ms") or 0))
+
+    async def produce(data: Any) -> Any:
+        return await write_channel(data["writer"], int(data["size"]), list(data.get("texts") or []))
+
+    iii.register_function(f"{prefix}::consume", consume)
+    iii.register_function(f"{prefix}::produce", produce)
+    wait_routable(f"{prefix}::consume", {"__ready": True})
+    emit({"ready": True, "sdk": SDK})
+    serve_forever()
+
+
+def _ref(ref: Any) -> Any:
+    return ref.model_dump() if hasattr(ref, "model_dump") else ref
+
+
+def _channel_call(function_id: str, payload: dict[str, Any], local: Any) -> tuple[dict[str, Any], Any]:
+    """Trigger from a thread (sync trigger) while this thread streams on a loop of its own."""
+    box: dict[str, Any] = {}
+
+    def call_it() -> None:
+        try:
+            box["result"] = iii.trigger({"function_id": function_id, "payload": payload, "timeout_ms": 60000})
+        except Exception as e:
+            box["error"] = error_json(e)
+
+    caller = threading.Thread(target=call_it)
+    caller.start()
+    try:
+        done = asyncio.run(local())
+    except Exception as e:
+        box.setdefault("error", error_json(e))
+        done = None
+    caller.join()
+    return box, done
+
+
+def channel_send(
+    function_id: str, size: str, buffer_size: str | None = None, texts: str = "[]", extra: str = "{}"
+) -> None:
+    channel = create_channel(int(buffer_size) if buffer_size else None)
+    box, sent = _channel_call(
+        function_id,
+        {**json.loads(extra), "reader": _ref(channel.reader_ref)},
+        lambda: write_channel(channel.writer, int(size), json.loads(texts)),
+    )
+    emit({"error": box["error"]} if "error" in box else {"result": box["result"], "sent": sent})
+    stop(0)
+
+
+def channel_receive(
+    function_id: str, size: str, buffer_size: str | None = None, texts: str = "[]", extra: str = "{}"
+) -> None:
+    channel = create_channel(int(buffer_size) if buffer_size else None)
+    payload = {
+        **json.loads(extra),
+        "writer": _ref(channel.writer_ref),
+        "size": int(size),
+        "texts": json.loads(texts),
+    }
+    box, received = _channel_call(function_id, payload, lambda: read_channel(channel.reader))
+    emit({"error": box["error"]} if "error" in box else {"result": box["result"], "received": received})
+    stop(0)
+
+
 ROLES = {
     "serve-add": serve_add,
     "call": call,
     "log": log,
     "increment": increment,
     "state-trigger": state_trigger,
+    "serve-channels": serve_channels,
+    "channel-send": channel_send,
+    "channel-receive": channel_receive,
 }
 ROLES[ROLE](*ARGS)
