@@ -115,9 +115,10 @@ def serve_main(name: str, port: int, engine_port: int) -> None:
 
     async def main() -> None:
         if engine_port:
+            import dataclasses
+
             from pyiii.config import parse_config
             from pyiii.engine.server import Server
-            import dataclasses
 
             server = Server(dataclasses.replace(parse_config("workers: []\n"), port=engine_port))
             await server.start()

@@ -43,7 +43,9 @@ def require_wrk() -> str:
     return path
 
 
-def wait_http(port: int, path: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
+def wait_http(
+    port: int, path: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0
+) -> None:
     """Wait until something answers HTTP on ``port`` (any status)."""
     deadline = time.monotonic() + timeout
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()

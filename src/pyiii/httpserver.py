@@ -2,8 +2,9 @@
 
 pyiii embeds granian (a Rust HTTP server, hyper underneath) in the engine's own
 event loop through its RSGI interface: granian parses requests, enforces the
-header limits (400 for a malformed request line or header, 431 when the
-headers are too large, 414 for an over-long URI, each closing the connection)
+header limits (400 for a malformed request line or header; 431 for more
+than 100 header fields or about 400 KiB of them; 414 for an over-long URI;
+each closes the connection)
 and writes responses on its own I/O thread; each request's handler runs as a
 task on our loop. docs/decisions.md has the measurements behind the choice.
 
@@ -25,8 +26,6 @@ from typing import Any
 
 log = logging.getLogger("pyiii.http")
 
-# Request line plus headers, in bytes, beyond which granian answers 431.
-DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 # How long a stop waits for requests in flight before their connections are cut.
 STOP_GRACE_S = 5.0
 
@@ -122,13 +121,11 @@ class HttpServer:
         host: str,
         port: int,
         *,
-        max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
         name: str = "http",
     ) -> None:
         self.handler = handler
         self.host = host
         self.requested_port = port
-        self.max_head_bytes = max_head_bytes
         self.name = name
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -152,7 +149,6 @@ class HttpServer:
     async def start(self) -> None:
         """Bind and start serving; OSError (with the address) if the port cannot be bound."""
         from granian.constants import HTTPModes, Interfaces
-        from granian.http import HTTP1Settings
         from granian.server.embed import Server
 
         # granian announces its embedded mode as experimental on every start;
@@ -168,11 +164,15 @@ class HttpServer:
             http=HTTPModes.http1,
             websockets=False,
             log_enabled=False,
-            http1_settings=HTTP1Settings(max_buffer_size=max(self.max_head_bytes, 8192)),
         )
-        server.workers_kill_timeout = STOP_GRACE_S
+        server.workers_kill_timeout = int(STOP_GRACE_S)
         bound: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        server.on_startup(lambda: bound.done() or bound.set_result(None))
+
+        def started() -> None:
+            if not bound.done():
+                bound.set_result(None)
+
+        server.on_startup(started)
         self._server = server
         self._task = asyncio.create_task(server.serve(), name=f"{self.name}-server")
         done, _ = await asyncio.wait({self._task, bound}, return_when=asyncio.FIRST_COMPLETED)
@@ -216,4 +216,3 @@ class HttpServer:
             log.warning("%s server did not stop within %gs", self.name, STOP_GRACE_S * 2)
         except Exception:
             log.exception("%s server stopped with an error", self.name)
-

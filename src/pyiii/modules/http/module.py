@@ -154,7 +154,9 @@ class HttpModule(Module, TriggerProvider):
         except msgspec.DecodeError:
             config = None
         try:
-            spec = parse_spec(config, trigger.function_id, namespace=trigger.namespace, metadata=trigger.metadata)
+            spec = parse_spec(
+                config, trigger.function_id, namespace=trigger.namespace, metadata=trigger.metadata
+            )
             self.routes.add(trigger.id, spec)
         except RouteError as exc:
             log.warning("http trigger %s refused: %s", trigger.id, exc)
@@ -205,10 +207,11 @@ class HttpModule(Module, TriggerProvider):
         try:
             context: dict[str, Any] = {}
             for mw in self.config.middleware:
-                await self._middleware(call, spec, mw.function_id, path_params, query, headers, ex.method, context)
-            payload = rq.build(
-                spec, path_params, query, headers, ex.method, rq.parse_body(body, headers.get("content-type")), context
-            )
+                await self._middleware(
+                    call, spec, mw.function_id, path_params, query, headers, ex.method, context
+                )
+            parsed = rq.parse_body(body, headers.get("content-type"))
+            payload = rq.build(spec, path_params, query, headers, ex.method, parsed, context)
             if spec.condition_function_id is not None:
                 await self._condition(call, spec, payload)
             for mw_id in spec.middleware_function_ids:
@@ -295,7 +298,8 @@ class HttpModule(Module, TriggerProvider):
             try:
                 reply = rs.from_value(out.get("response"))
             except rs.InvalidResponse as exc:
-                self._failed(spec, "middleware", function_id, IIIError("invalid_response", str(exc)))
+                error = IIIError("invalid_response", str(exc))
+                self._failed(spec, "middleware", function_id, error)
             raise _Answered(reply)
 
     async def _condition(self, call: _Call, spec: RouteSpec, payload: dict[str, Any]) -> None:
@@ -333,21 +337,23 @@ class HttpModule(Module, TriggerProvider):
     async def _invoke(
         self, call: _Call, ex: Exchange, spec: RouteSpec, payload: dict[str, Any], response: Any
     ) -> rs.Reply | None:
+        """Call the function; answer with what it returns or what it writes, whichever comes first."""
         assert self.engine is not None
         task = asyncio.ensure_future(
             self.engine.call(spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata)
         )
         head = rs.StreamHead()
         item: asyncio.Future[Any] | None = None
+        returned_nothing = False
         try:
             while True:
                 if item is None and response is not None:
                     item = asyncio.ensure_future(response.get())
-                waiting = [f for f in (task, item) if f is not None and not (f is task and task.done())]
+                waiting = [f for f in (task, item) if f is not None and not f.done()] or [task]
                 try:
                     done = await call.first(*waiting)
                 except _Timeout:
-                    if task.done() and not task.exception():
+                    if returned_nothing:
                         raise _Answered(
                             rs.error_reply(
                                 504,
@@ -358,29 +364,40 @@ class HttpModule(Module, TriggerProvider):
                         ) from None
                     raise
                 if item is not None and item in done:
-                    got = item.result()
-                    item = None
-                    if isinstance(got, str):
-                        head.apply(got)
+                    got, item = item, None
+                    try:
+                        message = got.result()
+                    except Exception as exc:  # the response channel was aborted
+                        log.debug("%s %s: response channel closed: %s", spec.method, spec.pattern, exc)
+                        response = None
+                        if returned_nothing:
+                            return self._bad(spec, "its response channel closed before any response")
                         continue
-                    await self._stream(ex, response, head, got)
+                    if isinstance(message, str):
+                        head.apply(message)
+                        continue
+                    await self._stream(ex, response, head, message)
                     return None
-                if task in done:
+                if task in done and not returned_nothing:
                     try:
                         raw: Raw | None = task.result()
                     except IIIError as err:
                         self._failed(spec, "function", spec.function_id, err)
                     value = None if raw is None else msgspec.json.decode(raw)
                     if value is None and response is not None:
-                        continue  # it answers on the response channel
+                        returned_nothing = True  # it answers on the response channel
+                        continue
                     try:
                         return rs.from_value(value)
                     except rs.InvalidResponse as exc:
-                        self._failed(spec, "function", spec.function_id, IIIError("invalid_response", str(exc)))
+                        return self._bad(spec, str(exc))
         finally:
             task.cancel()
             if item is not None:
                 item.cancel()
+
+    def _bad(self, spec: RouteSpec, message: str) -> NoReturn:
+        self._failed(spec, "function", spec.function_id, IIIError("invalid_response", message))
 
     async def _stream(self, ex: Exchange, response: Any, head: rs.StreamHead, first: bytes | None) -> None:
         """Send the streamed response: ``first`` chunk (None: the channel ended empty), then the rest."""

@@ -218,9 +218,7 @@ class RouteTable:
             found = self._walk(self._root, parts, 0, "GET")
         if found is None:
             return None
-        params = {
-            seg[1:]: parts[i] for i, seg in enumerate(found.spec.segments) if seg.startswith(":")
-        }
+        params = {seg[1:]: parts[i] for i, seg in enumerate(found.spec.segments) if seg.startswith(":")}
         return found, params
 
     def _walk(self, node: _Node, parts: list[str], i: int, method: str) -> Route | None:
