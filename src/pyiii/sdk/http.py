@@ -7,7 +7,12 @@ client should get:
   ``HttpResponse.text("hi")``, ``HttpResponse(204)``) for full control;
 * a ``dict`` / ``list`` / number / bool: sent as a JSON body with status 200;
 * a ``(body, status)`` or ``(body, status, headers)`` tuple;
-* a ``str``: sent as ``text/plain``; ``None``: 204 No Content.
+* a ``str``: sent as ``text/plain``; ``None``: 204 No Content;
+* ``HttpResponse.streaming(chunks, ...)`` with an async iterable of
+  ``bytes``/``str``: sent as it is produced (on the request's ``response``
+  channel), e.g. server-sent events or a large download.
+
+``await request.read_body()`` gives the raw request body (any content type).
 
 It registers one function (id ``http::<METHOD> <path>`` unless ``id=`` is
 given) and one ``http`` trigger; both are replayed on reconnect like any
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +55,10 @@ class HttpRequest:
     body: Any
     context: dict[str, Any]
     raw: dict[str, Any] = field(repr=False)
+    worker: Worker | None = field(default=None, repr=False)
 
     @classmethod
-    def from_wire(cls, data: Any) -> HttpRequest:
+    def from_wire(cls, data: Any, worker: Worker | None = None) -> HttpRequest:
         data = data if isinstance(data, dict) else {}
         return cls(
             method=str(data.get("method") or "GET"),
@@ -63,7 +69,15 @@ class HttpRequest:
             body=data.get("body"),
             context=dict(data.get("context") or {}),
             raw=data,
+            worker=worker,
         )
+
+    async def read_body(self) -> bytes:
+        """The raw request body, read from the request's ``request_body`` channel."""
+        ref = self.raw.get("request_body")
+        if self.worker is None or not isinstance(ref, dict):
+            raise RuntimeError("this request carries no request_body channel (the engine has no channels)")
+        return await self.worker.open_reader(ref).read_all()
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """A request header, by case-insensitive name."""
@@ -77,6 +91,17 @@ class HttpResponse:
     status_code: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    chunks: AsyncIterable[bytes | str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def streaming(
+        cls,
+        chunks: AsyncIterable[bytes | str],
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        """A response sent chunk by chunk as ``chunks`` yields them (``str`` is sent as UTF-8)."""
+        return cls(status_code, None, dict(headers or {}), chunks)
 
     @classmethod
     def text(
@@ -130,15 +155,23 @@ def http_route(
         if inspect.iscoroutinefunction(handler):
 
             @functools.wraps(handler)
-            async def serve_async(data: Any) -> dict[str, Any]:
-                return to_wire(await handler(HttpRequest.from_wire(data)))
+            async def serve_async(data: Any) -> dict[str, Any] | None:
+                request = HttpRequest.from_wire(data, worker)
+                value = await handler(request)
+                if isinstance(value, HttpResponse) and value.chunks is not None:
+                    await _stream(worker, request, value)
+                    return None
+                return to_wire(value)
 
             served: Callable[..., Any] = serve_async
         else:
 
             @functools.wraps(handler)
             def serve_sync(data: Any) -> dict[str, Any]:
-                return to_wire(handler(HttpRequest.from_wire(data)))
+                value = handler(HttpRequest.from_wire(data, worker))
+                if isinstance(value, HttpResponse) and value.chunks is not None:
+                    raise TypeError("streaming responses need an async handler (async def)")
+                return to_wire(value)
 
             served = serve_sync
         worker.register_function(function_id, served, description=description)
@@ -151,3 +184,17 @@ def http_route(
         return handler
 
     return decorate
+
+
+async def _stream(worker: Worker, request: HttpRequest, response: HttpResponse) -> None:
+    """Write ``response`` to the request's ``response`` channel: status, headers, chunks, close."""
+    ref = request.raw.get("response")
+    if not isinstance(ref, dict):
+        raise RuntimeError("this request carries no response channel (the engine has no channels)")
+    assert response.chunks is not None
+    async with worker.open_writer(ref) as writer:
+        await writer.send_json({"type": "set_status", "status_code": response.status_code})
+        if response.headers:
+            await writer.send_json({"type": "set_headers", "headers": response.headers})
+        async for chunk in response.chunks:
+            await writer.send_bytes(chunk.encode() if isinstance(chunk, str) else chunk)
