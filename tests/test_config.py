@@ -253,12 +253,12 @@ def test_suffix_instances(tmp_path: Path) -> None:
         tmp_path,
         """\
         workers:
-          - name: iii-http
-          - name: iii-http#admin
+          - name: iii-exec
+          - name: iii-exec#admin
             config: {port: 3112}
         """,
     )
-    assert cfg.modules_seen == ["iii-http", "iii-http#admin"]
+    assert cfg.modules_seen == ["iii-exec", "iii-exec#admin"]
     assert len(cfg.warnings) == 2
 
 
@@ -310,7 +310,6 @@ def test_old_shape_port_host_and_adapters(tmp_path: Path) -> None:
 def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     classes = [
         "modules::stream::StreamModule",
-        "modules::api::RestApiModule",
         "modules::queue::QueueModule",
         "modules::cron::CronModule",
         "modules::pubsub::PubSubModule",
@@ -325,7 +324,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     assert cfg.modules_seen[0] == "iii-state"
     assert cfg.modules_seen[1:] == [
         "iii-stream",
-        "iii-http",
         "iii-queue",
         "iii-cron",
         "iii-pubsub",
@@ -335,13 +333,12 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
         "iii-bridge",
     ]
     assert len(cfg.warnings) == len(classes)
-    assert "modules[2] (class: modules::api::RestApiModule)" in cfg.warnings[1]
-    assert "module iii-http is not implemented by pyiii; ignored" in cfg.warnings[1]
+    assert "modules[2] (class: modules::queue::QueueModule)" in cfg.warnings[1]
+    assert "module iii-queue is not implemented by pyiii; ignored" in cfg.warnings[1]
 
 
 def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     names = [
-        "iii-http",
         "cron",
         "queue",
         "pubsub",

@@ -7,10 +7,21 @@ is the ``pyiii`` command (``pyiii.cli``).
 __version__ = "0.1.0"
 
 from pyiii.errors import IIIError
-from pyiii.sdk import FunctionRef, Logger, Trigger, Worker, connect, register_worker
+from pyiii.sdk import (
+    FunctionRef,
+    HttpRequest,
+    HttpResponse,
+    Logger,
+    Trigger,
+    Worker,
+    connect,
+    register_worker,
+)
 
 __all__ = [
     "FunctionRef",
+    "HttpRequest",
+    "HttpResponse",
     "IIIError",
     "Logger",
     "Trigger",

@@ -8,13 +8,12 @@ does not run yet. Adding a module is its package plus one line here.
 from __future__ import annotations
 
 from pyiii.engine.module import ModuleSpec
-from pyiii.modules import state
+from pyiii.modules import http, state
 
-CATALOG: tuple[ModuleSpec, ...] = (state.SPEC,)
+CATALOG: tuple[ModuleSpec, ...] = (state.SPEC, http.SPEC)
 
 # Known, not built yet: canonical name -> (other names, old-shape classes).
 PLANNED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "iii-http": (("http",), ("modules::api::RestApiModule",)),
     "iii-cron": (("cron",), ("modules::cron::CronModule",)),
     "iii-queue": (("queue",), ("modules::queue::QueueModule",)),
     "iii-pubsub": (("pubsub",), ("modules::pubsub::PubSubModule",)),

@@ -2,6 +2,7 @@
 
 from pyiii.errors import IIIError
 from pyiii.sdk.channels import Channel, ChannelClosed, ChannelReader, ChannelWriter
+from pyiii.sdk.http import HttpRequest, HttpResponse
 from pyiii.sdk.logger import Logger
 from pyiii.sdk.state import Item, Page, State, StateEntry, TxOp, VersionMismatch, WriteResult
 from pyiii.sdk.worker import FunctionRef, Trigger, Worker, connect, register_worker
@@ -12,6 +13,8 @@ __all__ = [
     "ChannelReader",
     "ChannelWriter",
     "FunctionRef",
+    "HttpRequest",
+    "HttpResponse",
     "IIIError",
     "Item",
     "Logger",

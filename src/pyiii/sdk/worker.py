@@ -336,6 +336,19 @@ class Worker:
 
         return decorate
 
+    def http(self, method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Serve the decorated handler over HTTP: ``@worker.http("POST", "/todos")``.
+
+        The handler gets an ``HttpRequest`` and returns an ``HttpResponse``, a
+        JSON-able value, a ``(body, status[, headers])`` tuple, a ``str`` or
+        None (see ``pyiii.sdk.http``). Options: ``id`` (function id, default
+        ``http::<METHOD> <path>``), ``condition`` and ``middleware`` (function
+        ids), ``description``.
+        """
+        from pyiii.sdk.http import http_route
+
+        return http_route(self, method, path, **options)
+
     def unregister_function(self, id: str) -> None:
         """Stop serving ``id``."""
         if self._functions.pop(id, None) is not None:

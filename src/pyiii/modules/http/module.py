@@ -1,0 +1,419 @@
+"""The HTTP module: serves ``http`` triggers on an HTTP port.
+
+Per request: CORS preflight (answered here) -> a slot under
+``concurrency_request_limit`` (requests beyond it wait) -> route match (404)
+-> body, bounded by ``max_body_bytes`` (413) -> global middleware -> the
+``request_body`` / ``response`` channels -> condition (422 when it answers
+``false``) -> the route's middleware -> the function. Everything from the
+route match to the first byte of the response is bounded by
+``default_timeout`` (504); a client that goes away cancels the invocation and
+its channels. The function answers with a returned value or on its
+``response`` channel (response.py); the first of the two to arrive wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import msgspec
+from msgspec import Raw
+
+from pyiii import errors
+from pyiii.engine.module import Module, TriggerProvider
+from pyiii.errors import ConfigError, IIIError
+from pyiii.httpserver import BodyTooLarge, Exchange, HttpServer
+from pyiii.modules.http import request as rq
+from pyiii.modules.http import response as rs
+from pyiii.modules.http.config import HttpConfig
+from pyiii.modules.http.cors import CorsPolicy
+from pyiii.modules.http.routes import RouteError, RouteSpec, RouteTable, parse_spec
+
+if TYPE_CHECKING:
+    from pyiii.engine.engine import Engine
+    from pyiii.engine.registry import Trigger
+
+log = logging.getLogger("pyiii.http")
+
+WORKER_NAME = "iii-http"
+# Function errors that mean "nobody could answer", not "the function failed".
+_UNAVAILABLE = frozenset({errors.INVOCATION_STOPPED, errors.SHUTTING_DOWN})
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Gone(Exception):
+    pass
+
+
+class _Answered(Exception):
+    """A middleware or condition produced the response; the handler is not called."""
+
+    def __init__(self, reply: rs.Reply) -> None:
+        self.reply = reply
+
+
+class _Call:
+    """One request's waits: each is cut short by the deadline or the client leaving."""
+
+    __slots__ = ("deadline", "exchange", "gone", "loop")
+
+    def __init__(self, exchange: Exchange, timeout_s: float) -> None:
+        self.exchange = exchange
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + timeout_s
+        self.gone: asyncio.Future[None] | None = None
+
+    def watch(self) -> asyncio.Future[None]:
+        if self.gone is None:
+            self.gone = asyncio.ensure_future(self.exchange.disconnected())
+        return self.gone
+
+    async def first(self, *futures: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
+        """Wait for the first of ``futures``; _Gone / _Timeout if the client or the clock wins."""
+        gone = self.watch()
+        left = self.deadline - self.loop.time()
+        if left <= 0:
+            raise _Timeout
+        done, _ = await asyncio.wait({*futures, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        if gone in done:
+            raise _Gone
+        if not done:
+            raise _Timeout
+        return done
+
+    async def result(self, coro: Any) -> Any:
+        task = asyncio.ensure_future(coro)
+        try:
+            await self.first(task)
+        except BaseException:
+            task.cancel()
+            raise
+        return task.result()
+
+    def close(self) -> None:
+        if self.gone is not None:
+            self.gone.cancel()
+
+
+class HttpModule(Module, TriggerProvider):
+    """Functions over HTTP: the ``http`` trigger type and its listener."""
+
+    name = "iii-http"
+
+    def __init__(self, config: HttpConfig) -> None:
+        self.config = config
+        self.routes = RouteTable()
+        self.cors = CorsPolicy(config.cors)
+        self.engine: Engine | None = None
+        self.server: HttpServer | None = None
+        self._slots = asyncio.Semaphore(config.concurrency_request_limit)
+        self._timeout_s = config.default_timeout / 1000
+        self.in_flight = 0  # requests holding a slot (tests and stats read it)
+
+    # --- Module -------------------------------------------------------------
+
+    async def start(self, engine: Engine) -> None:
+        self.engine = engine
+        engine.register_trigger_type(
+            "http", "HTTP route: api_path, http_method", self, worker_name=WORKER_NAME
+        )
+        server = HttpServer(self._serve, self.config.host, self.config.port, name="iii-http")
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"iii-http: {exc}; choose another port in the iii-http config (port: ...)"
+            ) from None
+        self.server = server
+        log.info("HTTP listening on http://%s:%d", self.config.host, server.port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+
+    def describe(self) -> str:
+        port = self.server.port if self.server is not None else self.config.port
+        return f"http://{self.config.host}:{port}, {len(self.routes)} routes"
+
+    @property
+    def port(self) -> int:
+        """The port the listener is bound to (the real one when configured with 0)."""
+        if self.server is None:
+            raise RuntimeError("iii-http is not started")
+        return self.server.port
+
+    # --- TriggerProvider ------------------------------------------------------
+
+    def register(self, trigger: Trigger) -> None:
+        try:
+            config = msgspec.json.decode(trigger.config)
+        except msgspec.DecodeError:
+            config = None
+        try:
+            spec = parse_spec(
+                config, trigger.function_id, namespace=trigger.namespace, metadata=trigger.metadata
+            )
+            self.routes.add(trigger.id, spec)
+        except RouteError as exc:
+            log.warning("http trigger %s refused: %s", trigger.id, exc)
+            raise IIIError(errors.TRIGGER_REGISTRATION_FAILED, str(exc)) from None
+        trigger.parsed = spec
+        log.info("route %s %s -> %s", spec.method, spec.pattern, spec.function_id)
+
+    def unregister(self, trigger_id: str) -> None:
+        self.routes.remove(trigger_id)
+
+    # --- requests ---------------------------------------------------------------
+
+    async def _serve(self, ex: Exchange) -> None:
+        origin = ex.header("origin")
+        if self.cors.is_preflight(ex.method, origin, ex.header("access-control-request-method")):
+            assert origin is not None
+            ex.respond(200, self.cors.preflight(origin, ex.header("access-control-request-headers")), b"")
+            return
+        async with self._slots:
+            self.in_flight += 1
+            try:
+                reply = await self._handle(ex)
+            finally:
+                self.in_flight -= 1
+        if reply is not None:
+            ex.respond(reply.status, reply.headers + self.cors.headers(origin), reply.body)
+
+    async def _handle(self, ex: Exchange) -> rs.Reply | None:
+        """The reply to send, or None when it was streamed or the client left."""
+        found = self.routes.match(ex.method, ex.path)
+        if found is None:
+            return rs.error_reply(404, "NOT_FOUND", f"no route for {ex.method} {ex.path}")
+        route, path_params = found
+        spec = route.spec
+        try:
+            body = await ex.read_body(self.config.max_body_bytes)
+        except BodyTooLarge as exc:
+            size = f" ({exc.declared} bytes declared)" if exc.declared is not None else ""
+            return rs.error_reply(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"request body over {exc.limit} bytes{size}; the limit is iii-http max_body_bytes",
+            )
+        headers = rq.header_map(ex.headers())
+        query = rq.query_params(ex.query_string)
+        call = _Call(ex, self._timeout_s)
+        channels: list[Any] = []
+        try:
+            context: dict[str, Any] = {}
+            for mw in self.config.middleware:
+                await self._middleware(
+                    call, spec, mw.function_id, path_params, query, headers, ex.method, context
+                )
+            parsed = rq.parse_body(body, headers.get("content-type"))
+            payload = rq.build(spec, path_params, query, headers, ex.method, parsed, context)
+            if spec.condition_function_id is not None:
+                await self._condition(call, spec, payload)
+            for mw_id in spec.middleware_function_ids:
+                await self._middleware(call, spec, mw_id, path_params, query, headers, ex.method, context)
+            response = await self._open_channels(payload, body, channels)
+            return await self._invoke(call, ex, spec, payload, response)
+        except _Answered as answered:
+            return answered.reply
+        except _Timeout:
+            return rs.error_reply(
+                504,
+                "TIMEOUT",
+                f"{spec.method} {spec.pattern} got no response from {spec.function_id} within "
+                f"{self.config.default_timeout} ms (iii-http default_timeout)",
+            )
+        except _Gone:
+            log.debug("client left during %s %s; invocation cancelled", ex.method, ex.path)
+            return None
+        finally:
+            call.close()
+            for channel in channels:
+                channel.abort("the HTTP request is over")
+
+    # --- steps -----------------------------------------------------------------------
+
+    async def _call(self, call: _Call, spec: RouteSpec, function_id: str, data: Any, **kw: Any) -> Any:
+        assert self.engine is not None
+        raw = await call.result(self.engine.call(function_id, data, namespace=spec.namespace, **kw))
+        return None if raw is None else msgspec.json.decode(raw)
+
+    def _failed(self, spec: RouteSpec, role: str, function_id: str, err: IIIError) -> NoReturn:
+        if err.code in _UNAVAILABLE:
+            raise _Answered(
+                rs.error_reply(
+                    503,
+                    err.code,
+                    f"{spec.method} {spec.pattern}: {role} {function_id} could not answer: {err.message}",
+                )
+            )
+        error_id = rs.new_error_id()
+        log.error(
+            "%s %s: %s %s failed with %s: %s (error_id %s)%s",
+            spec.method,
+            spec.pattern,
+            role,
+            function_id,
+            err.code,
+            err.message,
+            error_id,
+            f"\n{err.stacktrace}" if err.stacktrace else "",
+        )
+        raise _Answered(rs.error_reply(500, err.code, err.message, error_id))
+
+    async def _middleware(
+        self,
+        call: _Call,
+        spec: RouteSpec,
+        function_id: str,
+        path_params: dict[str, str],
+        query: dict[str, str | list[str]],
+        headers: dict[str, str],
+        method: str,
+        context: dict[str, Any],
+    ) -> None:
+        data = rq.middleware_input(path_params, query, headers, method, context)
+        try:
+            out = await self._call(call, spec, function_id, data)
+        except IIIError as err:
+            self._failed(spec, "middleware", function_id, err)
+        except _Timeout:
+            raise _Answered(
+                rs.error_reply(
+                    504,
+                    "MIDDLEWARE_TIMEOUT",
+                    f"middleware {function_id} did not answer within {self.config.default_timeout} ms",
+                )
+            ) from None
+        if not isinstance(out, dict):
+            return
+        extra = out.get("context")
+        if isinstance(extra, dict):
+            context.update(extra)  # later middleware and the handler see it
+        if out.get("action") == "respond":
+            try:
+                reply = rs.from_value(out.get("response"))
+            except rs.InvalidResponse as exc:
+                error = IIIError("invalid_response", str(exc))
+                self._failed(spec, "middleware", function_id, error)
+            raise _Answered(reply)
+
+    async def _condition(self, call: _Call, spec: RouteSpec, payload: dict[str, Any]) -> None:
+        assert spec.condition_function_id is not None
+        try:
+            out = await self._call(call, spec, spec.condition_function_id, payload)
+        except IIIError as err:
+            self._failed(spec, "condition", spec.condition_function_id, err)
+        if out is False:
+            raise _Answered(
+                rs.error_reply(
+                    422,
+                    "CONDITION_NOT_MET",
+                    f"condition {spec.condition_function_id} returned false",
+                    skipped=True,
+                )
+            )
+
+    async def _open_channels(self, payload: dict[str, Any], body: bytes, channels: list[Any]) -> Any:
+        """Add ``request_body`` (holding the raw body) and ``response`` refs; the response channel."""
+        hub = getattr(self.engine, "channels", None)
+        if hub is None:
+            return None
+        request_body = hub.create()
+        channels.append(request_body)
+        if body:
+            await request_body.put(body)
+        request_body.end()
+        response = hub.create()
+        channels.append(response)
+        payload["request_body"] = request_body.reader_ref
+        payload["response"] = response.writer_ref
+        return response
+
+    async def _invoke(
+        self, call: _Call, ex: Exchange, spec: RouteSpec, payload: dict[str, Any], response: Any
+    ) -> rs.Reply | None:
+        """Call the function; answer with what it returns or what it writes, whichever comes first."""
+        assert self.engine is not None
+        task = asyncio.ensure_future(
+            self.engine.call(spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata)
+        )
+        head = rs.StreamHead()
+        item: asyncio.Future[Any] | None = None
+        returned_nothing = False
+        try:
+            while True:
+                if item is None and response is not None:
+                    item = asyncio.ensure_future(response.get())
+                waiting = [f for f in (task, item) if f is not None and not f.done()] or [task]
+                try:
+                    done = await call.first(*waiting)
+                except _Timeout:
+                    if returned_nothing:
+                        raise _Answered(
+                            rs.error_reply(
+                                504,
+                                "TIMEOUT",
+                                f"{spec.function_id} returned no response and wrote none to its response "
+                                f"channel within {self.config.default_timeout} ms (iii-http default_timeout)",
+                            )
+                        ) from None
+                    raise
+                if item is not None and item in done:
+                    got, item = item, None
+                    try:
+                        message = got.result()
+                    except Exception as exc:  # the response channel was aborted
+                        log.debug("%s %s: response channel closed: %s", spec.method, spec.pattern, exc)
+                        response = None
+                        if returned_nothing:
+                            return self._bad(spec, "its response channel closed before any response")
+                        continue
+                    if isinstance(message, str):
+                        head.apply(message)
+                        continue
+                    await self._stream(ex, response, head, message)
+                    return None
+                if task in done and not returned_nothing:
+                    try:
+                        raw: Raw | None = task.result()
+                    except IIIError as err:
+                        self._failed(spec, "function", spec.function_id, err)
+                    value = None if raw is None else msgspec.json.decode(raw)
+                    if value is None and response is not None:
+                        returned_nothing = True  # it answers on the response channel
+                        continue
+                    try:
+                        return rs.from_value(value)
+                    except rs.InvalidResponse as exc:
+                        return self._bad(spec, str(exc))
+        finally:
+            task.cancel()
+            if item is not None:
+                item.cancel()
+
+    def _bad(self, spec: RouteSpec, message: str) -> NoReturn:
+        self._failed(spec, "function", spec.function_id, IIIError("invalid_response", message))
+
+    async def _stream(self, ex: Exchange, response: Any, head: rs.StreamHead, first: bytes | None) -> None:
+        """Send the streamed response: ``first`` chunk (None: the channel ended empty), then the rest."""
+        origin = ex.header("origin")
+        headers = head.header_list() + self.cors.headers(origin)
+        if first is None:
+            ex.respond(head.status, headers, b"")
+            return
+        send = ex.stream(head.status, headers)
+        try:
+            await send(first)
+            while True:
+                chunk = await response.get()
+                if chunk is None:
+                    return
+                if isinstance(chunk, bytes | bytearray | memoryview):
+                    await send(bytes(chunk))
+        except Exception as exc:  # the client went away mid-stream
+            log.debug("streamed response to %s %s cut: %s", ex.method, ex.path, exc)
