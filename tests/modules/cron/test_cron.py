@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import time
 from typing import Any
@@ -57,7 +58,7 @@ async def test_every_second_payload_and_times() -> None:
             assert 0 <= (actual - scheduled).total_seconds() < 0.5
             assert 0 <= got - scheduled.timestamp() < 0.5
         seconds = [parse_time(e["scheduled_time"]) for e in events[:3]]
-        assert [(b - a).total_seconds() for a, b in zip(seconds, seconds[1:], strict=False)] == [1.0, 1.0]
+        assert [(b - a).total_seconds() for a, b in itertools.pairwise(seconds)] == [1.0, 1.0]
 
 
 async def test_condition_false_skips_the_run_and_sees_the_event() -> None:
@@ -106,7 +107,9 @@ async def test_bindings_of_the_same_job_run_once_per_tick() -> None:
         ticks: list[dict[str, Any]] = []
         w.register_function("jobs::dup", ticks.append)
         for expression in ("* * * * * *", "*/1 * * * * * *"):
-            w.register_trigger({"type": "cron", "function_id": "jobs::dup", "config": {"expression": expression}})
+            w.register_trigger(
+                {"type": "cron", "function_id": "jobs::dup", "config": {"expression": expression}}
+            )
         await wait_until(lambda: len(ticks) >= 3, 5, "three ticks")
         await asyncio.sleep(0.3)
         times = [e["scheduled_time"] for e in ticks]
@@ -119,7 +122,9 @@ async def test_a_missed_run_is_skipped_not_caught_up() -> None:
     async with running_server(CONFIG) as server, sdk_worker(url_of(server), "cron-stall") as w:
         ticks: list[dict[str, Any]] = []
         w.register_function("jobs::stall", ticks.append)
-        w.register_trigger({"type": "cron", "function_id": "jobs::stall", "config": {"expression": "* * * * * *"}})
+        w.register_trigger(
+            {"type": "cron", "function_id": "jobs::stall", "config": {"expression": "* * * * * *"}}
+        )
         await wait_until(lambda: len(ticks) >= 1, 3, "a tick")
         # Stall the engine's loop for 2.2 s: the due tick runs late, once; the
         # ticks that fell inside the stall are not run afterwards.
@@ -142,7 +147,9 @@ async def test_a_tick_later_than_lock_ttl_is_skipped(caplog: pytest.LogCaptureFi
     async with running_server(config) as server, sdk_worker(url_of(server), "cron-late") as w:
         ticks: list[dict[str, Any]] = []
         w.register_function("jobs::late", ticks.append)
-        w.register_trigger({"type": "cron", "function_id": "jobs::late", "config": {"expression": "* * * * * *"}})
+        w.register_trigger(
+            {"type": "cron", "function_id": "jobs::late", "config": {"expression": "* * * * * *"}}
+        )
         await wait_until(lambda: len(ticks) >= 1, 3, "a tick")
         await asyncio.sleep(0.3)  # the run has finished: the job sleeps until its next second
         with caplog.at_level(logging.WARNING, logger="pyiii.cron"):
@@ -172,7 +179,9 @@ async def test_invalid_expression_fails_registration_and_the_engine_keeps_runnin
         }
         with caplog.at_level(logging.WARNING, logger="pyiii.sdk"):
             for expression in cases:
-                w.register_trigger({"type": "cron", "function_id": "jobs::bad", "config": {"expression": expression}})
+                w.register_trigger(
+                    {"type": "cron", "function_id": "jobs::bad", "config": {"expression": expression}}
+                )
             w.register_trigger({"type": "cron", "function_id": "jobs::bad", "config": {}})
             w.register_trigger(
                 {
@@ -205,7 +214,10 @@ def test_sdk_decorator_checks_the_expression_before_sending() -> None:
 
 
 async def test_sdk_publish_event_rejects_unserialisable_data() -> None:
-    async with running_server("workers:\n  - name: iii-pubsub\n") as server, sdk_worker(url_of(server), "p") as w:
+    async with (
+        running_server("workers:\n  - name: iii-pubsub\n") as server,
+        sdk_worker(url_of(server), "p") as w,
+    ):
         with pytest.raises(TypeError, match=r"publish_event\('t'\): data is not JSON-serialisable"):
             await w.publish_event("t", {"when": object()})
         with pytest.raises(ValueError, match="non-empty string"):
@@ -247,9 +259,14 @@ def test_config_shapes() -> None:
 
     assert cron("workers:\n  - name: cron\n") == CronConfig()
     old = "modules:\n  - class: modules::cron::CronModule\n    config:\n      adapter:\n"
-    got = cron(old + "        class: modules::cron::RedisCronAdapter\n        config: {redis_url: 'redis://h:1'}\n")
+    got = cron(
+        old + "        class: modules::cron::RedisCronAdapter\n        config: {redis_url: 'redis://h:1'}\n"
+    )
     assert got.adapter == "redis" and got.redis_url == "redis://h:1" and got.lock_ttl_ms == 30_000
-    got = cron(old + "        class: modules::cron::KvCronAdapter\n        config: {lock_ttl_ms: 5000, lock_index: x}\n")
+    got = cron(
+        old
+        + "        class: modules::cron::KvCronAdapter\n        config: {lock_ttl_ms: 5000, lock_index: x}\n"
+    )
     assert (got.adapter, got.lock_ttl_ms, got.lock_index) == ("kv", 5000, "x")
     for bad, message in (
         ("{name: memcache}", "unknown Cron adapter 'memcache'"),

@@ -144,7 +144,7 @@ def test_bad_expressions_name_the_field_and_why(expression: str, message: str) -
 
 
 def test_non_string_expression() -> None:
-    with pytest.raises(CronError, match="a cron expression is required.*found 5"):
+    with pytest.raises(CronError, match=r"a cron expression is required.*found 5"):
         parse(5)
     with pytest.raises(CronError, match="found nothing"):
         parse(None)
