@@ -11,6 +11,10 @@
 //   increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
 //                                    with III_START_AT_MS they start at that epoch ms (output gets late_ms)
 //   state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
+//   subscribe FUNCTION_ID TOPIC      'subscribe' trigger; prints {"message":..} per message; runs until killed
+//   publish TOPIC [JSON] [void]      trigger('publish', {topic, data}) (as a Void action with 'void');
+//                                    prints {"result":..} or {"error":..}
+//   cron FUNCTION_ID EXPRESSION      'cron' trigger; prints {"event":..} per run; runs until killed
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
 import { format } from 'node:util'
 import { resolve } from 'node:path'
@@ -29,7 +33,7 @@ if (!url) fail('III_URL is not set')
 if (!sdkDir) fail('III_NODE_SDK is not set (e.g. .compat/node-0.9)')
 const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
 const [role, ...args] = process.argv.slice(2)
-const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger']
+const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger', 'subscribe', 'publish', 'cron']
 if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
 
 // 0.9.0 rejects with the raw wire ErrorBody (a plain object); 0.22.1 with InvocationError,
@@ -143,5 +147,34 @@ async function stateTrigger(functionId, scope, key) {
   emit({ ready: true, sdk: sdk.sdkVersion })
 }
 
-const roles = { 'serve-add': serveAdd, call, log, increment, 'state-trigger': stateTrigger }
+// A function bound by a trigger: prints each payload as {KEY: payload}; a {__ready: true} call is the
+// readiness probe (it proves the engine has the registrations sent before it).
+async function bound(functionId, type, config, key) {
+  sdk.registerFunction(iii, functionId, async (data) => {
+    if (data?.__ready) return { pong: true }
+    emit({ [key]: data })
+    return {}
+  })
+  iii.registerTrigger({ type, function_id: functionId, config })
+  await waitRoutable(functionId, { __ready: true })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+const subscribe = (functionId, topic) => bound(functionId, 'subscribe', { topic }, 'message')
+const cron = (functionId, expression) => bound(functionId, 'cron', { expression }, 'event')
+
+async function publish(topic, json = 'null', mode = '') {
+  const request = { function_id: 'publish', payload: { topic, data: JSON.parse(json) } }
+  if (mode === 'void') request.action = { type: 'void' }
+  try {
+    const result = await iii.trigger(request)
+    emit({ result: result ?? null })
+  } catch (e) {
+    emit({ error: errorJson(e) })
+  }
+  await sleep(200) // a void frame has no answer: let it leave before the socket closes
+  await stop(0)
+}
+
+const roles = { 'serve-add': serveAdd, call, log, increment, 'state-trigger': stateTrigger, subscribe, publish, cron }
 await roles[role](...args)

@@ -10,6 +10,10 @@ Run it with the venv's python made by scripts/install-compat.sh. Roles:
     increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
                                      with III_START_AT_MS they start at that epoch ms (output gets late_ms)
     state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
+    subscribe FUNCTION_ID TOPIC      'subscribe' trigger; prints {"message":..} per message; runs until killed
+    publish TOPIC [JSON] [void]      trigger('publish', {topic, data}) (as a Void action with 'void');
+                                     prints {"result":..} or {"error":..}
+    cron FUNCTION_ID EXPRESSION      'cron' trigger; prints {"event":..} per run; runs until killed
 stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
 """
 
@@ -63,7 +67,7 @@ def error_json(e: BaseException) -> dict[str, Any]:
 
 URL = os.environ.get("III_URL") or fail("III_URL is not set")
 ROLE, ARGS = (sys.argv[1] if len(sys.argv) > 1 else ""), sys.argv[2:]
-ROLE_NAMES = ("serve-add", "call", "log", "increment", "state-trigger")
+ROLE_NAMES = ("serve-add", "call", "log", "increment", "state-trigger", "subscribe", "publish", "cron")
 if ROLE not in ROLE_NAMES:
     fail(f"unknown role {ROLE!r} (expected: {', '.join(ROLE_NAMES)})")
 # Blocks until connected (returns after 30 s anyway if the engine never answers).
@@ -187,11 +191,55 @@ def state_trigger(function_id: str, scope: str, key: str | None = None) -> None:
     serve_forever()
 
 
+def bound(function_id: str, trigger_type: str, config: dict[str, Any], key: str) -> None:
+    """A function bound by a trigger: prints each payload as {key: payload}; {"__ready": true} is the probe."""
+
+    async def on_call(data: Any) -> Any:
+        if isinstance(data, dict) and data.get("__ready"):
+            return {"pong": True}
+        emit({key: data})
+        return {}
+
+    iii.register_function(function_id, on_call)
+    iii.register_trigger({"type": trigger_type, "function_id": function_id, "config": config})
+    wait_routable(function_id, {"__ready": True})
+    emit({"ready": True, "sdk": SDK})
+    serve_forever()
+
+
+def subscribe(function_id: str, topic: str) -> None:
+    bound(function_id, "subscribe", {"topic": topic}, "message")
+
+
+def cron(function_id: str, expression: str) -> None:
+    bound(function_id, "cron", {"expression": expression}, "event")
+
+
+def publish(topic: str, payload: str = "null", mode: str = "") -> None:
+    request: dict[str, Any] = {"function_id": "publish", "payload": {"topic": topic, "data": json.loads(payload)}}
+    if mode == "void":
+        try:  # 0.25.x: the documented factory; 0.11.x takes the wire shape
+            from iii import TriggerAction  # type: ignore[attr-defined]
+
+            request["action"] = TriggerAction.Void()
+        except ImportError:
+            request["action"] = {"type": "void"}
+    try:
+        emit({"result": iii.trigger(request)})
+    except Exception as e:
+        emit({"error": error_json(e)})
+    time.sleep(0.2)  # a void frame has no answer: let it leave before the socket closes
+    stop(0)
+
+
 ROLES = {
     "serve-add": serve_add,
     "call": call,
     "log": log,
     "increment": increment,
     "state-trigger": state_trigger,
+    "subscribe": subscribe,
+    "publish": publish,
+    "cron": cron,
 }
 ROLES[ROLE](*ARGS)
