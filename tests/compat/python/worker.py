@@ -192,7 +192,10 @@ def state_trigger(function_id: str, scope: str, key: str | None = None) -> None:
 
 
 def bound(function_id: str, trigger_type: str, config: dict[str, Any], key: str) -> None:
-    """A function bound by a trigger: prints each payload as {key: payload}; {"__ready": true} is the probe."""
+    """A function bound by a trigger: prints each payload as {key: payload}.
+
+    A {"__ready": true} call is the readiness probe (it proves the engine has our registrations).
+    """
 
     async def on_call(data: Any) -> Any:
         if isinstance(data, dict) and data.get("__ready"):
@@ -216,7 +219,8 @@ def cron(function_id: str, expression: str) -> None:
 
 
 def publish(topic: str, payload: str = "null", mode: str = "") -> None:
-    request: dict[str, Any] = {"function_id": "publish", "payload": {"topic": topic, "data": json.loads(payload)}}
+    data = json.loads(payload)
+    request: dict[str, Any] = {"function_id": "publish", "payload": {"topic": topic, "data": data}}
     if mode == "void":
         try:  # 0.25.x: the documented factory; 0.11.x takes the wire shape
             from iii import TriggerAction  # type: ignore[attr-defined]

@@ -7,12 +7,16 @@ see tests/compat/README.md); the Motia app is tests/modules/cron/motia_app/ run 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from compat.compat_kit import Spawner, prefix_of, require_compat
-from support.engines import running_server, url_of
+from compat.compat_kit import COMPAT, Spawner, prefix_of, require_compat
+from support.engines import running_server, sdk_worker, url_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,3 +56,40 @@ async def test_official_cron_trigger(spawn: Spawner, version: str) -> None:
             "the registration error on stderr",
         )
         assert not [t for t in server.engine.triggers.values() if t.function_id == f"{fid}-bad"]
+
+
+MOTIA_APP = Path(__file__).parent / "motia_app"
+
+
+async def test_motia_cron_steps_run(spawn: Spawner) -> None:
+    require_compat("py-motia")
+    config = "workers:\n  - name: iii-state\n  - name: iii-cron\n"
+    async with running_server(config) as server, sdk_worker(url_of(server), "checker") as w:
+        app = await spawn.command(
+            "motia run",
+            [str(COMPAT / "py-motia" / "bin" / "motia"), "run", "--dir", "steps"],
+            url=url_of(server),
+            cwd=MOTIA_APP,
+        )
+
+        async def get(key: str) -> Any:
+            return await w.trigger("state::get", {"scope": "motia-cron", "key": key})
+
+        deadline = time.monotonic() + 15
+        while (ticks := await get("ticks")) is None or ticks["count"] < 2:
+            if time.monotonic() > deadline or app.returncode is not None:
+                pytest.fail(f"the Motia cron step did not run twice:\n{app.describe()}")
+            await asyncio.sleep(0.2)
+        assert ticks["trigger"] == "cron"
+        asked = await get("asked")
+        assert (
+            asked is not None
+            and asked["trigger"] == "cron"
+            and set(asked) == {"trigger", "job_id", "scheduled_time", "actual_time"}
+        )
+        assert await get("ran") is None  # its condition said no
+        steps = {t.function_id for t in server.engine.triggers.values() if t.trigger_type == "cron"}
+        assert steps == {
+            "steps::Tick::trigger::cron(* * * * * *)",
+            "steps::Never::trigger::cron(* * * * * *)",
+        }
