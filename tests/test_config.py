@@ -312,8 +312,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
         "modules::stream::StreamModule",
         "modules::api::RestApiModule",
         "modules::queue::QueueModule",
-        "modules::cron::CronModule",
-        "modules::pubsub::PubSubModule",
         "modules::observability::OtelModule",
         "modules::http_functions::HttpFunctionsModule",
         "modules::shell::ExecModule",
@@ -327,8 +325,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
         "iii-stream",
         "iii-http",
         "iii-queue",
-        "iii-cron",
-        "iii-pubsub",
         "iii-observability",
         "iii-http-functions",
         "iii-exec",
@@ -342,9 +338,7 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
 def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     names = [
         "iii-http",
-        "cron",
         "queue",
-        "pubsub",
         "iii-stream",
         "iii-observability",
         "iii-http-functions",
@@ -358,7 +352,7 @@ def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     assert cfg.state is None
     assert len(cfg.warnings) == len(names)
     assert all("is not implemented by pyiii; ignored" in w for w in cfg.warnings)
-    assert "iii-cron" in cfg.modules_seen
+    assert "iii-queue" in cfg.modules_seen
 
 
 # --------------------------------------------------------------------------- env placeholders
