@@ -93,6 +93,7 @@ def test_no_file_gives_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert (cfg.host, cfg.port, cfg.auth_token) == ("127.0.0.1", 49134, None)
     assert cfg.state == StateConfig(adapter="kv", store_method="in_memory")
     assert cfg.state.triggers_enabled is True and cfg.state.max_value_bytes is None
+    assert cfg.modules_seen == ["iii-state", "iii-pubsub", "iii-cron"]  # what the reference enables
     assert cfg.limits == Limits(
         max_frame_bytes=16 * 1024 * 1024,
         max_connections=10000,
