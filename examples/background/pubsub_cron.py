@@ -15,11 +15,11 @@ async def main():
     iii = await connect()          # $III_URL, else ws://127.0.0.1:49134
     emailed, counted, ticks = [], [], []
 
-    @iii.subscribe("orders.shipped")          # every subscriber gets every message
+    @iii.on_event("orders.shipped")          # every subscriber gets every message
     async def send_email(order):
         emailed.append(order["id"])
 
-    @iii.subscribe("orders.shipped")
+    @iii.on_event("orders.shipped")
     def count_shipment(order):
         counted.append(order["id"])
 

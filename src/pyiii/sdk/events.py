@@ -1,6 +1,6 @@
 """Pub/sub and cron helpers of the SDK worker (mixed into ``Worker``).
 
-    @worker.subscribe("orders.shipped")
+    @worker.on_event("orders.shipped")
     async def on_shipped(order): ...
 
     await worker.publish_event("orders.shipped", {"id": 7})
@@ -8,9 +8,11 @@
     @worker.cron("0 */5 * * * *")          # sec min hour day month weekday [year], UTC
     async def sweep(event): ...            # event: {trigger, job_id, scheduled_time, actual_time}
 
-``publish_event`` is pub/sub: every subscriber connected at that moment gets
-the message once, nothing is stored, nobody retries. (It is not named
-``publish`` because durable queue publishing is a different thing.)
+``publish_event``/``on_event`` are pub/sub (trigger type ``subscribe``):
+every subscriber connected at that moment gets the message once, nothing is
+stored, nobody retries. They are named apart from the durable queue's
+``publish``/``subscriber`` on purpose: the two look alike and promise
+different things.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _topic(topic: object, what: str) -> str:
 
 
 class EventsMixin:
-    """``publish_event``, ``@subscribe`` and ``@cron`` for :class:`~pyiii.sdk.worker.Worker`."""
+    """``publish_event``, ``@on_event`` and ``@cron`` for :class:`~pyiii.sdk.worker.Worker`."""
 
     async def publish_event(self: _Worker, topic: str, data: Any = None) -> None:
         """Broadcast ``data`` to every ``subscribe`` trigger of ``topic`` (fire-and-forget).
@@ -73,7 +75,7 @@ class EventsMixin:
             ) from None
         await self.trigger("publish", {"topic": topic, "data": Raw(encoded)})
 
-    def subscribe(
+    def on_event(
         self: _Worker, topic: str, *, id: str | None = None, **options: Any
     ) -> Callable[[Handler], Handler]:
         """Decorator: call the function with ``data`` of every message published to ``topic``.
@@ -81,7 +83,7 @@ class EventsMixin:
         The function is registered as ``id`` (default ``<module>::<qualname>``);
         ``options`` go to ``register_function``.
         """
-        _topic(topic, "subscribe")
+        _topic(topic, "on_event")
 
         def decorate(handler: Handler) -> Handler:
             function_id = id or _default_id(handler)

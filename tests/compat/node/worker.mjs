@@ -11,8 +11,8 @@
 //   increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
 //                                    with III_START_AT_MS they start at that epoch ms (output gets late_ms)
 //   state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
-//   subscribe FUNCTION_ID TOPIC      'subscribe' trigger; prints {"message":..} per message; runs until killed
-//   publish TOPIC [JSON] [void]      trigger('publish', {topic, data}) (as a Void action with 'void');
+//   pubsub-subscribe FUNCTION_ID TOPIC   'subscribe' trigger; prints {"message":..} per message; runs until killed
+//   pubsub-publish TOPIC [JSON] [void]  trigger('publish', {topic, data}) (as a Void action with 'void');
 //                                    prints {"result":..} or {"error":..}
 //   cron FUNCTION_ID EXPRESSION      'cron' trigger; prints {"event":..} per run; runs until killed
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
@@ -33,7 +33,7 @@ if (!url) fail('III_URL is not set')
 if (!sdkDir) fail('III_NODE_SDK is not set (e.g. .compat/node-0.9)')
 const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
 const [role, ...args] = process.argv.slice(2)
-const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger', 'subscribe', 'publish', 'cron']
+const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger', 'pubsub-subscribe', 'pubsub-publish', 'cron']
 if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
 
 // 0.9.0 rejects with the raw wire ErrorBody (a plain object); 0.22.1 with InvocationError,
@@ -160,10 +160,10 @@ async function bound(functionId, type, config, key) {
   emit({ ready: true, sdk: sdk.sdkVersion })
 }
 
-const subscribe = (functionId, topic) => bound(functionId, 'subscribe', { topic }, 'message')
+const pubsubSubscribe = (functionId, topic) => bound(functionId, 'subscribe', { topic }, 'message')
 const cron = (functionId, expression) => bound(functionId, 'cron', { expression }, 'event')
 
-async function publish(topic, json = 'null', mode = '') {
+async function pubsubPublish(topic, json = 'null', mode = '') {
   const request = { function_id: 'publish', payload: { topic, data: JSON.parse(json) } }
   if (mode === 'void') request.action = { type: 'void' }
   try {
@@ -176,5 +176,7 @@ async function publish(topic, json = 'null', mode = '') {
   await stop(0)
 }
 
-const roles = { 'serve-add': serveAdd, call, log, increment, 'state-trigger': stateTrigger, subscribe, publish, cron }
+const roles = { 'serve-add': serveAdd, call, log, increment, 'state-trigger': stateTrigger,
+  'pubsub-subscribe': pubsubSubscribe, 'pubsub-publish': pubsubPublish, cron,
+}
 await roles[role](...args)

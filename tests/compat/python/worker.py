@@ -10,8 +10,9 @@ Run it with the venv's python made by scripts/install-compat.sh. Roles:
     increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
                                      with III_START_AT_MS they start at that epoch ms (output gets late_ms)
     state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
-    subscribe FUNCTION_ID TOPIC      'subscribe' trigger; prints {"message":..} per message; runs until killed
-    publish TOPIC [JSON] [void]      trigger('publish', {topic, data}) (as a Void action with 'void');
+    pubsub-subscribe FUNCTION_ID TOPIC   'subscribe' trigger; prints {"message":..} per message;
+                                     runs until killed
+    pubsub-publish TOPIC [JSON] [void]  trigger('publish', {topic, data}) (as a Void action with 'void');
                                      prints {"result":..} or {"error":..}
     cron FUNCTION_ID EXPRESSION      'cron' trigger; prints {"event":..} per run; runs until killed
 stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
@@ -67,7 +68,9 @@ def error_json(e: BaseException) -> dict[str, Any]:
 
 URL = os.environ.get("III_URL") or fail("III_URL is not set")
 ROLE, ARGS = (sys.argv[1] if len(sys.argv) > 1 else ""), sys.argv[2:]
-ROLE_NAMES = ("serve-add", "call", "log", "increment", "state-trigger", "subscribe", "publish", "cron")
+ROLE_NAMES = (
+    "serve-add", "call", "log", "increment", "state-trigger", "pubsub-subscribe", "pubsub-publish", "cron",
+)  # fmt: skip
 if ROLE not in ROLE_NAMES:
     fail(f"unknown role {ROLE!r} (expected: {', '.join(ROLE_NAMES)})")
 # Blocks until connected (returns after 30 s anyway if the engine never answers).
@@ -210,7 +213,7 @@ def bound(function_id: str, trigger_type: str, config: dict[str, Any], key: str)
     serve_forever()
 
 
-def subscribe(function_id: str, topic: str) -> None:
+def pubsub_subscribe(function_id: str, topic: str) -> None:
     bound(function_id, "subscribe", {"topic": topic}, "message")
 
 
@@ -218,7 +221,7 @@ def cron(function_id: str, expression: str) -> None:
     bound(function_id, "cron", {"expression": expression}, "event")
 
 
-def publish(topic: str, payload: str = "null", mode: str = "") -> None:
+def pubsub_publish(topic: str, payload: str = "null", mode: str = "") -> None:
     data = json.loads(payload)
     request: dict[str, Any] = {"function_id": "publish", "payload": {"topic": topic, "data": data}}
     if mode == "void":
@@ -242,8 +245,8 @@ ROLES = {
     "log": log,
     "increment": increment,
     "state-trigger": state_trigger,
-    "subscribe": subscribe,
-    "publish": publish,
+    "pubsub-subscribe": pubsub_subscribe,
+    "pubsub-publish": pubsub_publish,
     "cron": cron,
 }
 ROLES[ROLE](*ARGS)

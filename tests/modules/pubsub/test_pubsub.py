@@ -49,19 +49,19 @@ async def test_every_subscriber_gets_data_as_published_once() -> None:
     ):
         got: dict[str, list[Any]] = {"a1": [], "a2": [], "b": [], "other": []}
 
-        @a.subscribe("orders.shipped", id="a::one")
+        @a.on_event("orders.shipped", id="a::one")
         def a1(data: Any) -> None:
             got["a1"].append(data)
 
-        @a.subscribe("orders.shipped", id="a::two")
+        @a.on_event("orders.shipped", id="a::two")
         async def a2(data: Any) -> None:
             got["a2"].append(data)
 
-        @b.subscribe("orders.shipped")
+        @b.on_event("orders.shipped")
         def on_b(data: Any) -> None:
             got["b"].append(data)
 
-        @b.subscribe("orders.cancelled", id="b::other")
+        @b.on_event("orders.cancelled", id="b::other")
         def other(data: Any) -> None:
             got["other"].append(data)
 
@@ -124,11 +124,11 @@ async def test_a_failing_subscriber_misses_nothing_for_others(caplog: pytest.Log
     async with running_server(CONFIG) as server, sdk_worker(url_of(server), "mixed") as w:
         good: list[Any] = []
 
-        @w.subscribe("jobs", id="f::bad")
+        @w.on_event("jobs", id="f::bad")
         def bad(data: Any) -> None:
             raise RuntimeError("subscriber exploded")
 
-        @w.subscribe("jobs", id="f::good")
+        @w.on_event("jobs", id="f::good")
         def ok(data: Any) -> None:
             good.append(data)
 

@@ -70,9 +70,9 @@ async def test_subscribers_on_both_engines_get_each_message_once(private_redis: 
         def counter(key: str) -> Any:
             return lambda data: got[key].update([data["n"]])
 
-        wa.subscribe("ticks", id="a::one")(counter("a1"))
-        wa.subscribe("ticks", id="a::two")(counter("a2"))
-        wb.subscribe("ticks", id="b::one")(counter("b"))
+        wa.on_event("ticks", id="a::one")(counter("a1"))
+        wa.on_event("ticks", id="a::two")(counter("a2"))
+        wb.on_event("ticks", id="b::one")(counter("b"))
         # one Redis subscription per engine, whatever the number of bindings
         await wait_numsub(url, "ticks", 2)
         n = 300

@@ -1,7 +1,7 @@
 """Pub/sub through the official SDKs (npm iii-sdk 0.22.1, PyPI iii-sdk 0.25.0).
 
-The worker programs are tests/compat/{node/worker.mjs,python/worker.py} (roles ``subscribe``
-and ``publish``; see tests/compat/README.md), run as subprocesses against an in-process engine.
+The worker programs are tests/compat/{node/worker.mjs,python/worker.py} (roles ``pubsub-subscribe``
+and ``pubsub-publish``; see tests/compat/README.md), run as subprocesses against an in-process engine.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ async def test_official_publish_and_subscribe_with_pyiii(spawn: Spawner) -> None
     async with running_server(CONFIG) as server, sdk_worker(url_of(server), "pyiii-sub") as ours:
         url = url_of(server)
         seen: list[Any] = []
-        ours.subscribe("orders.shipped", id="pyiii::on")(seen.append)
+        ours.on_event("orders.shipped", id="pyiii::on")(seen.append)
         subs = [
-            await spawn.official(v, "subscribe", f"{prefix_of(v)}::on", "orders.shipped", url=url)
+            await spawn.official(v, "pubsub-subscribe", f"{prefix_of(v)}::on", "orders.shipped", url=url)
             for v in OFFICIAL
         ]
         for sub in subs:
@@ -53,7 +53,7 @@ async def test_official_publish_and_subscribe_with_pyiii(spawn: Spawner) -> None
         for i, version in enumerate(OFFICIAL):
             for value, mode in ((DATA[i], ""), (DATA[i + 2], "void")):
                 pub = await spawn.official(
-                    version, "publish", "orders.shipped", json.dumps(value), mode, url=url
+                    version, "pubsub-publish", "orders.shipped", json.dumps(value), mode, url=url
                 )
                 assert await pub.result() == {"result": None}, pub.describe()
                 published.append(value)
@@ -72,7 +72,7 @@ async def test_official_publish_and_subscribe_with_pyiii(spawn: Spawner) -> None
 @pytest.mark.parametrize("version", OFFICIAL)
 async def test_official_publish_errors(spawn: Spawner, version: str) -> None:
     async with running_server(CONFIG) as server:
-        pub = await spawn.official(version, "publish", "", "1", url=url_of(server))
+        pub = await spawn.official(version, "pubsub-publish", "", "1", url=url_of(server))
         out = await pub.result()
         assert out["error"]["code"] == "topic_not_set", out
         assert "publish needs 'topic'" in out["error"]["message"]
