@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 from msgspec import Raw
 
+from pyiii import errors
+from pyiii.errors import IIIError
 from pyiii.modules.cron.expression import CronError, parse
 
 if TYPE_CHECKING:
@@ -62,16 +64,18 @@ class EventsMixin:
         """Broadcast ``data`` to every ``subscribe`` trigger of ``topic`` (fire-and-forget).
 
         Returns once the engine has taken the message; raises ``IIIError``
-        when it cannot (e.g. its Redis is down), and ``TypeError`` before
-        sending anything when ``data`` is not JSON-serialisable.
+        when it cannot (e.g. its Redis is down), and before sending anything
+        (code ``serialization_error``) when ``data`` is not JSON-serialisable.
         """
         _topic(topic, "publish_event")
         try:
             encoded = msgspec.json.encode(data)
-        except (TypeError, OverflowError) as exc:
-            raise TypeError(
+        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+            raise IIIError(
+                errors.SERIALIZATION_ERROR,
                 f"publish_event({topic!r}): data is not JSON-serialisable ({exc}); send dicts, lists,"
-                " strings, numbers, booleans or None"
+                " strings, numbers, booleans or None",
+                function_id="publish",
             ) from None
         await self.trigger("publish", {"topic": topic, "data": Raw(encoded)})
 

@@ -218,8 +218,9 @@ async def test_sdk_publish_event_rejects_unserialisable_data() -> None:
         running_server("workers:\n  - name: iii-pubsub\n") as server,
         sdk_worker(url_of(server), "p") as w,
     ):
-        with pytest.raises(TypeError, match=r"publish_event\('t'\): data is not JSON-serialisable"):
+        with pytest.raises(IIIError, match=r"publish_event\('t'\): data is not JSON-serialisable") as info:
             await w.publish_event("t", {"when": object()})
+        assert info.value.code == "serialization_error"
         with pytest.raises(ValueError, match="non-empty string"):
             await w.publish_event("", 1)
         with pytest.raises(IIIError, match="topic_not_set"):
