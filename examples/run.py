@@ -1,4 +1,4 @@
-"""`make example`: the State guide's three flows against a fresh pyiii engine.
+"""`make example`: the README's programs, each against a fresh pyiii engine.
 
 Starts `pyiii serve` with the repository's iii-config.yaml (file_based state at
 ./data/state_store.db) in a temporary working directory, then runs, one after the other:
@@ -7,8 +7,12 @@ Starts `pyiii serve` with the repository's iii-config.yaml (file_based state at
   2. examples/seed/latest/state-*.ts, the same flows adapted to npm iii-sdk@0.22.1
   3. examples/seed/state_flows.py, the same flows with the pyiii SDK
 
+then, on an engine started with examples/background/iii-config.yaml (pub/sub and cron):
+
+  4. examples/background/pubsub_cron.py ("Background work": publish/subscribe, a cron job)
+
 prints what each did (its output and the log lines its workers sent to the engine) and stops
-the engine. Exits 1 if any flow failed. Needs `.compat/` (`make compat`).
+the engines. Exits 1 if any flow failed. Needs `.compat/` (`make compat`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seed"
+BACKGROUND = ROOT / "examples" / "background"
 COMPAT = Path(os.environ.get("III_COMPAT_DIR") or ROOT / ".compat")
 FLOW_TIMEOUT_S = 60
 # Said under the `users` entry that has no id, which puzzles everyone who sees it.
@@ -45,6 +50,7 @@ class Flow:
     argv: list[str]
     node_dir: Path | None = None  # directory whose node_modules must be the .compat install
     node_sdk: str = ""
+    config: Path = ROOT / "iii-config.yaml"  # the engine config the flow runs against
 
 
 FLOWS = [
@@ -61,6 +67,11 @@ FLOWS = [
         "node-0.22",
     ),
     Flow("Python, pyiii SDK (examples/seed/state_flows.py)", [sys.executable, str(SEED / "state_flows.py")]),
+    Flow(
+        "Background work: pub/sub and cron, pyiii SDK (examples/background/pubsub_cron.py)",
+        [sys.executable, str(BACKGROUND / "pubsub_cron.py")],
+        config=BACKGROUND / "iii-config.yaml",
+    ),
 ]
 
 
@@ -180,15 +191,17 @@ def main() -> int:
     if missing:
         print(f"missing {', '.join(missing)}: run `make compat` (scripts/install-compat.sh) first")
         return 2
-    with tempfile.TemporaryDirectory(prefix="pyiii-example-") as tmp:
-        workdir = Path(tmp)
-        shutil.copy(ROOT / "iii-config.yaml", workdir / "iii-config.yaml")
-        engine = Engine(workdir)
-        print(f"engine: {engine.url} (iii-config.yaml: file_based state in {workdir}/data/state_store.db)")
-        try:
-            results = [run_flow(flow, engine) for flow in FLOWS]
-        finally:
-            engine.stop()
+    results = []
+    for config in dict.fromkeys(flow.config for flow in FLOWS):  # one fresh engine per config
+        with tempfile.TemporaryDirectory(prefix="pyiii-example-") as tmp:
+            workdir = Path(tmp)
+            shutil.copy(config, workdir / "iii-config.yaml")
+            engine = Engine(workdir)
+            print(f"\nengine: {engine.url} (config {config.relative_to(ROOT)}, run in {workdir})")
+            try:
+                results += [run_flow(flow, engine) for flow in FLOWS if flow.config == config]
+            finally:
+                engine.stop()
     print()
     for flow, ok in zip(FLOWS, results, strict=True):
         print(f"{'ok    ' if ok else 'FAILED'}  {flow.title}")

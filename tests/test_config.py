@@ -93,6 +93,7 @@ def test_no_file_gives_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert (cfg.host, cfg.port, cfg.auth_token) == ("127.0.0.1", 49134, None)
     assert cfg.state == StateConfig(adapter="kv", store_method="in_memory")
     assert cfg.state.triggers_enabled is True and cfg.state.max_value_bytes is None
+    assert cfg.modules_seen == ["iii-state", "iii-pubsub", "iii-cron"]  # what the reference enables
     assert cfg.limits == Limits(
         max_frame_bytes=16 * 1024 * 1024,
         max_connections=10000,
@@ -311,8 +312,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     classes = [
         "modules::stream::StreamModule",
         "modules::queue::QueueModule",
-        "modules::cron::CronModule",
-        "modules::pubsub::PubSubModule",
         "modules::observability::OtelModule",
         "modules::http_functions::HttpFunctionsModule",
         "modules::shell::ExecModule",
@@ -325,8 +324,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     assert cfg.modules_seen[1:] == [
         "iii-stream",
         "iii-queue",
-        "iii-cron",
-        "iii-pubsub",
         "iii-observability",
         "iii-http-functions",
         "iii-exec",
@@ -339,9 +336,7 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
 
 def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     names = [
-        "cron",
         "queue",
-        "pubsub",
         "iii-stream",
         "iii-observability",
         "iii-http-functions",
@@ -355,7 +350,7 @@ def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     assert cfg.state is None
     assert len(cfg.warnings) == len(names)
     assert all("is not implemented by pyiii; ignored" in w for w in cfg.warnings)
-    assert "iii-cron" in cfg.modules_seen
+    assert "iii-queue" in cfg.modules_seen
 
 
 # --------------------------------------------------------------------------- env placeholders

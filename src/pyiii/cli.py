@@ -55,7 +55,8 @@ def listen_failure(exc: OSError, host: str, port: int) -> str:
 def startup_summary(server: Server) -> list[str]:
     """What a started engine runs: config, modules, built-ins, where it listens."""
     config = server.config
-    source = os.path.abspath(config.source) if config.source else "no config file (defaults: in-memory state)"
+    defaults = "no config file (defaults: in-memory state, pub/sub, cron)"
+    source = os.path.abspath(config.source) if config.source else defaults
     lines = [f"pyiii {__version__}: config {source}"]
     lines += [f"module {module.name}: {module.describe()}" for module in server.modules]
     engine = server.engine

@@ -37,6 +37,7 @@ _MARKERS = {
     "node-0.22": "node_modules/@iii-dev/helpers/package.json",
     "py-0.11.6": "bin/python",
     "py-0.25.0": "bin/python",
+    "py-motia": "bin/motia",  # Motia 1.0.4rc1 on iii-sdk 0.11.3 (not in VERSIONS: only Motia tests use it)
 }
 
 

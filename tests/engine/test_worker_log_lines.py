@@ -77,9 +77,7 @@ async def test_a_failing_handler_is_named_in_the_engine_log(engine_proc: Any) ->
     ("trigger_type", "module"),
     [
         ("http", "iii-http"),
-        ("cron", "iii-cron"),
         ("durable:subscriber", "iii-queue"),
-        ("subscribe", "iii-pubsub"),
         ("stream", "iii-stream"),
     ],
 )

@@ -41,3 +41,22 @@ async def sdk_worker(url: str, name: str) -> AsyncIterator[Worker]:
         yield w
     finally:
         await w.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def running_server(config_text: str, port: int = 0) -> AsyncIterator[Server]:
+    """An in-process engine from ``iii-config.yaml`` text; yields the started Server.
+
+    ``f"ws://127.0.0.1:{server.port}"`` is its URL, ``server.module(name)`` a module.
+    """
+    config = dataclasses.replace(parse_config(config_text, source="test"), port=port)
+    server = Server(config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def url_of(server: Server) -> str:
+    return f"ws://127.0.0.1:{server.port}"

@@ -135,6 +135,8 @@ class EngineConfig:
 
 WORKER_MANAGER = "iii-worker-manager"
 STATE = "iii-state"
+# The modules an engine runs when there is no config file (none needs a server).
+DEFAULT_MODULES = (STATE, "iii-pubsub", "iii-cron")
 
 _TOP_LEVEL_KEYS = (
     "workers",
@@ -207,7 +209,8 @@ def load_config(path: str | Path | None, *, environ: Mapping[str, str] | None = 
 
     ``path=None`` looks for ``iii-config.yaml``, then ``config.yaml``, in the
     current directory; when neither exists the defaults are used (listener on
-    127.0.0.1:49134, State loaded with the kv adapter in memory). An explicit
+    127.0.0.1:49134, ``DEFAULT_MODULES`` with their defaults: State in memory,
+    pub/sub on this engine, cron with local locks, as the reference enables them). An explicit
     ``path`` must exist. ``environ`` (default ``os.environ``) feeds the
     ``${VAR}`` placeholders. Raises :class:`ConfigError` for any problem.
     """
@@ -215,9 +218,12 @@ def load_config(path: str | Path | None, *, environ: Mapping[str, str] | None = 
     if path is None:
         found = next((Path(n) for n in DEFAULT_FILE_NAMES if Path(n).is_file()), None)
         if found is None:
-            spec = _catalog_by_name()[STATE]
-            state = ModuleEntry(STATE, spec, spec.parse(Block(Ctx("<defaults>"), "", {})))
-            return EngineConfig(source=None, modules=(state,), modules_seen=[STATE])
+            specs = _catalog_by_name()
+            defaults = tuple(
+                ModuleEntry(name, specs[name], specs[name].parse(Block(Ctx("<defaults>"), "", {})))
+                for name in DEFAULT_MODULES
+            )
+            return EngineConfig(source=None, modules=defaults, modules_seen=list(DEFAULT_MODULES))
         file = found
     else:
         file = Path(path)

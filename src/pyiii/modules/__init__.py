@@ -8,15 +8,13 @@ does not run yet. Adding a module is its package plus one line here.
 from __future__ import annotations
 
 from pyiii.engine.module import ModuleSpec
-from pyiii.modules import http, state
+from pyiii.modules import cron, http, pubsub, state
 
-CATALOG: tuple[ModuleSpec, ...] = (state.SPEC, http.SPEC)
+CATALOG: tuple[ModuleSpec, ...] = (state.SPEC, http.SPEC, pubsub.SPEC, cron.SPEC)
 
 # Known, not built yet: canonical name -> (other names, old-shape classes).
 PLANNED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "iii-cron": (("cron",), ("modules::cron::CronModule",)),
     "iii-queue": (("queue",), ("modules::queue::QueueModule",)),
-    "iii-pubsub": (("pubsub",), ("modules::pubsub::PubSubModule",)),
     "iii-stream": (("stream",), ("modules::stream::StreamModule",)),
     "iii-observability": ((), ("modules::observability::OtelModule",)),
     "iii-http-functions": ((), ("modules::http_functions::HttpFunctionsModule",)),

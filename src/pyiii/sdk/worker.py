@@ -41,6 +41,7 @@ from pyiii import errors
 from pyiii import protocol as p
 from pyiii.errors import IIIError
 from pyiii.sdk.channels import Channel, ChannelReader, ChannelWriter, is_channel_ref
+from pyiii.sdk.events import EventsMixin
 from pyiii.sdk.logger import TelemetrySink, add_sink, current_function_id, remove_sink
 from pyiii.sdk.state import State
 from pyiii.trigger_providers import missing_type_hint
@@ -195,7 +196,7 @@ class _Listener(WSListener):
         self._worker._on_lost(transport)
 
 
-class Worker:
+class Worker(EventsMixin):
     """A connection to the engine that registers and triggers functions."""
 
     def __init__(
@@ -797,7 +798,15 @@ class Worker:
         elif isinstance(msg, p.RegistrationRejected):
             log.warning("engine rejected registration: %s", msgspec.structs.asdict(msg))
         elif isinstance(msg, p.TriggerRegistrationResult) and not p.raw_is_null(msg.error):
-            log.warning("trigger %s registration failed: %s", msg.id, bytes(msg.error))  # type: ignore[arg-type]
+            err = _error_from(msg.error, msg.function_id)  # type: ignore[arg-type]
+            log.warning(
+                "trigger %s (%s -> %s) registration failed: %s: %s",
+                msg.id,
+                msg.trigger_type,
+                msg.function_id,
+                err.code,
+                err.message,
+            )
         elif isinstance(msg, p.ErrorFrame):
             code = str(msg.error.get("code", errors.UNKNOWN))
             log.error("engine error %s: %s", code, msg.error.get("message"))

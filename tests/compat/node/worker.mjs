@@ -20,6 +20,10 @@
 //   channel-receive FUNCTION_ID SIZE [BUFFER_SIZE] [TEXTS_JSON] [EXTRA_JSON]  createChannel, trigger
 //                                    FUNCTION_ID with {...EXTRA, writer: writerRef, size, texts} while reading;
 //                                    prints {"result":..,"received":{bytes,sha256,texts}}
+//   pubsub-subscribe FUNCTION_ID TOPIC   'subscribe' trigger; prints {"message":..} per message; runs until killed
+//   pubsub-publish TOPIC [JSON] [void]  trigger('publish', {topic, data}) (as a Void action with 'void');
+//                                    prints {"result":..} or {"error":..}
+//   cron FUNCTION_ID EXPRESSION      'cron' trigger; prints {"event":..} per run; runs until killed
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
@@ -40,7 +44,10 @@ if (!url) fail('III_URL is not set')
 if (!sdkDir) fail('III_NODE_SDK is not set (e.g. .compat/node-0.9)')
 const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
 const [role, ...args] = process.argv.slice(2)
-const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger', 'serve-channels', 'channel-send', 'channel-receive']
+const ROLES = [
+  'serve-add', 'call', 'log', 'increment', 'state-trigger', 'serve-channels', 'channel-send', 'channel-receive',
+  'pubsub-subscribe', 'pubsub-publish', 'cron',
+]
 if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
 
 // 0.9.0 rejects with the raw wire ErrorBody (a plain object); 0.22.1 with InvocationError,
@@ -241,6 +248,35 @@ async function channelReceive(functionId, size, bufferSize, texts = '[]', extra 
   await stop(0)
 }
 
+// A function bound by a trigger: prints each payload as {KEY: payload}; a {__ready: true} call is the
+// readiness probe (it proves the engine has the registrations sent before it).
+async function bound(functionId, type, config, key) {
+  sdk.registerFunction(iii, functionId, async (data) => {
+    if (data?.__ready) return { pong: true }
+    emit({ [key]: data })
+    return {}
+  })
+  iii.registerTrigger({ type, function_id: functionId, config })
+  await waitRoutable(functionId, { __ready: true })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+const pubsubSubscribe = (functionId, topic) => bound(functionId, 'subscribe', { topic }, 'message')
+const cron = (functionId, expression) => bound(functionId, 'cron', { expression }, 'event')
+
+async function pubsubPublish(topic, json = 'null', mode = '') {
+  const request = { function_id: 'publish', payload: { topic, data: JSON.parse(json) } }
+  if (mode === 'void') request.action = { type: 'void' }
+  try {
+    const result = await iii.trigger(request)
+    emit({ result: result ?? null })
+  } catch (e) {
+    emit({ error: errorJson(e) })
+  }
+  await sleep(200) // a void frame has no answer: let it leave before the socket closes
+  await stop(0)
+}
+
 const roles = {
   'serve-add': serveAdd,
   call,
@@ -250,5 +286,8 @@ const roles = {
   'serve-channels': serveChannels,
   'channel-send': channelSend,
   'channel-receive': channelReceive,
+  'pubsub-subscribe': pubsubSubscribe,
+  'pubsub-publish': pubsubPublish,
+  cron,
 }
 await roles[role](...args)

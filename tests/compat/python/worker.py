@@ -19,6 +19,11 @@ Run it with the venv's python made by scripts/install-compat.sh. Roles:
     channel-receive FUNCTION_ID SIZE [BUFFER_SIZE] [TEXTS_JSON] [EXTRA_JSON]  create_channel, trigger
                                      FUNCTION_ID with {**EXTRA, writer: writer_ref, size, texts} while
                                      reading; prints {"result":..,"received":{bytes,sha256,texts}}
+    pubsub-subscribe FUNCTION_ID TOPIC   'subscribe' trigger; prints {"message":..} per message;
+                                     runs until killed
+    pubsub-publish TOPIC [JSON] [void]  trigger('publish', {topic, data}) (as a Void action with 'void');
+                                     prints {"result":..} or {"error":..}
+    cron FUNCTION_ID EXPRESSION      'cron' trigger; prints {"event":..} per run; runs until killed
 stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
 """
 
@@ -82,6 +87,9 @@ ROLE_NAMES = (
     "serve-channels",
     "channel-send",
     "channel-receive",
+    "pubsub-subscribe",
+    "pubsub-publish",
+    "cron",
 )
 if ROLE not in ROLE_NAMES:
     fail(f"unknown role {ROLE!r} (expected: {', '.join(ROLE_NAMES)})")
@@ -262,6 +270,25 @@ def serve_channels(prefix: str = "compat") -> None:
     serve_forever()
 
 
+def bound(function_id: str, trigger_type: str, config: dict[str, Any], key: str) -> None:
+    """A function bound by a trigger: prints each payload as {key: payload}.
+
+    A {"__ready": true} call is the readiness probe (it proves the engine has our registrations).
+    """
+
+    async def on_call(data: Any) -> Any:
+        if isinstance(data, dict) and data.get("__ready"):
+            return {"pong": True}
+        emit({key: data})
+        return {}
+
+    iii.register_function(function_id, on_call)
+    iii.register_trigger({"type": trigger_type, "function_id": function_id, "config": config})
+    wait_routable(function_id, {"__ready": True})
+    emit({"ready": True, "sdk": SDK})
+    serve_forever()
+
+
 def _ref(ref: Any) -> Any:
     return ref.model_dump() if hasattr(ref, "model_dump") else ref
 
@@ -315,6 +342,32 @@ def channel_receive(
     stop(0)
 
 
+def pubsub_subscribe(function_id: str, topic: str) -> None:
+    bound(function_id, "subscribe", {"topic": topic}, "message")
+
+
+def cron(function_id: str, expression: str) -> None:
+    bound(function_id, "cron", {"expression": expression}, "event")
+
+
+def pubsub_publish(topic: str, payload: str = "null", mode: str = "") -> None:
+    data = json.loads(payload)
+    request: dict[str, Any] = {"function_id": "publish", "payload": {"topic": topic, "data": data}}
+    if mode == "void":
+        try:  # 0.25.x: the documented factory; 0.11.x takes the wire shape
+            from iii import TriggerAction  # type: ignore[attr-defined]
+
+            request["action"] = TriggerAction.Void()
+        except ImportError:
+            request["action"] = {"type": "void"}
+    try:
+        emit({"result": iii.trigger(request)})
+    except Exception as e:
+        emit({"error": error_json(e)})
+    time.sleep(0.2)  # a void frame has no answer: let it leave before the socket closes
+    stop(0)
+
+
 ROLES = {
     "serve-add": serve_add,
     "call": call,
@@ -324,5 +377,8 @@ ROLES = {
     "serve-channels": serve_channels,
     "channel-send": channel_send,
     "channel-receive": channel_receive,
+    "pubsub-subscribe": pubsub_subscribe,
+    "pubsub-publish": pubsub_publish,
+    "cron": cron,
 }
 ROLES[ROLE](*ARGS)

@@ -38,9 +38,7 @@ ODD_NAMES = ["", "a/b", "..", "../../etc/passwd", "nul\x00byte", "ünï©ødé �
 
 
 @pytest.fixture(params=sorted(ADAPTERS))
-async def state_adapter(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StateAdapter]:
+async def state_adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateAdapter]:
     a = ADAPTERS[request.param](tmp_path, request)
     await a.open()
     yield a
@@ -232,9 +230,7 @@ async def test_sqlite_path_resolution(tmp_path: Path) -> None:
         tmp_path / "a" / "state_store" / DB_FILE_NAME
     )
     (tmp_path / "state_store.db").mkdir()  # the reference's directory with a suffix
-    assert SqliteAdapter(tmp_path / "state_store.db").db_path == (
-        tmp_path / "state_store.db" / DB_FILE_NAME
-    )
+    assert SqliteAdapter(tmp_path / "state_store.db").db_path == (tmp_path / "state_store.db" / DB_FILE_NAME)
     file = tmp_path / "x" / "y" / "state.sqlite"
     a = SqliteAdapter(str(file))
     assert a.db_path == file

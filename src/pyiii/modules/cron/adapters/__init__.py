@@ -1,0 +1,1 @@
+"""Lock backends of the Cron module: ``kv`` (one engine) and ``redis`` (many)."""

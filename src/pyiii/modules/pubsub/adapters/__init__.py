@@ -1,0 +1,1 @@
+"""Message carriers of the PubSub module: ``local`` (one engine) and ``redis`` (many)."""
