@@ -57,12 +57,12 @@ so the hash tag Redis sees (from the first ``{`` to the next ``}``) is exactly
 the tag, and ``list_groups`` decodes the scope back from it. The prefix may
 not contain braces for the same reason.
 
-Redis Cluster: when the server named by ``redis_url`` reports
-``cluster_enabled:1`` (``INFO cluster``), the adapter talks to it through
-``redis.asyncio.RedisCluster``, which finds the other nodes and routes each
-call to the slot's primary; the event subscription stays on the node of
-``redis_url`` (classic pub/sub messages reach every node of a cluster).
-Nothing else changes. (redis-py runs each command of a cluster transaction
+Redis Cluster: the connection (``pyiii.redis_conn``, shared by every Redis
+adapter) detects a server that reports ``cluster_enabled:1`` and then talks
+to it through ``redis.asyncio.RedisCluster``, which finds the other nodes and
+routes each call to the slot's primary; the event subscription stays on the
+node of ``redis_url`` (classic pub/sub messages reach every node of a
+cluster). Nothing else changes. (redis-py runs each command of a cluster transaction
 through a helper thread, so a cluster write costs a few milliseconds.)
 
 Why WATCH/MULTI/EXEC instead of a Lua script: ``mutate`` gets a pure Python
@@ -149,14 +149,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, ResponseError, WatchError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
-from pyiii.errors import ConfigError
 from pyiii.modules.state.adapters.base import (
     AdapterError,
     ChangeListener,
@@ -171,18 +165,13 @@ from pyiii.modules.state.adapters.base import (
     stored,
 )
 from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED
+from pyiii.redis_conn import FAILURES, OPEN_TIMEOUT_S, RedisConnection
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 100
 BACKOFF_START_S = 0.001
 BACKOFF_MAX_S = 0.05
-OPEN_TIMEOUT_S = 5.0
-# A stopped Redis refuses connections at once; these bound the cases where
-# packets just vanish, so a call never hangs much longer than this.
-SOCKET_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 3.0
-MAX_CONNECTIONS = 64
 SUBSCRIBER_BACKOFF_MAX_S = 1.0
 # The sweeper looks at <p>:ttl-scopes at least this often (other engines'
 # expiries), and SCANs for every <p>:{*}:ttl this often (lost hints).
@@ -199,9 +188,7 @@ BATCH_MAX_ITEMS = 1000
 _Event = tuple[bytes, bytes, bytes, bytes | None, bytes | None]
 _event_encoder = msgspec.msgpack.Encoder()
 _event_decoder = msgspec.msgpack.Decoder(_Event)
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
-# RedisClusterException (no slot owner, cross-slot, ...) is not a RedisError.
-_FAILURES = (RedisError, RedisClusterException, OSError)
+_FAILURES = FAILURES
 
 
 def _b(text: str) -> bytes:
@@ -277,19 +264,6 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages and logs)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-    except ValueError:
-        return "<unparseable redis_url>"
 
 
 class _ScopeLock:
@@ -466,14 +440,12 @@ class RedisAdapter(StateAdapter):
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"Redis key prefix {prefix!r} must not contain braces (they move the hash tag)")
         self.url = redis_url
-        self._where = redact(redis_url)
+        self._conn = RedisConnection(redis_url, owner="state adapter redis")
+        self._where = self._conn.where
         self._prefix = _b(prefix)
         escaped = _glob_escape(self._prefix)
         self._kv_pattern = escaped + b":{*}:kv"
         self.channel_pattern = escaped + b":{*}:events"
-        self._redis: Any = None
-        self.cluster = False
-        self._sub_client: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._listener: ChangeListener | None = None
@@ -490,65 +462,22 @@ class RedisAdapter(StateAdapter):
     # --- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
-        # One immediate retry: it replaces a pooled connection that died with
-        # a Redis restart; more retries (redis-py's default backs off for
-        # seconds) would only delay the error when Redis is really down.
-        retry = Retry(NoBackoff(), 1)
+        await self._conn.open()
         try:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=MAX_CONNECTIONS,
-                timeout=SOCKET_TIMEOUT_S,
-                socket_timeout=SOCKET_TIMEOUT_S,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                retry=retry,
-            )
-            # The subscriber blocks on reads by design: no socket timeout, but
-            # a periodic PING notices a peer that silently went away.
-            sub_pool = aioredis.ConnectionPool.from_url(
-                self.url,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                health_check_interval=10,
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"state adapter redis: invalid redis_url {self._where!r}: {exc}") from None
-        self._redis = aioredis.Redis.from_pool(pool)
-        self._sub_client = aioredis.Redis.from_pool(sub_pool)
-        self.cluster = False
-        try:
-            await asyncio.wait_for(self._redis.ping(), OPEN_TIMEOUT_S)
-            if await asyncio.wait_for(self._is_cluster(), OPEN_TIMEOUT_S):
-                await self._redis.aclose()
-                # No retries: redis-py would re-send a transaction's MULTI..EXEC
-                # on a new connection, without the WATCH the old one held.
-                self.cluster = True
-                self._redis = aioredis.RedisCluster.from_url(
-                    self.url,
-                    socket_timeout=SOCKET_TIMEOUT_S,
-                    socket_connect_timeout=CONNECT_TIMEOUT_S,
-                    retry=Retry(NoBackoff(), 0),
-                )
-                await asyncio.wait_for(self._redis.initialize(), OPEN_TIMEOUT_S)
             self._reader = asyncio.create_task(self._read_events(), name="pyiii-redis-events")
             await asyncio.wait_for(self._subscribed.wait(), OPEN_TIMEOUT_S)
         except (*_FAILURES, TimeoutError) as exc:
             await self.close()
-            if self.cluster and not isinstance(exc, _UNREACHABLE):
-                raise ConfigError(
-                    f"state adapter redis: the Redis Cluster at {self._where} is not usable ({exc})"
-                ) from None
-            raise ConfigError(
-                f"state adapter redis: cannot reach Redis at {self._where} within {OPEN_TIMEOUT_S:g}s"
-                f" ({exc or type(exc).__name__}); start redis-server or fix redis_url"
-            ) from None
+            raise self._conn.open_error(exc) from None
 
-    async def _is_cluster(self) -> bool:
-        try:
-            info = await self._redis.info("cluster")
-        except ResponseError:  # INFO renamed or not allowed: assume a plain server
-            return False
-        return bool(info.get("cluster_enabled"))
+    @property
+    def cluster(self) -> bool:
+        """True when ``redis_url`` names a Redis Cluster."""
+        return self._conn.cluster
+
+    @property
+    def _redis(self) -> Any:
+        return self._conn.client if self._conn.is_open else None
 
     async def close(self) -> None:
         self._closing = True
@@ -566,11 +495,7 @@ class RedisAdapter(StateAdapter):
                     "state: Redis task %s did not stop within %.0f s", task.get_name(), CLOSE_TIMEOUT_S
                 )
         self._sweeper = self._reader = None
-        for client in (self._redis, self._sub_client):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-        self._redis = self._sub_client = None
+        await self._conn.close()
 
     def subscribe(self, listener: ChangeListener) -> bool:
         self._listener = listener
@@ -593,9 +518,7 @@ class RedisAdapter(StateAdapter):
         return self._key(scope, b"kv")
 
     def _failure(self, exc: Exception) -> AdapterError:
-        if isinstance(exc, _UNREACHABLE):
-            return AdapterError(f"Redis at {self._where} is unreachable ({exc or type(exc).__name__})")
-        return AdapterError(f"Redis at {self._where} failed: {exc}")
+        return AdapterError(self._conn.failure(exc))
 
     def _client(self) -> Any:
         if self._redis is None:
@@ -1077,7 +1000,7 @@ class RedisAdapter(StateAdapter):
         delay = 0.05
         lost = False
         while not self._closing:
-            pubsub = self._sub_client.pubsub()
+            pubsub = self._conn.subscriber.pubsub()
             try:
                 await pubsub.psubscribe(self.channel_pattern)
                 while not self._closing:
