@@ -40,17 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
-import os
-import queue
 import sqlite3
-import stat
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pyiii.errors import ConfigError
 from pyiii.modules.state.adapters.base import (
@@ -62,16 +56,13 @@ from pyiii.modules.state.adapters.base import (
     StateAdapter,
 )
 from pyiii.modules.state.adapters.memory import Expired, MemoryStore, Sweeper
+from pyiii.sqlite_writer import SYNCHRONOUS_MODES, Schema, SqliteWriter
 
 log = logging.getLogger(__name__)
 
 DB_FILE_NAME = "pyiii-state.sqlite3"
 SCHEMA_VERSION = 2  # 1: no expires_at column (read, and upgraded in place)
-SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-# How long open() waits for another process that holds the database lock.
-_LOCK_TIMEOUT_S = 2.0
+WHAT = "state store"  # how messages name the file
 
 _CREATE_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
 # ord is the version at which the key was (re)created: it keeps its value on
@@ -117,17 +108,6 @@ class _Write:
     future: asyncio.Future[None]
 
 
-class _Control:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-_STOP = _Control("stop")  # commit what is queued, close, end the thread
-_RESUME = _Control("resume")  # end of the writes to drop after a failed commit
-
-
 def _row(scope: str, key: str, new: Entry | None) -> _Row:
     if new is None:
         return (scope, key, None, 0, None)
@@ -155,21 +135,32 @@ class SqliteAdapter(StateAdapter):
     eager_safe = True
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
-        mode = synchronous.upper()
-        if mode not in SYNCHRONOUS_MODES:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}, not {synchronous!r}")
-        self._synchronous = mode
         path = Path(path)
         self.db_path = path / DB_FILE_NAME if path.is_dir() or not path.suffix else path
-        self.commits = 0
         self._mem = MemoryStore()
-        self._queue: queue.SimpleQueue[_Write | _Control] = queue.SimpleQueue()
+        # The lambdas look the methods up at call time (tests replace them).
+        self._writer: SqliteWriter[_Write, MemoryStore] = SqliteWriter(
+            self.db_path,
+            Schema(WHAT, self._prepare, _check_schema),
+            load=lambda conn: self._load(conn),
+            write=lambda conn, batch: self._write_rows(conn, batch),
+            on_failed=self._commit_failed,
+            error=AdapterError,
+            synchronous=synchronous,
+            thread_name="pyiii-state-sqlite",
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Future[None] | None = None
         self._state = "new"  # new -> opening -> open -> closed
         self._broken: str | None = None
         self._listener: ExpiryListener | None = None
         self._sweeper = Sweeper(self._timer_sweep)
+
+    @property
+    def commits(self) -> int:
+        """SQLite transactions committed so far."""
+        return self._writer.commits
 
     # -- StateAdapter ------------------------------------------------------
 
@@ -177,21 +168,15 @@ class SqliteAdapter(StateAdapter):
         """Check and load the database; ``ConfigError`` if it is unusable."""
         if self._state != "new":
             raise RuntimeError("SqliteAdapter.open() can only be called once")
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._stopped = loop.create_future()
-        opened: asyncio.Future[MemoryStore] = loop.create_future()
-        thread = threading.Thread(target=self._run, args=(opened,), name="pyiii-state-sqlite", daemon=True)
-        thread.start()
+        self._loop = asyncio.get_running_loop()
         self._state = "opening"
         try:
-            store = await opened
+            store = await self._writer.open()
         except BaseException:
             self._state = "closed"
-            self._queue.put(_STOP)  # if cancelled after the thread opened the file
             raise
         if self._state == "closed":  # close() ran while we were opening
-            self._queue.put(_STOP)
+            self._writer.stop()
             return
         self._use(store)
         self._state = "open"
@@ -202,9 +187,8 @@ class SqliteAdapter(StateAdapter):
         self._state = "closed"
         self._sweeper.close()
         if was_open:
-            self._queue.put(_STOP)
-        if self._stopped is not None:
-            await asyncio.shield(self._stopped)
+            self._writer.stop()
+        await self._writer.wait_stopped()
 
     async def get(self, scope: str, key: str) -> Entry | None:
         self._check_usable()
@@ -222,7 +206,7 @@ class SqliteAdapter(StateAdapter):
             return old, new
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put(_Write([_row(scope, key, new)], mem.version, future))
+        self._writer.submit(_Write([_row(scope, key, new)], mem.version, future))
         await future
         return old, new
 
@@ -240,7 +224,7 @@ class SqliteAdapter(StateAdapter):
         if rows:
             assert self._loop is not None
             future: asyncio.Future[None] = self._loop.create_future()
-            self._queue.put(_Write(rows, mem.version, future))
+            self._writer.submit(_Write(rows, mem.version, future))
             await future
         return [(old, new) for old, new, _ in applied]
 
@@ -288,7 +272,7 @@ class SqliteAdapter(StateAdapter):
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
         rows: builtins.list[_Row] = [(scope, key, None, 0, None) for scope, key, _ in expired]
-        self._queue.put(_Write(rows, self._mem.version, future))
+        self._writer.submit(_Write(rows, self._mem.version, future))
         future.add_done_callback(lambda done: self._report_expired(expired, done))
 
     def _report_expired(self, expired: builtins.list[Expired], done: asyncio.Future[None]) -> None:
@@ -310,134 +294,19 @@ class SqliteAdapter(StateAdapter):
         if self._broken is not None:
             raise AdapterError(self._broken)
 
-    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
-        """Run ``callback`` on the event loop (called from the writer thread)."""
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self._loop.call_soon_threadsafe(callback, *args)
-
-    @staticmethod
-    def _settle(future: asyncio.Future[Any], result: object = None) -> None:
-        if future.done():  # the waiting caller was cancelled
-            return
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-
-    @staticmethod
-    def _committed(batch: builtins.list[_Write]) -> None:
-        for write in batch:
-            if not write.future.done():
-                write.future.set_result(None)
-
-    @staticmethod
-    def _failed(batch: builtins.list[_Write], reason: str) -> None:
-        for write in batch:
-            if not write.future.done():
-                write.future.set_exception(AdapterError(reason))
-
     def _commit_failed(self, batch: builtins.list[_Write], reason: str, store: MemoryStore | None) -> None:
-        self._failed(batch, reason)
         if store is None:
             self._broken = (
                 f"state store {self.db_path} is unusable after a failed commit ({reason}); restart the engine"
             )
             return
         # Runs between two event-loop steps: every write applied to the old
-        # mirror is already queued ahead of _RESUME, so the writer drops
-        # exactly those, and every later write starts from the disk state.
+        # mirror is already queued ahead of the resume mark, so the writer
+        # drops exactly those, and every later write starts from the disk state.
         self._use(store)
-        self._queue.put(_RESUME)
+        self._writer.resume()
 
     # -- writer thread -------------------------------------------------------
-
-    def _run(self, opened: asyncio.Future[MemoryStore]) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            try:
-                conn = self._connect()
-                store = self._load(conn)
-            except BaseException as exc:
-                self._call_soon(self._settle, opened, exc)
-                return
-            self._call_soon(self._settle, opened, store)
-            self._serve(conn)
-        except BaseException as exc:  # a bug: make it visible instead of hanging callers
-            log.exception("state store writer thread crashed")
-            reason = f"writer thread crashed: {exc!r}"
-            self._call_soon(self._commit_failed, [], reason, None)
-            waiting: builtins.list[_Write] = []
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    item = self._queue.get_nowait()
-                    if isinstance(item, _Write):
-                        waiting.append(item)
-            self._call_soon(self._failed, waiting, reason)
-        finally:
-            if conn is not None:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    log.exception("closing state store %s failed", self.db_path)
-            assert self._stopped is not None
-            self._call_soon(self._settle, self._stopped, None)
-
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        get = self._queue.get
-        get_nowait = self._queue.get_nowait
-        dropping: str | None = None  # reason, while skipping writes after a failure
-        while True:
-            # Block for the first item, then take whatever queued up meanwhile:
-            # that is the group of the next commit.
-            items = [get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    items.append(get_nowait())
-            batch: builtins.list[_Write] = []
-            dropped: builtins.list[_Write] = []
-            drop_reason = dropping
-            stop = False
-            for item in items:
-                if isinstance(item, _Write):
-                    (batch if dropping is None else dropped).append(item)
-                elif item is _RESUME:
-                    dropping = None
-                else:
-                    stop = True
-            if dropped:
-                self._call_soon(
-                    self._failed,
-                    dropped,
-                    f"not written: an earlier write to it failed ({drop_reason})",
-                )
-            if batch:
-                dropping = self._commit(conn, batch)
-            if stop:
-                return
-
-    def _commit(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> str | None:
-        """Write ``batch`` in one transaction; return the reason if it failed."""
-        try:
-            conn.execute("BEGIN")
-            self._write_rows(conn, batch)
-            conn.execute("COMMIT")
-        except Exception as exc:
-            reason = f"could not commit to {self.db_path}: {exc}"
-            log.error("state store: %s", reason)
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            try:
-                store: MemoryStore | None = self._load(conn)
-            except Exception:
-                log.exception("state store: reloading %s after a failed commit", self.db_path)
-                store = None
-            self._call_soon(self._commit_failed, batch, reason, store)
-            return reason
-        self.commits += 1
-        self._call_soon(self._committed, batch)
-        return None
 
     def _write_rows(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> None:
         cur = conn.cursor()
@@ -463,17 +332,9 @@ class SqliteAdapter(StateAdapter):
         )
         return store
 
-    # -- opening (writer thread) ---------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Create the tables, or upgrade an older file (in the opening transaction)."""
         path = self.db_path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create the state store directory {path.parent}: "
-                f"{exc.strerror or exc}. Create it or set file_path to a writable location."
-            ) from exc
         if path.name == DB_FILE_NAME and any(path.parent.glob("*.bin")):
             log.warning(
                 "%s holds *.bin scope files of the reference engine; pyiii does not"
@@ -481,100 +342,14 @@ class SqliteAdapter(StateAdapter):
                 path.parent,
                 path,
             )
-        existed = self._verify_existing(path)
-        try:
-            conn = sqlite3.connect(path, timeout=_LOCK_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise _open_error(path, exc) from exc
-        try:
-            # Before the first access: the lock is then held until close, and
-            # WAL runs without a -shm file.
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-            (journal,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            if journal != "wal":
-                raise ConfigError(
-                    f"cannot use WAL mode for state store {path} (got {journal!r});"
-                    " put file_path on a local filesystem"
-                )
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(_CREATE_META)
-            conn.execute(_CREATE_KV)
-            conn.execute(_INIT_META, (SCHEMA_VERSION,))
-            (found,) = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-            if found == 1:
-                for statement in _MIGRATE_1_TO_2:
-                    conn.execute(statement)
-                log.info("state store %s upgraded from schema version 1 to 2 (entry expiry)", path)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise _open_error(path, exc) from exc
-            raise
-        if not existed:
-            _fsync_dir(path.parent)  # make the new file's directory entry durable
-        return conn
-
-    def _verify_existing(self, path: Path) -> bool:
-        """Check an existing file without writing to it; True if it holds data."""
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot access state store {path}: {exc.strerror or exc}. Check its permissions."
-            ) from exc
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(
-                f"state store {path} exists but is not a regular file;"
-                " move it away or set file_path to another location"
-            )
-        if st.st_size == 0:
-            return False  # what SQLite leaves when it crashes right after creating the file
-        try:
-            with path.open("rb") as f:
-                header = f.read(len(_SQLITE_MAGIC))
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read state store {path}: {exc.strerror or exc}. Check its permissions."
-            ) from exc
-        if header != _SQLITE_MAGIC:
-            raise ConfigError(
-                f"{path} exists but is not a SQLite database, so it cannot be the pyiii state"
-                " store; it was left untouched. Move it away or set file_path to another location."
-            )
-
-        wal = Path(f"{path}-wal")
-        shm = Path(f"{path}-shm")
-        try:
-            has_wal = wal.stat().st_size > 0
-        except FileNotFoundError:
-            has_wal = False
-        shm_existed = shm.exists()
-        # Without a WAL the main file is the whole database, and immutable=1
-        # reads it with no locks and no -wal/-shm files: nothing is written.
-        # A non-empty WAL (left by a crash) holds committed data and must be
-        # read too; a read-only connection never checkpoints into the file.
-        uri = path.absolute().as_uri() + ("?mode=ro" if has_wal else "?mode=ro&immutable=1")
-        try:
-            conn = sqlite3.connect(uri, uri=True, timeout=_LOCK_TIMEOUT_S, isolation_level=None)
-            try:
-                problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-                if problems != ["ok"]:
-                    raise ConfigError(_corrupt_message(path, "; ".join(map(str, problems))))
-                _check_schema(path, conn)
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise _open_error(path, exc) from exc
-        finally:
-            if has_wal and not shm_existed:
-                # Ours: no live connection uses it (we run without -shm).
-                with contextlib.suppress(OSError):
-                    shm.unlink()
-        return True
+        conn.execute(_CREATE_META)
+        conn.execute(_CREATE_KV)
+        conn.execute(_INIT_META, (SCHEMA_VERSION,))
+        (found,) = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        if found == 1:
+            for statement in _MIGRATE_1_TO_2:
+                conn.execute(statement)
+            log.info("state store %s upgraded from schema version 1 to 2 (entry expiry)", path)
 
 
 def _check_schema(path: Path, conn: sqlite3.Connection) -> None:
@@ -593,41 +368,3 @@ def _check_schema(path: Path, conn: sqlite3.Connection) -> None:
             f"state store {path} has schema version {found}, this pyiii reads versions 1 to"
             f" {SCHEMA_VERSION}; it was left untouched. Use the pyiii version that wrote it."
         )
-
-
-def _corrupt_message(path: Path, detail: str) -> str:
-    return (
-        f"state store {path} is damaged ({detail}); it was left untouched. Restore it from a"
-        f" backup, or move it (with any {path.name}-wal file) away to start with an empty store."
-    )
-
-
-def _open_error(path: Path, exc: sqlite3.Error) -> ConfigError:
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return ConfigError(
-            f"state store {path} is in use by another process (another pyiii engine?)."
-            " Stop it, or give this engine its own file_path."
-        )
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return ConfigError(_corrupt_message(path, str(exc)))
-    return ConfigError(
-        f"cannot open state store {path}: {exc}. The file and its directory must be readable"
-        f" and writable (SQLite creates {path.name}-wal next to it)."
-    )
-
-
-def _fsync_dir(directory: Path) -> None:
-    flags = getattr(os, "O_DIRECTORY", None)
-    if flags is None:  # Windows cannot open directories
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY | flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,0 +1,421 @@
+"""One SQLite file written by one thread with group commit (the State and Queue stores).
+
+A store keeps its data in memory for reads and hands every change to
+``SqliteWriter.submit`` as an item carrying a future; the writer thread
+commits whatever queued up while the previous commit ran in one transaction
+(group commit: many writers share each fsync) and resolves the futures once
+it is on disk (``synchronous=FULL`` by default: the commit is fsynced).
+
+What the writer guarantees, whatever the store:
+
+* Open checks an existing file through a read-only connection first (SQLite
+  header, ``PRAGMA quick_check``, the store's own schema check): a damaged
+  or foreign file raises ``ConfigError`` and is never modified.
+* The database runs in WAL mode with ``locking_mode=EXCLUSIVE``, so a second
+  engine on the same file fails to start instead of silently diverging.
+* A failed commit is rolled back; the items of that transaction fail with
+  the reason, and so does every item queued behind it until the store calls
+  ``resume()`` (those were computed from state that never reached disk). With
+  ``reload_on_failure`` the writer first reloads the store's data from the
+  database and hands it to ``on_failed``, so the store can start again from
+  exactly what is committed.
+* ``close()`` commits everything queued, then closes the file.
+
+The store supplies its schema (``Schema``), ``load(conn)`` (read everything
+at open) and ``write(conn, items)`` (the statements of one transaction).
+Messages name the store (``Schema.what``, e.g. ``state store``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from pyiii.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# How long opening waits for another process that holds the database lock.
+LOCK_TIMEOUT_S = 2.0
+
+
+class Item(Protocol):
+    """What the writer commits: the store's own record of a change, with its future."""
+
+    @property
+    def future(self) -> asyncio.Future[None]: ...
+
+
+W = TypeVar("W", bound=Item)
+L = TypeVar("L")
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """How a store lays out its file.
+
+    ``prepare(conn)`` creates (or upgrades) the tables inside the opening
+    transaction; ``check(path, conn)`` inspects an existing file through a
+    read-only connection and raises ``ConfigError`` for one that is not the
+    store's (another program's tables, a newer schema version).
+    """
+
+    what: str
+    prepare: Callable[[sqlite3.Connection], None]
+    check: Callable[[Path, sqlite3.Connection], None]
+
+
+class _Control:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_STOP = _Control("stop")  # commit what is queued, close, end the thread
+_RESUME = _Control("resume")  # end of the items to drop after a failed commit
+
+
+class SqliteWriter(Generic[W, L]):
+    """The writer thread of one SQLite file (see module docstring).
+
+    ``on_failed(items, reason, reloaded)`` runs on the event loop after a
+    failed commit, once the items' futures have failed; ``reloaded`` is the
+    data ``load`` read back (``None`` when not asked for, or when reading
+    failed too, or when the thread itself crashed). The store must call
+    ``resume()`` when it is ready for new items; until then queued items fail.
+    ``error(reason)`` makes the exception a failed item's future gets (the
+    store's own error type).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        schema: Schema,
+        *,
+        load: Callable[[sqlite3.Connection], L],
+        write: Callable[[sqlite3.Connection, list[W]], None],
+        on_failed: Callable[[list[W], str, L | None], None],
+        error: Callable[[str], BaseException],
+        synchronous: str = "FULL",
+        reload_on_failure: bool = True,
+        thread_name: str = "pyiii-sqlite",
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}, not {synchronous!r}")
+        self.path = path
+        self.schema = schema
+        self.commits = 0
+        self._synchronous = mode
+        self._load = load
+        self._write = write
+        self._on_failed = on_failed
+        self._error = error
+        self._reload_on_failure = reload_on_failure
+        self._thread_name = thread_name
+        self._queue: queue.SimpleQueue[W | _Control] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
+
+    # -- event-loop side -------------------------------------------------------
+
+    async def open(self) -> L:
+        """Check, open and load the file in the writer thread; ``ConfigError`` if unusable."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stopped = loop.create_future()
+        opened: asyncio.Future[L] = loop.create_future()
+        thread = threading.Thread(target=self._run, args=(opened,), name=self._thread_name, daemon=True)
+        thread.start()
+        try:
+            return await opened
+        except BaseException:
+            self._queue.put(_STOP)  # if cancelled after the thread opened the file
+            raise
+
+    def submit(self, item: W) -> None:
+        """Queue ``item`` for the next commit; its future resolves once it is on disk."""
+        self._queue.put(item)
+
+    def resume(self) -> None:
+        """Accept items again after a failed commit (see ``on_failed``)."""
+        self._queue.put(_RESUME)
+
+    def stop(self) -> None:
+        """Commit what is queued, then close the file and end the thread."""
+        self._queue.put(_STOP)
+
+    async def wait_stopped(self) -> None:
+        if self._stopped is not None:
+            await asyncio.shield(self._stopped)
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` on the event loop (called from the writer thread)."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[Any], result: object = None) -> None:
+        if future.done():  # the waiting caller was cancelled
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    @staticmethod
+    def _committed(batch: list[W]) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_result(None)
+
+    @staticmethod
+    def fail(batch: list[W], error: BaseException) -> None:
+        """Fail every waiting item of ``batch`` with ``error``."""
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _commit_failed(self, batch: list[W], reason: str, reloaded: L | None, error: BaseException) -> None:
+        self.fail(batch, error)
+        self._on_failed(batch, reason, reloaded)
+
+    # -- writer thread ---------------------------------------------------------
+
+    def _run(self, opened: asyncio.Future[L]) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            try:
+                conn = self._connect()
+                data = self._load(conn)
+            except BaseException as exc:
+                self._call_soon(self._settle, opened, exc)
+                return
+            self._call_soon(self._settle, opened, data)
+            self._serve(conn)
+        except BaseException as exc:  # a bug: make it visible instead of hanging callers
+            log.exception("%s writer thread crashed", self.schema.what)
+            reason = f"writer thread crashed: {exc!r}"
+            self._call_soon(self._commit_failed, [], reason, None, self._error(reason))
+            waiting: list[W] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    item = self._queue.get_nowait()
+                    if not isinstance(item, _Control):
+                        waiting.append(item)
+            self._call_soon(self.fail, waiting, self._error(reason))
+        finally:
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    log.exception("closing %s %s failed", self.schema.what, self.path)
+            assert self._stopped is not None
+            self._call_soon(self._settle, self._stopped, None)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        dropping: str | None = None  # reason, while skipping items after a failure
+        while True:
+            # Block for the first item, then take whatever queued up meanwhile:
+            # that is the group of the next commit.
+            items = [get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    items.append(get_nowait())
+            batch: list[W] = []
+            dropped: list[W] = []
+            drop_reason = dropping
+            stop = False
+            for item in items:
+                if item is _RESUME:
+                    dropping = None
+                elif item is _STOP:
+                    stop = True
+                elif not isinstance(item, _Control):
+                    (batch if dropping is None else dropped).append(item)
+            if dropped:
+                error = self._error(f"not written: an earlier write to it failed ({drop_reason})")
+                self._call_soon(self.fail, dropped, error)
+            if batch:
+                dropping = self._commit(conn, batch)
+            if stop:
+                return
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[W]) -> str | None:
+        """Write ``batch`` in one transaction; return the reason if it failed."""
+        try:
+            conn.execute("BEGIN")
+            self._write(conn, batch)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            what = self.schema.what
+            reason = f"could not commit to {self.path}: {exc}"
+            log.error("%s: %s", what, reason)
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            reloaded: L | None = None
+            if self._reload_on_failure:
+                try:
+                    reloaded = self._load(conn)
+                except Exception:
+                    log.exception("%s: reloading %s after a failed commit", what, self.path)
+            self._call_soon(self._commit_failed, batch, reason, reloaded, self._error(reason))
+            return reason
+        self.commits += 1
+        self._call_soon(self._committed, batch)
+        return None
+
+    # -- opening (writer thread) -----------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        path, what = self.path, self.schema.what
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the {what} directory {path.parent}: "
+                f"{exc.strerror or exc}. Create it or set file_path to a writable location."
+            ) from exc
+        existed = self._verify_existing(path)
+        try:
+            conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise open_error(what, path, exc) from exc
+        try:
+            # Before the first access: the lock is then held until close, and
+            # WAL runs without a -shm file.
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            (journal,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if journal != "wal":
+                raise ConfigError(
+                    f"cannot use WAL mode for {what} {path} (got {journal!r});"
+                    " put file_path on a local filesystem"
+                )
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("BEGIN IMMEDIATE")
+            self.schema.prepare(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise open_error(what, path, exc) from exc
+            raise
+        if not existed:
+            _fsync_dir(path.parent)  # make the new file's directory entry durable
+        return conn
+
+    def _verify_existing(self, path: Path) -> bool:
+        """Check an existing file without writing to it; True if it holds data."""
+        what = self.schema.what
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot access {what} {path}: {exc.strerror or exc}. Check its permissions."
+            ) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(
+                f"{what} {path} exists but is not a regular file;"
+                " move it away or set file_path to another location"
+            )
+        if st.st_size == 0:
+            return False  # what SQLite leaves when it crashes right after creating the file
+        try:
+            with path.open("rb") as f:
+                header = f.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {what} {path}: {exc.strerror or exc}. Check its permissions."
+            ) from exc
+        if header != _SQLITE_MAGIC:
+            raise ConfigError(
+                f"{path} exists but is not a SQLite database, so it cannot be the pyiii {what};"
+                " it was left untouched. Move it away or set file_path to another location."
+            )
+
+        wal = Path(f"{path}-wal")
+        shm = Path(f"{path}-shm")
+        try:
+            has_wal = wal.stat().st_size > 0
+        except FileNotFoundError:
+            has_wal = False
+        shm_existed = shm.exists()
+        # Without a WAL the main file is the whole database, and immutable=1
+        # reads it with no locks and no -wal/-shm files: nothing is written.
+        # A non-empty WAL (left by a crash) holds committed data and must be
+        # read too; a read-only connection never checkpoints into the file.
+        uri = path.absolute().as_uri() + ("?mode=ro" if has_wal else "?mode=ro&immutable=1")
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+            try:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise ConfigError(corrupt_message(what, path, "; ".join(map(str, problems))))
+                self.schema.check(path, conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise open_error(what, path, exc) from exc
+        finally:
+            if has_wal and not shm_existed:
+                # Ours: no live connection uses it (we run without -shm).
+                with contextlib.suppress(OSError):
+                    shm.unlink()
+        return True
+
+
+def corrupt_message(what: str, path: Path, detail: str) -> str:
+    return (
+        f"{what} {path} is damaged ({detail}); it was left untouched. Restore it from a"
+        f" backup, or move it (with any {path.name}-wal file) away to start with an empty store."
+    )
+
+
+def open_error(what: str, path: Path, exc: sqlite3.Error) -> ConfigError:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ConfigError(
+            f"{what} {path} is in use by another process (another pyiii engine?)."
+            " Stop it, or give this engine its own file_path."
+        )
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return ConfigError(corrupt_message(what, path, str(exc)))
+    return ConfigError(
+        f"cannot open {what} {path}: {exc}. The file and its directory must be readable"
+        f" and writable (SQLite creates {path.name}-wal next to it)."
+    )
+
+
+def _fsync_dir(directory: Path) -> None:
+    flags = getattr(os, "O_DIRECTORY", None)
+    if flags is None:  # Windows cannot open directories
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
