@@ -8,15 +8,14 @@ does not run yet. Adding a module is its package plus one line here.
 from __future__ import annotations
 
 from pyiii.engine.module import ModuleSpec
-from pyiii.modules import state
+from pyiii.modules import queue, state
 
-CATALOG: tuple[ModuleSpec, ...] = (state.SPEC,)
+CATALOG: tuple[ModuleSpec, ...] = (state.SPEC, queue.SPEC)
 
 # Known, not built yet: canonical name -> (other names, old-shape classes).
 PLANNED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "iii-http": (("http",), ("modules::api::RestApiModule",)),
     "iii-cron": (("cron",), ("modules::cron::CronModule",)),
-    "iii-queue": (("queue",), ("modules::queue::QueueModule",)),
     "iii-pubsub": (("pubsub",), ("modules::pubsub::PubSubModule",)),
     "iii-stream": (("stream",), ("modules::stream::StreamModule",)),
     "iii-observability": ((), ("modules::observability::OtelModule",)),
