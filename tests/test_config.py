@@ -315,7 +315,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     classes = [
         "modules::stream::StreamModule",
         "modules::api::RestApiModule",
-        "modules::queue::QueueModule",
         "modules::cron::CronModule",
         "modules::pubsub::PubSubModule",
         "modules::observability::OtelModule",
@@ -330,7 +329,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     assert cfg.modules_seen[1:] == [
         "iii-stream",
         "iii-http",
-        "iii-queue",
         "iii-cron",
         "iii-pubsub",
         "iii-observability",
@@ -347,7 +345,6 @@ def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     names = [
         "iii-http",
         "cron",
-        "queue",
         "pubsub",
         "iii-stream",
         "iii-observability",

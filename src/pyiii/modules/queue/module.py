@@ -248,6 +248,14 @@ class QueueModule(Module):
             subscribers = await self.store.subscribers(topic)
         except StoreError as exc:
             raise IIIError("publish_failed", f"could not publish to topic '{topic}': {exc}") from None
+        # This engine's own subscriptions count at once, even while their
+        # write to the store is still on its way.
+        known = {lane.key for lane, _ in subscribers}
+        subscribers += [
+            (sub.lane, _order(sub.delivery))
+            for sub in self.subscriptions.values()
+            if sub.topic == topic and sub.lane.key not in known
+        ]
         if not subscribers:
             log.debug("publish to topic %r with no subscriber: dropped", topic)
             return NO_RESULT
