@@ -83,7 +83,7 @@ def _payload(function_id: str, payload: Any) -> Raw:
         raise IIIError(
             errors.SERIALIZATION_ERROR,
             f"the payload for {function_id} is not JSON-serializable ({exc}); send dicts, lists,"
-            " strings, numbers, booleans and None (convert dates, sets, bytes and objects first)",
+            " strings, numbers, booleans and None (convert other objects first)",
             function_id=function_id,
         ) from None
 

@@ -11,6 +11,12 @@
 //   increment SCOPE KEY N [PATH]     N concurrent state::update increments of PATH (default "count");
 //                                    with III_START_AT_MS they start at that epoch ms (output gets late_ms)
 //   state-trigger FUNCTION_ID SCOPE [KEY]   'state' trigger; prints {"event":..} per event; runs until killed
+//   subscribe FUNCTION_ID TOPIC [TYPE]       durable subscription (TYPE durable:subscriber, or 'queue' for
+//                                    the older name); prints {"message":..} per delivery, throws
+//                                    Error('boom') for data.fail; runs until killed
+//   publish TOPIC COUNT              COUNT concurrent iii::durable::publish {topic, data: {n}}; prints
+//                                    {"published":n,"failed":n,"errors":[..]}
+//   enqueue FUNCTION_ID QUEUE [JSON] one trigger with the enqueue action; prints {"result":..} or {"error":..}
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
 import { format } from 'node:util'
 import { resolve } from 'node:path'
@@ -29,7 +35,7 @@ if (!url) fail('III_URL is not set')
 if (!sdkDir) fail('III_NODE_SDK is not set (e.g. .compat/node-0.9)')
 const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
 const [role, ...args] = process.argv.slice(2)
-const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger']
+const ROLES = ['serve-add', 'call', 'log', 'increment', 'state-trigger', 'subscribe', 'publish', 'enqueue']
 if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
 
 // 0.9.0 rejects with the raw wire ErrorBody (a plain object); 0.22.1 with InvocationError,
@@ -143,5 +149,41 @@ async function stateTrigger(functionId, scope, key) {
   emit({ ready: true, sdk: sdk.sdkVersion })
 }
 
-const roles = { 'serve-add': serveAdd, call, log, increment, 'state-trigger': stateTrigger }
+async function subscribe(functionId, topic, type = 'durable:subscriber') {
+  sdk.registerFunction(iii, functionId, async (data) => {
+    if (data?.__ready) return { pong: true }
+    emit({ message: data })
+    if (data?.fail) throw new Error('boom')
+    return { ok: true }
+  })
+  iii.registerTrigger({ type, function_id: functionId, config: { topic } })
+  await waitRoutable(functionId, { __ready: true })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+async function publish(topic, count = '1') {
+  const outcomes = await Promise.allSettled(
+    Array.from({ length: Number(count) }, (_, n) =>
+      iii.trigger({ function_id: 'iii::durable::publish', payload: { topic, data: { n } } })),
+  )
+  const errors = outcomes.filter((o) => o.status === 'rejected').map((o) => errorJson(o.reason))
+  emit({ published: outcomes.length - errors.length, failed: errors.length, errors: errors.slice(0, 5) })
+  await stop(0)
+}
+
+async function enqueue(functionId, queue, json = '{}') {
+  // What TriggerAction.Enqueue({ queue }) of 0.22 returns; 0.9 has no such helper.
+  const action = sdk.TriggerAction?.Enqueue ? sdk.TriggerAction.Enqueue({ queue }) : { type: 'enqueue', queue }
+  try {
+    const result = await iii.trigger({ function_id: functionId, payload: JSON.parse(json), action })
+    emit({ result: result ?? null })
+  } catch (e) {
+    emit({ error: errorJson(e) })
+  }
+  await stop(0)
+}
+
+const roles = {
+  'serve-add': serveAdd, call, log, increment, 'state-trigger': stateTrigger, subscribe, publish, enqueue,
+}
 await roles[role](...args)
