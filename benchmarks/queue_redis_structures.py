@@ -19,6 +19,7 @@ only what the hot path costs. Usage: ``python benchmarks/queue_redis_structures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.redis_server import RedisServer  # noqa: E402
+from support.redis_server import RedisServer
 
 LEASE_MS = 30_000
 PUSH = """
@@ -83,10 +84,8 @@ class Lists:
             got = await self.claim_s(keys=self.keys, args=[n, int(time.time() * 1000) + LEASE_MS])
             if got:
                 return list(got)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 0.1)
-            except TimeoutError:
-                pass
 
     async def ack(self, job_id: str) -> None:
         await self.ack_s(keys=self.keys, args=[job_id])
@@ -142,6 +141,7 @@ async def run(kind: type[Any], url: str, in_flight: int, seconds: float) -> tupl
     stop = False
 
     slots = asyncio.Semaphore(in_flight)
+    tasks: set[asyncio.Task[None]] = set()
 
     async def handle(job_id: str) -> None:
         try:
@@ -165,7 +165,9 @@ async def run(kind: type[Any], url: str, in_flight: int, seconds: float) -> tupl
             for _ in range(free - len(bodies)):
                 slots.release()
             for body in bodies:
-                asyncio.create_task(handle(body.decode()))
+                task = asyncio.create_task(handle(body.decode()))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
     async def producer() -> int:
         n = 0

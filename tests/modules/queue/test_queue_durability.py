@@ -120,3 +120,57 @@ async def test_a_delivery_cut_by_kill_9_happens_again_after_restart(
     assert stats["depth"] == 0 and stats["dlq_depth"] == 0  # acknowledged by the second run
     assert (tmp_path / "data" / "queue_store" / "pyiii-queue.sqlite3").exists()
     await w.shutdown()
+
+
+async def test_the_file_keeps_waiting_retried_dead_and_subscribed_state(tmp_path: Path) -> None:
+    from msgspec import Raw, structs
+
+    from pyiii.modules.queue.adapters.sqlite import SqliteQueueStore
+    from pyiii.modules.queue.jobs import DeadLetter, Job, Lane, new_id, now_ms
+
+    lane = Lane("topic", "orders", "default", "ship")
+    other = Lane("queue", "jobs", "ns1", "bill")
+
+    def job(n: int, group: str | None = None) -> Job:
+        return Job(
+            id=new_id(), queue="orders", function_id="ship", data=Raw(b'{"n":%d}' % n),
+            max_attempts=3, backoff_delay_ms=10, created_at=now_ms(), group_id=group,
+        )
+
+    store = SqliteQueueStore(tmp_path / "q")
+    await store.open()
+    jobs = [job(n) for n in range(5)]
+    await store.push([(lane, j) for j in jobs] + [(other, job(9, "g"))])
+    await store.subscribe("orders", lane, None)
+    taken = await store.take(lane, 5)
+    assert [j.id for j in taken] == [j.id for j in jobs]
+    await store.ack(lane, taken[0])
+    later = now_ms() + 60_000
+    await store.retry(lane, structs.replace(taken[1], attempts_made=1, process_at=later, last_error="x"))
+    dead = structs.replace(taken[2], attempts_made=3)
+    await store.bury(lane, DeadLetter(job=dead, error="boom", failed_at=5))
+    # taken[3] and taken[4] were out when the engine "died": they come back.
+    await store.close()
+
+    again = SqliteQueueStore(tmp_path / "q")
+    await again.open()
+    assert await again.subscribers("orders") == [(lane, None)]
+    assert await again.depth(lane) == 3 and await again.dead_count(lane) == 1
+    [letter] = await again.dead_letters(lane, 0, 10)
+    assert letter.error == "boom" and letter.job.id == taken[2].id and letter.failed_at == 5
+    back = await again.take(lane, 10)
+    assert [j.id for j in back] == [taken[3].id, taken[4].id]  # the retry waits for its time
+    assert again.next_due(lane) == later
+    assert [j.data for j in await again.take(other, 10)] == [Raw(b'{"n":9}')]
+    assert await again.redrive(lane, None) == 1
+    assert [j.id for j in await again.take(lane, 10)] == [taken[2].id]
+    for j in back:
+        await again.ack(lane, j)
+    await again.close()
+
+    third = SqliteQueueStore(tmp_path / "q")
+    await third.open()
+    # Left: the waiting retry and the redriven job (out when closed: back again).
+    assert await third.depth(lane) == 2 and await third.dead_count(lane) == 0
+    assert [j.id for j in await third.take(lane, 10)] == [taken[2].id]
+    await third.close()

@@ -15,9 +15,10 @@ retried at ``now + backoff_delay_ms * 2^(attempts_made-1)``.
 
 from __future__ import annotations
 
+import random
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
@@ -29,6 +30,17 @@ NULL = Raw(b"null")
 # Characters that stand for themselves in a lane key: printable ASCII but
 # space, %, /, { and } (the key is a Redis hash tag and a path-like id).
 _KEY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%/{}")
+
+
+_random = random.Random()  # seeded from os.urandom: unique per process and start
+_V4 = (0x4 << 76) | (0x2 << 62)  # version 4, RFC 4122 variant
+_V4_MASK = ~((0xF << 76) | (0x3 << 62))
+
+
+def new_id() -> str:
+    """A random UUID (version 4) as text, without a system call per id (``uuid.uuid4`` makes one)."""
+    h = f"{(_random.getrandbits(128) & _V4_MASK) | _V4:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now_ms() -> int:
@@ -56,11 +68,12 @@ class Lane:
     name: str
     namespace: str
     function_id: str
+    # A stable id with no braces, ``/`` only as separator (``topic/orders/default/ship``).
+    key: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
-        """A stable id with no braces, ``/`` only as separator (``topic/orders/default/ship``)."""
-        return "/".join((self.kind, _quote(self.name), _quote(self.namespace), _quote(self.function_id)))
+    def __post_init__(self) -> None:
+        parts = (self.kind, _quote(self.name), _quote(self.namespace), _quote(self.function_id))
+        object.__setattr__(self, "key", "/".join(parts))
 
     @staticmethod
     def from_key(key: str) -> Lane | None:

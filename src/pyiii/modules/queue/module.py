@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,7 @@ from pyiii.modules.queue.inputs import (
     decode,
     name_of,
 )
-from pyiii.modules.queue.jobs import NULL, DeadLetter, Delivery, Job, Lane, group_value, now_ms
+from pyiii.modules.queue.jobs import NULL, DeadLetter, Delivery, Job, Lane, group_value, new_id, now_ms
 
 if TYPE_CHECKING:
     from pyiii.engine.engine import Engine
@@ -260,7 +259,7 @@ class QueueModule(Module):
             log.debug("publish to topic %r with no subscriber: dropped", topic)
             return NO_RESULT
         base = self.config.queues[DEFAULT_QUEUE]
-        receipt = str(uuid.uuid4())
+        receipt = new_id()
         now = now_ms()
         decoded: Any = _UNDECODED
         items: list[tuple[Lane, Job]] = []
@@ -277,7 +276,7 @@ class QueueModule(Module):
                 (
                     lane,
                     Job(
-                        id=str(uuid.uuid4()),
+                        id=new_id(),
                         queue=topic,
                         function_id=lane.function_id,
                         namespace=lane.namespace,
@@ -327,9 +326,9 @@ class QueueModule(Module):
                     f"Function {req.function_id} not found in namespace {req.namespace}:"
                     " no worker serves it, so nothing would run the message",
                 )
-            receipt = str(uuid.uuid4())
+            receipt = new_id()
             job = Job(
-                id=str(uuid.uuid4()),
+                id=new_id(),
                 queue=req.queue,
                 function_id=req.function_id,
                 namespace=req.namespace,

@@ -37,6 +37,8 @@ class Change(msgspec.Struct, array_like=True):
 class MemoryQueueStore(QueueStore):
     """Lanes in memory (see module docstring)."""
 
+    persists = False  # True: changes are described and handed to ``_record``
+
     def __init__(self) -> None:
         self.books: dict[str, LaneBook] = {}
         self.known: dict[str, Lane] = {}
@@ -59,10 +61,7 @@ class MemoryQueueStore(QueueStore):
 
     def _behind(self, changes: list[Change]) -> None:
         """Persist without waiting (an outcome: losing it only repeats a delivery)."""
-        done = self._record(changes)
-        if done is not None:
-            fut = asyncio.ensure_future(done)
-            fut.add_done_callback(_log_failure)
+        self._record(changes)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -92,12 +91,18 @@ class MemoryQueueStore(QueueStore):
     # --- jobs --------------------------------------------------------------------------
 
     async def push(self, items: Sequence[tuple[Lane, Job]]) -> None:
-        encode = msgspec.json.encode
-        await self._durable([Change("insert", job.id, lane.key, encode(job)) for lane, job in items])
+        # Deliverable at once, acknowledged once durable: a delivery overlaps the
+        # commit. Its outcome is written after the insert (one writer, in order).
+        done = None
+        if self.persists:
+            encode = msgspec.json.encode
+            done = self._record([Change("insert", job.id, lane.key, encode(job)) for lane, job in items])
         now = now_ms()
         for lane, job in items:
             self.book(lane).add(job, now)
             self._wake(lane)
+        if done is not None:
+            await done
 
     async def take(self, lane: Lane, n: int) -> list[Job]:
         book = self.books.get(lane.key)
@@ -106,21 +111,25 @@ class MemoryQueueStore(QueueStore):
     async def ack(self, lane: Lane, job: Job) -> None:
         book = self.books.get(lane.key)
         if book is not None and book.finish(job.id, now_ms()) is not None:
-            self._behind([Change("delete", job.id)])
+            if self.persists:
+                self._behind([Change("delete", job.id)])
             self._wake(lane)
 
     async def retry(self, lane: Lane, job: Job) -> None:
         book = self.books.get(lane.key)
         if book is not None and job.id in book.jobs:
             book.retry(job, now_ms())
-            self._behind([Change("update", job.id, lane.key, msgspec.json.encode(job))])
+            if self.persists:
+                self._behind([Change("update", job.id, lane.key, msgspec.json.encode(job))])
             self._wake(lane)
 
     async def bury(self, lane: Lane, letter: DeadLetter) -> None:
         book = self.books.get(lane.key)
         if book is not None and letter.job.id in book.jobs:
             book.bury(letter, now_ms())
-            self._behind([Change("update", letter.job.id, lane.key, msgspec.json.encode(letter), dead=True)])
+            if self.persists:
+                body = msgspec.json.encode(letter)
+                self._behind([Change("update", letter.job.id, lane.key, body, dead=True)])
             self._wake(lane)
 
     async def release(self, lane: Lane, jobs: Sequence[Job]) -> None:
@@ -197,12 +206,3 @@ class MemoryQueueStore(QueueStore):
             return False
         await self._durable([Change("delete", job_id)])
         return book.dead.pop(job_id, None) is not None
-
-
-def _log_failure(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error(
-            "queue store: an outcome was not written (%s); after a restart that delivery may"
-            " happen again",
-            fut.exception(),
-        )
