@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 ## Benchmarks: one table of ratios against baselines measured in the same run (< 5 min).
 bench: $(STAMP) redis
-	bash scripts/install-compat.sh node-0.22
+	bash scripts/install-compat.sh node-0.22 bench-arq
 	$(PY) benchmarks/run.py
 
 ## The long soak: 500 workers for 60 s against one engine (a 10 s twin runs in `make test`).

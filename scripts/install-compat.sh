@@ -10,6 +10,8 @@
 #   .compat/py-0.11.6/  venv with iii-sdk==0.11.6 (tests/compat/python/requirements-0.11.6.txt)
 #   .compat/py-0.25.0/  venv with iii-sdk==0.25.0 (tests/compat/python/requirements-0.25.0.txt)
 #   .compat/py-motia/   venv with motia==1.0.4rc1 + iii-sdk==0.11.3 (tests/compat/python/requirements-motia.txt)
+#   .compat/bench-arq/  venv with arq==0.28.0 for the queue benchmark's baseline (benchmarks/requirements-arq.txt;
+#                       not part of the default set: `make bench` installs it)
 #
 # Idempotent and fast: a target whose inputs (lockfile / requirements hash) are unchanged
 # is skipped; sdk.mjs adapters are always re-copied (cheap). Needs: node >= 20, npm,
@@ -80,6 +82,23 @@ PY
   say "$name installed"
 }
 
+install_arq() {  # the queue benchmark's baseline (arq needs redis-py < 6, so not in the project venv)
+  local dst="$DEST/bench-arq" req="$ROOT/benchmarks/requirements-arq.txt" want
+  want="$(digest "$req")"
+  if [[ -x "$dst/bin/python" && "$(cat "$dst/.installed" 2>/dev/null)" == "$want" ]]; then
+    say "bench-arq up to date"
+    return
+  fi
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
+  say "bench-arq: creating venv with $PYTHON"
+  rm -rf "$dst"
+  "$PYTHON" -m venv "$dst" || die "venv failed (Debian: apt-get install python3.11-venv)"
+  "$dst/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  "$dst/bin/python" -c "import arq" || die "bench-arq: arq does not import"
+  echo "$want" > "$dst/.installed"
+  say "bench-arq installed"
+}
+
 targets=("$@")
 (( ${#targets[@]} )) || targets=("${ALL[@]}")
 mkdir -p "$DEST"
@@ -87,6 +106,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     node-0.9|node-0.22) install_node "$t" ;;
     py-0.11.6|py-0.25.0|py-motia) install_py "$t" ;;
-    *) die "unknown target '$t' (expected one of: ${ALL[*]})" ;;
+    bench-arq) install_arq ;;
+    *) die "unknown target '$t' (expected one of: ${ALL[*]} bench-arq)" ;;
   esac
 done

@@ -311,7 +311,6 @@ def test_old_shape_port_host_and_adapters(tmp_path: Path) -> None:
 def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     classes = [
         "modules::stream::StreamModule",
-        "modules::queue::QueueModule",
         "modules::observability::OtelModule",
         "modules::http_functions::HttpFunctionsModule",
         "modules::shell::ExecModule",
@@ -323,20 +322,18 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     assert cfg.modules_seen[0] == "iii-state"
     assert cfg.modules_seen[1:] == [
         "iii-stream",
-        "iii-queue",
         "iii-observability",
         "iii-http-functions",
         "iii-exec",
         "iii-bridge",
     ]
     assert len(cfg.warnings) == len(classes)
-    assert "modules[2] (class: modules::queue::QueueModule)" in cfg.warnings[1]
-    assert "module iii-queue is not implemented by pyiii; ignored" in cfg.warnings[1]
+    assert "modules[2] (class: modules::observability::OtelModule)" in cfg.warnings[1]
+    assert "module iii-observability is not implemented by pyiii; ignored" in cfg.warnings[1]
 
 
 def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     names = [
-        "queue",
         "iii-stream",
         "iii-observability",
         "iii-http-functions",
@@ -350,7 +347,7 @@ def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     assert cfg.state is None
     assert len(cfg.warnings) == len(names)
     assert all("is not implemented by pyiii; ignored" in w for w in cfg.warnings)
-    assert "iii-queue" in cfg.modules_seen
+    assert "iii-stream" in cfg.modules_seen
 
 
 # --------------------------------------------------------------------------- env placeholders

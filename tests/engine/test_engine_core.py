@@ -356,23 +356,47 @@ async def test_void_call_to_builtin_never_replies(engine: Engine) -> None:
     assert a.take() == []
 
 
-async def test_enqueue_replies_receipt_then_target_runs_without_id(engine: Engine) -> None:
+async def test_enqueue_without_a_queue_provider_says_to_enable_iii_queue(engine: Engine) -> None:
     a, b = peer(engine), peer(engine)
     b.register("pay::charge")
     a.invoke("pay::charge", {"amount": 5}, "Z", action={"type": "enqueue", "queue": "payments"})
     res = a.take_one()
-    assert res["invocation_id"] == "Z"
-    assert res["function_id"] == "pay::charge"
-    assert set(res["result"]) == {"messageReceiptId"}
-    assert is_uuid4(res["result"]["messageReceiptId"])
+    assert res["invocation_id"] == "Z" and res["function_id"] == "pay::charge"
+    assert res["error"]["code"] == "enqueue_error"
+    assert "iii-queue" in res["error"]["message"]
+    await asyncio.sleep(0)
+    assert b.take() == []  # nothing ran
+
+
+async def test_enqueue_goes_to_the_queue_provider_hook(engine: Engine) -> None:
+    from pyiii.engine.registry import EnqueueRequest
+    from pyiii.errors import IIIError
+
+    seen: list[EnqueueRequest] = []
+
+    async def provider(request: EnqueueRequest) -> str:
+        if request.queue == "full":
+            raise IIIError("queue_full", "no room in queue full")
+        seen.append(request)
+        return "receipt-1"
+
+    engine.enqueue_handler = provider
+    a = peer(engine)
+    a.invoke("pay::charge", {"amount": 5}, "Z", action={"type": "enqueue", "queue": "payments"})
+    a.invoke("pay::charge", {"amount": 6}, "Y", action={"type": "enqueue", "queue": "full"})
     for _ in range(5):
         await asyncio.sleep(0)
-    fwd = b.take_one()
-    assert fwd["type"] == "invokefunction"
-    assert fwd["function_id"] == "pay::charge"
-    assert "invocation_id" not in fwd
-    assert fwd["data"]["amount"] == 5
-    assert a.take() == []
+    first, second = sorted(a.take(), key=lambda f: f["invocation_id"])
+    assert second == {
+        "type": "invocationresult",
+        "invocation_id": "Z",
+        "function_id": "pay::charge",
+        "result": {"messageReceiptId": "receipt-1"},
+    }
+    assert first["error"] == {"code": "enqueue_error", "message": "no room in queue full"}
+    [req] = seen
+    assert (req.queue, req.function_id, req.namespace) == ("payments", "pay::charge", "default")
+    assert json.loads(bytes(req.data)) == {"amount": 5, "_caller_worker_id": a.id}
 
 
 # --- registration ownership -----------------------------------------------------------

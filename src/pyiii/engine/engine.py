@@ -9,7 +9,6 @@ ordinary ``invocationresult`` frames.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import time
@@ -30,6 +29,8 @@ from pyiii.engine.registry import (
     NO_RESULT,
     Builtin,
     CallContext,
+    EnqueueHandler,
+    EnqueueRequest,
     Function,
     Pending,
     Trigger,
@@ -50,6 +51,10 @@ from pyiii.protocol import (
 
 log = logging.getLogger("pyiii.engine")
 
+NO_QUEUE_PROVIDER = (
+    "No queue provider is installed: the enqueue action needs the iii-queue module;"
+    " add `- name: iii-queue` to the workers of iii-config.yaml"
+)
 SHUTDOWN_CLOSE_CODE = 1012  # "service restart": every SDK reconnects after it
 TRACE_MEMORY = 4096  # trace ids remembered for labelling worker log lines
 _PONG = protocol.encode(protocol.Pong())
@@ -118,6 +123,8 @@ class Engine:
         # Observers of registry changes (engine::*-available trigger types).
         self.on_workers_changed: list[Callable[[str, str], None]] = []
         self.on_functions_changed: list[Callable[[], None]] = []
+        # Takes {"type":"enqueue"} invocations; set by a queue module (None: refused).
+        self.enqueue_handler: EnqueueHandler | None = None
 
     # --- connection lifecycle --------------------------------------------
 
@@ -312,7 +319,8 @@ class Engine:
         if conn.serving and isinstance(msg.traceparent, str):
             self._note_trace(conn, msg.traceparent)
         if action is not None and action.type == "enqueue":
-            self._enqueue(conn, inv_id, ns, msg, protocol.with_caller(msg.data, conn.worker_id))
+            queue = action.queue if isinstance(action.queue, str) else ""
+            self._enqueue(conn, inv_id, ns, queue, msg, protocol.with_caller(msg.data, conn.worker_id))
             return
         if action is not None and action.type == "void":
             inv_id = None
@@ -617,23 +625,44 @@ class Engine:
             self._send_invoke(fn.owner, None, function_id, raw, metadata=metadata)
         return True
 
-    def _enqueue(self, conn: Connection, inv_id: str | None, ns: str, msg: InvokeFunction, data: Raw) -> None:
-        # In-process queue: accept at once, run the target as a void call.
-        if (ns, msg.function_id) not in self.functions:
+    def _enqueue(
+        self, conn: Connection, inv_id: str | None, ns: str, queue: str, msg: InvokeFunction, data: Raw
+    ) -> None:
+        """Hand an enqueue invocation to the queue provider; reply with its receipt."""
+        handler = self.enqueue_handler
+        if handler is None:
             if inv_id is not None:
-                self._reply_error(
-                    conn,
-                    inv_id,
-                    msg.function_id,
-                    IIIError(errors.ENQUEUE_ERROR, self._not_found(ns, msg.function_id).message),
-                )
+                error = IIIError(errors.ENQUEUE_ERROR, NO_QUEUE_PROVIDER)
+                self._reply_error(conn, inv_id, msg.function_id, error)
             return
-        receipt = str(uuid.uuid4())
-        if inv_id is not None:
-            self._reply_result(conn, inv_id, msg.function_id, {"messageReceiptId": receipt})
-        asyncio.get_running_loop().call_soon(
-            functools.partial(self.call_void, msg.function_id, data, namespace=ns, metadata=msg.metadata)
+        request = EnqueueRequest(
+            queue=queue,
+            function_id=msg.function_id,
+            namespace=ns,
+            data=data,
+            metadata=msg.metadata,
+            traceparent=_opt_str(msg.traceparent),
+            baggage=_opt_str(msg.baggage),
         )
+        self.spawn(self._finish_enqueue(conn, inv_id, msg.function_id, handler(request)))
+
+    async def _finish_enqueue(
+        self, conn: Connection, inv_id: str | None, function_id: str, accepted: Awaitable[str]
+    ) -> None:
+        try:
+            receipt = await accepted
+        except IIIError as err:
+            error = err if err.code == errors.ENQUEUE_ERROR else IIIError(errors.ENQUEUE_ERROR, err.message)
+            if inv_id is not None and conn.open:
+                self._reply_error(conn, inv_id, function_id, error)
+            return
+        except Exception as exc:
+            log.exception("enqueue of %s failed", function_id)
+            if inv_id is not None and conn.open:
+                self._reply_error(conn, inv_id, function_id, IIIError(errors.ENQUEUE_ERROR, repr(exc)))
+            return
+        if inv_id is not None and conn.open:
+            self._reply_result(conn, inv_id, function_id, {"messageReceiptId": receipt})
 
     # --- trigger types and triggers (see triggers.py) ------------------------
 

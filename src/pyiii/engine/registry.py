@@ -38,6 +38,24 @@ class _NoResult:
 NO_RESULT = _NoResult()
 
 
+@dataclass(slots=True, frozen=True)
+class EnqueueRequest:
+    """An invocation with ``action: {type: enqueue, queue}``, handed to the queue provider."""
+
+    queue: str
+    function_id: str
+    namespace: str
+    data: Raw
+    metadata: Raw | UnsetType = UNSET
+    traceparent: str | None = None
+    baggage: str | None = None
+
+
+# The queue provider (set by a queue module): accepts the job durably and
+# returns its receipt id, or raises IIIError.
+EnqueueHandler = Callable[[EnqueueRequest], Awaitable[str]]
+
+
 @dataclass(slots=True)
 class Function:
     id: str

@@ -81,6 +81,19 @@ def _raw(value: Any) -> Raw:
     return Raw(_json_encode(value))
 
 
+def _payload(function_id: str, payload: Any) -> Raw:
+    """The payload as JSON, or a clear error before anything is sent."""
+    try:
+        return Raw(_json_encode(payload))
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise IIIError(
+            errors.SERIALIZATION_ERROR,
+            f"the payload for {function_id} is not JSON-serializable ({exc}); send dicts, lists,"
+            " strings, numbers, booleans and None (convert other objects first)",
+            function_id=function_id,
+        ) from None
+
+
 def _opt_raw(value: Any) -> Raw | UnsetType:
     return UNSET if value is None else Raw(_json_encode(value))
 
@@ -459,7 +472,7 @@ class Worker(EventsMixin):
         if self._closing:
             raise IIIError(errors.SHUTDOWN, "worker is shut down", function_id=function_id)
 
-        data = _raw(payload)
+        data = _payload(function_id, payload)
         wire_action: p.Action | UnsetType = UNSET
         if action is not None:
             kind = action.get("type")
@@ -496,6 +509,60 @@ class Worker(EventsMixin):
     ) -> Any:
         """Blocking ``trigger`` for threads that are not this worker's loop."""
         return self._block(self.trigger(request, payload, action=action, timeout_ms=timeout_ms))
+
+    # --- queues (the iii-queue module) -------------------------------------------
+
+    async def publish(self, topic: str, data: Any) -> None:
+        """Publish ``data`` to a durable topic: every function subscribed to it gets a copy.
+
+        Returns once the engine has stored the message (with ``file_based``:
+        on disk). Raises ``IIIError`` (``serialization_error``) before sending
+        when ``data`` is not JSON-serializable.
+        """
+        if not topic:
+            raise ValueError("publish needs a topic")
+        await self.trigger("iii::durable::publish", {"topic": topic, "data": data})
+
+    async def enqueue(self, function_id: str, payload: Any, *, queue: str = "default") -> str:
+        """Run ``function_id`` later through the named queue ``queue``; returns the receipt id.
+
+        The queue retries the function on failure (its ``queue_configs``
+        settings) and dead-letters it after ``max_retries`` deliveries.
+        """
+        result = await self.trigger(function_id, payload, action={"type": "enqueue", "queue": queue})
+        return str(result["messageReceiptId"])
+
+    def subscriber(
+        self,
+        topic: str,
+        *,
+        id: str | None = None,
+        queue_config: Mapping[str, Any] | None = None,
+        condition_function_id: str | None = None,
+        **options: Any,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: serve a function that gets every message published to ``topic``.
+
+        ``id`` defaults to ``<topic>::<handler name>``. The subscription is
+        durable: messages published while this worker is away wait for it.
+        ``queue_config`` (``maxRetries``, ``concurrency``, ``type``,
+        ``backoffDelayMs``, ``visibilityTimeout``) tunes its delivery. A
+        handler that raises is retried; its return value is ignored.
+        """
+
+        def decorate(handler: Handler) -> Handler:
+            function_id = id or f"{topic}::{getattr(handler, '__name__', 'subscriber')}"
+            self.register_function(function_id, handler, **options)
+            config: dict[str, Any] = {"topic": topic}
+            if queue_config:
+                config["queue_config"] = dict(queue_config)
+            if condition_function_id:
+                config["condition_function_id"] = condition_function_id
+            trigger = {"type": "durable:subscriber", "function_id": function_id, "config": config}
+            self.register_trigger(trigger)
+            return handler
+
+        return decorate
 
     def _expire(self, invocation_id: str, function_id: str, ms: int) -> None:
         future = self._pending.pop(invocation_id, None)

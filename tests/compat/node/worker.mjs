@@ -24,6 +24,12 @@
 //   pubsub-publish TOPIC [JSON] [void]  trigger('publish', {topic, data}) (as a Void action with 'void');
 //                                    prints {"result":..} or {"error":..}
 //   cron FUNCTION_ID EXPRESSION      'cron' trigger; prints {"event":..} per run; runs until killed
+//   subscribe FUNCTION_ID TOPIC [TYPE]       durable subscription (TYPE durable:subscriber, or 'queue' for
+//                                    the older name); prints {"message":..} per delivery, throws
+//                                    Error('boom') for data.fail; runs until killed
+//   publish TOPIC COUNT              COUNT concurrent iii::durable::publish {topic, data: {n}}; prints
+//                                    {"published":n,"failed":n,"errors":[..]}
+//   enqueue FUNCTION_ID QUEUE [JSON] one trigger with the enqueue action; prints {"result":..} or {"error":..}
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
@@ -46,7 +52,7 @@ const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
 const [role, ...args] = process.argv.slice(2)
 const ROLES = [
   'serve-add', 'call', 'log', 'increment', 'state-trigger', 'serve-channels', 'channel-send', 'channel-receive',
-  'pubsub-subscribe', 'pubsub-publish', 'cron',
+  'pubsub-subscribe', 'pubsub-publish', 'cron', 'subscribe', 'publish', 'enqueue',
 ]
 if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
 
@@ -277,6 +283,40 @@ async function pubsubPublish(topic, json = 'null', mode = '') {
   await stop(0)
 }
 
+async function subscribe(functionId, topic, type = 'durable:subscriber') {
+  sdk.registerFunction(iii, functionId, async (data) => {
+    if (data?.__ready) return { pong: true }
+    emit({ message: data })
+    if (data?.fail) throw new Error('boom')
+    return { ok: true }
+  })
+  iii.registerTrigger({ type, function_id: functionId, config: { topic } })
+  await waitRoutable(functionId, { __ready: true })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+async function publish(topic, count = '1') {
+  const outcomes = await Promise.allSettled(
+    Array.from({ length: Number(count) }, (_, n) =>
+      iii.trigger({ function_id: 'iii::durable::publish', payload: { topic, data: { n } } })),
+  )
+  const errors = outcomes.filter((o) => o.status === 'rejected').map((o) => errorJson(o.reason))
+  emit({ published: outcomes.length - errors.length, failed: errors.length, errors: errors.slice(0, 5) })
+  await stop(0)
+}
+
+async function enqueue(functionId, queue, json = '{}') {
+  // What TriggerAction.Enqueue({ queue }) of 0.22 returns; 0.9 has no such helper.
+  const action = sdk.TriggerAction?.Enqueue ? sdk.TriggerAction.Enqueue({ queue }) : { type: 'enqueue', queue }
+  try {
+    const result = await iii.trigger({ function_id: functionId, payload: JSON.parse(json), action })
+    emit({ result: result ?? null })
+  } catch (e) {
+    emit({ error: errorJson(e) })
+  }
+  await stop(0)
+}
+
 const roles = {
   'serve-add': serveAdd,
   call,
@@ -289,5 +329,8 @@ const roles = {
   'pubsub-subscribe': pubsubSubscribe,
   'pubsub-publish': pubsubPublish,
   cron,
+  subscribe,
+  publish,
+  enqueue,
 }
 await roles[role](...args)

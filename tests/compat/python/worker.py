@@ -24,6 +24,11 @@ Run it with the venv's python made by scripts/install-compat.sh. Roles:
     pubsub-publish TOPIC [JSON] [void]  trigger('publish', {topic, data}) (as a Void action with 'void');
                                      prints {"result":..} or {"error":..}
     cron FUNCTION_ID EXPRESSION      'cron' trigger; prints {"event":..} per run; runs until killed
+    subscribe FUNCTION_ID TOPIC [TYPE]       durable subscription (TYPE durable:subscriber, or 'queue');
+                                     prints {"message":..} per delivery, raises 'boom' for data['fail']
+    publish TOPIC COUNT              COUNT concurrent iii::durable::publish {topic, data: {n}}; prints
+                                     {"published":n,"failed":n,"errors":[..]}
+    enqueue FUNCTION_ID QUEUE [JSON] one trigger with TriggerAction.Enqueue; {"result":..} or {"error":..}
 stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
 """
 
@@ -43,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from typing import Any
 
-from iii import register_worker
+from iii import TriggerAction, register_worker
 
 try:  # 0.11.x exports Logger from `iii`; 0.25.x moved it to iii-helpers
     from iii import Logger  # type: ignore[attr-defined]
@@ -90,6 +95,9 @@ ROLE_NAMES = (
     "pubsub-subscribe",
     "pubsub-publish",
     "cron",
+    "subscribe",
+    "publish",
+    "enqueue",
 )
 if ROLE not in ROLE_NAMES:
     fail(f"unknown role {ROLE!r} (expected: {', '.join(ROLE_NAMES)})")
@@ -368,6 +376,50 @@ def pubsub_publish(topic: str, payload: str = "null", mode: str = "") -> None:
     stop(0)
 
 
+def subscribe(function_id: str, topic: str, trigger_type: str = "durable:subscriber") -> None:
+    async def on_message(data: Any) -> Any:
+        if isinstance(data, dict) and data.get("__ready"):
+            return {"pong": True}
+        emit({"message": data})
+        if isinstance(data, dict) and data.get("fail"):
+            raise Exception("boom")
+        return {"ok": True}
+
+    iii.register_function(function_id, on_message)
+    iii.register_trigger({"type": trigger_type, "function_id": function_id, "config": {"topic": topic}})
+    wait_routable(function_id, {"__ready": True})
+    emit({"ready": True, "sdk": SDK})
+    serve_forever()
+
+
+def publish(topic: str, count: str = "1") -> None:
+    def one(n: int) -> dict[str, Any] | None:
+        try:
+            payload = {"topic": topic, "data": {"n": n}}
+            iii.trigger({"function_id": "iii::durable::publish", "payload": payload})
+            return None
+        except Exception as e:
+            return error_json(e)
+
+    with ThreadPoolExecutor(max_workers=min(int(count), 32) or 1) as pool:
+        errors = [e for e in pool.map(one, range(int(count))) if e is not None]
+    emit({"published": int(count) - len(errors), "failed": len(errors), "errors": errors[:5]})
+    stop(0)
+
+
+def enqueue(function_id: str, queue: str, payload: str = "{}") -> None:
+    request = {
+        "function_id": function_id,
+        "payload": json.loads(payload),
+        "action": TriggerAction.Enqueue(queue=queue),
+    }
+    try:
+        emit({"result": iii.trigger(request)})
+    except Exception as e:
+        emit({"error": error_json(e)})
+    stop(0)
+
+
 ROLES = {
     "serve-add": serve_add,
     "call": call,
@@ -380,5 +432,8 @@ ROLES = {
     "pubsub-subscribe": pubsub_subscribe,
     "pubsub-publish": pubsub_publish,
     "cron": cron,
+    "subscribe": subscribe,
+    "publish": publish,
+    "enqueue": enqueue,
 }
 ROLES[ROLE](*ARGS)
