@@ -7,9 +7,11 @@ Starts `pyiii serve` with the repository's iii-config.yaml (file_based state at
   2. examples/seed/latest/state-*.ts, the same flows adapted to npm iii-sdk@0.22.1
   3. examples/seed/state_flows.py, the same flows with the pyiii SDK
 
-then, on an engine started with examples/background/iii-config.yaml (pub/sub and cron):
+then, on an engine started with examples/background/iii-config.yaml (queue, pub/sub, cron):
 
-  4. examples/background/pubsub_cron.py ("Background work": publish/subscribe, a cron job)
+  4. examples/background/durable_queue.py ("Background work": a durable topic, retries, a
+     dead letter, a named queue)
+  5. examples/background/pubsub_cron.py ("Background work": publish/subscribe, a cron job)
 
 prints what each did (its output and the log lines its workers sent to the engine) and stops
 the engines. Exits 1 if any flow failed. Needs `.compat/` (`make compat`).
@@ -67,6 +69,11 @@ FLOWS = [
         "node-0.22",
     ),
     Flow("Python, pyiii SDK (examples/seed/state_flows.py)", [sys.executable, str(SEED / "state_flows.py")]),
+    Flow(
+        "Background work: a durable queue, pyiii SDK (examples/background/durable_queue.py)",
+        [sys.executable, str(BACKGROUND / "durable_queue.py")],
+        config=BACKGROUND / "iii-config.yaml",
+    ),
     Flow(
         "Background work: pub/sub and cron, pyiii SDK (examples/background/pubsub_cron.py)",
         [sys.executable, str(BACKGROUND / "pubsub_cron.py")],
