@@ -4,7 +4,7 @@
     python benchmarks/run.py --only state           # one section (its baselines come along)
     python benchmarks/run.py --only state,redis --seconds 1
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk (see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, queue (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -39,7 +39,7 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk")
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "queue")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -241,6 +241,7 @@ class TargetResult:
     limit: float
     met: bool | None
     detail: str = ""
+    unit: str = "x"
 
 
 def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
@@ -279,6 +280,19 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
     out.append(at_most("p50 at 1 in flight <= 1.3x ceiling's (worst of in_memory get/set/update)",
                        known[worst] if worst else None, 1.3,
                        ", ".join(f"{op.split('::')[1]} {v:.2f}x" for op, v in known.items())))
+    if any(r.section == "queue" for r in rows):
+        from queues import arq_name, queue_name
+
+        redis_vs_arq = [ratio(queue_name("redis", n), arq_name(n)) for n in INFLIGHTS]
+        out.append(at_least("queue redis >= 1x arq jobs/s (64 in flight)", redis_vs_arq[1], 1.0,
+                            _detail("1 in flight", redis_vs_arq[0])))
+        file_vs_mem = [ratio(queue_name("file_based", n), queue_name("in_memory", n)) for n in INFLIGHTS]
+        out.append(at_least("queue file_based >= 0.8x in_memory jobs/s (64 in flight)", file_vs_mem[1], 0.8,
+                            _detail("1 in flight, one fsync per publish", file_vs_mem[0])))
+        p50_file = by.get(queue_name("file_based", 1))
+        p50_ms = at_most("queue publish -> handler p50 at 1 in flight <= 2 ms (file_based)",
+                         p50_file.p50_us / 1000 if p50_file else None, 2.0)
+        out.append(dataclasses.replace(p50_ms, unit=" ms"))
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
@@ -293,7 +307,7 @@ def print_targets(results: list[TargetResult]) -> None:
     print("\ntargets")
     for t in results:
         status = "not measured" if t.met is None else ("met" if t.met else "NOT MET")
-        value = "-" if t.value is None else f"{t.value:.2f}x"
+        value = "-" if t.value is None else f"{t.value:.2f}{t.unit}"
         detail = f"  ({t.detail})" if t.detail else ""
         print(f"  {status:12} {value:>7}  {t.target}{detail}")
 
@@ -340,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from bulk_load import bulk_rows
 
         rows += bulk_rows(args.seconds, args.values)
+    if "queue" in selected:
+        from queues import queue_rows
+
+        rows += queue_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()
