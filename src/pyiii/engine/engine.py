@@ -129,6 +129,7 @@ class Engine:
         # Builds handlers for registrations with ``invocation``; set by iii-http-functions.
         self.invocation_provider: InvocationProvider | None = None
         self._preparing: dict[tuple[str, str], tuple[Connection, asyncio.Task[Any]]] = {}
+        self.max_preparing = 1024  # registrations with `invocation` checked at once
 
     # --- connection lifecycle --------------------------------------------
 
@@ -326,6 +327,15 @@ class Engine:
             )
             return
         self._cancel_preparing(conn, key)
+        if len(self._preparing) >= self.max_preparing:
+            # Each check may wait on DNS: a flood of registrations must not pile up tasks.
+            limit = IIIError(
+                errors.LIMIT_EXCEEDED,
+                f"{len(self._preparing)} registrations with an 'invocation' are being checked; "
+                "register this function again once they are done",
+            )
+            self._refuse_registration(conn, msg.id, limit)
+            return
         task = self.spawn(self._prepare_invoked(conn, key, msg, provider))
         self._preparing[key] = (conn, task)
 

@@ -14,7 +14,7 @@ import pytest
 from pyiii import IIIError
 from pyiii.engine.server import Server
 from support.engines import sdk_worker, url_of
-from support.http_services import DEFAULT_DNS, MakeEngine, RawWorker, Service, StubDNS
+from support.http_services import DEFAULT_DNS, LOCAL_SECURITY, MakeEngine, RawWorker, Service, StubDNS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,6 +57,23 @@ async def test_sdk_registers_and_calls_an_http_function(make_engine: MakeEngine,
         # many calls at once, each answered with its own payload
         results = await asyncio.gather(*(caller.trigger("orders::quote", {"n": n}) for n in range(50)))
         assert [r["body"]["n"] for r in results] == list(range(50))
+
+
+async def test_a_trigger_calls_an_http_function(make_engine: MakeEngine, service: Service) -> None:
+    # a webhook: every message published on a topic is POSTed to the service
+    server = await make_engine(LOCAL_SECURITY + "  - name: iii-pubsub\n")
+    async with sdk_worker(url_of(server), "w") as w:
+        w.register_http_function("hook::orders", service.url("/echo/hook"))
+        w.register_trigger(
+            {"type": "subscribe", "function_id": "hook::orders", "config": {"topic": "orders"}}
+        )
+        await until_registered(server, "hook::orders")
+        await asyncio.sleep(0.1)  # the trigger registration travels after the function's
+        for n in range(3):
+            await w.publish_event("orders", {"order": n})
+        hits = await service.wait_hits(3)
+        assert sorted(h.json()["order"] for h in hits) == [0, 1, 2]
+        assert {h.path for h in hits} == {"/echo/hook"}
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
@@ -371,3 +388,26 @@ async def test_another_worker_cannot_take_an_http_function(make_engine: MakeEngi
     await a.close()
     await until_registered(server, "own::x", present=False)
     await b.close()
+
+
+async def test_a_flood_of_registrations_is_bounded(make_engine: MakeEngine, service: Service) -> None:
+    release = asyncio.Event()
+
+    async def stuck_dns(host: str, port: int) -> list[str]:
+        await release.wait()
+        return ["127.0.0.1"]
+
+    server = await make_engine()
+    server.module("iii-http-functions").resolve = stuck_dns  # type: ignore[attr-defined]
+    server.engine.max_preparing = 50
+    raw = await RawWorker.connect(url_of(server))
+    for n in range(60):
+        await raw.register(f"flood::{n}", {"url": f"http://svc.test:{service.port}/echo"})
+    refused = [await raw.next() for _ in range(10)]
+    assert {f["error"]["code"] for f in refused} == {"LIMIT_EXCEEDED"}
+    assert [f["error"]["function_id"] for f in refused] == [f"flood::{n}" for n in range(50, 60)]
+    release.set()
+    await until_registered(server, "flood::49")
+    assert sum(1 for ns, fid in server.engine.functions if fid.startswith("flood::")) == 50
+    assert server.engine._preparing == {}
+    await raw.close()
