@@ -6,6 +6,9 @@ the addresses an attacker's DNS server might answer with.
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 
 from pyiii.modules.http_functions.dns import vetted_addresses
@@ -189,3 +192,24 @@ def test_allowlist_parse_errors() -> None:
     with pytest.raises(ValueError, match="empty"):
         Allowlist.parse([" "])
     assert Allowlist.parse([]).hosts == ("*",)
+
+
+async def numeric_only(host: str, port: int) -> list[str]:
+    """The OS resolver limited to numeric hosts (AI_NUMERICHOST): it never sends a DNS query."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, flags=socket.AI_NUMERICHOST, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise Refused(RULE_DNS, str(exc)) from None
+    return [str(info[4][0]) for info in infos]
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "127.1", "0177.0.0.1"])
+async def test_odd_numeric_spellings_of_loopback_are_caught_by_the_answer(host: str) -> None:
+    # Not IP literals to ipaddress, so they pass as names; the resolver turns them into 127.0.0.1.
+    target = check_url(f"https://{host}/x", STRICT)
+    assert target.ip is None
+    with pytest.raises(Refused) as info:
+        await vetted_addresses(target, STRICT, numeric_only)
+    assert info.value.rule == RULE_PRIVATE
+    assert "127.0.0.1 is a loopback" in info.value.message
