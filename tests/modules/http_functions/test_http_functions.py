@@ -411,3 +411,18 @@ async def test_a_flood_of_registrations_is_bounded(make_engine: MakeEngine, serv
     assert sum(1 for ns, fid in server.engine.functions if fid.startswith("flood::")) == 50
     assert server.engine._preparing == {}
     await raw.close()
+
+
+async def test_calls_waiting_on_services_are_bounded(make_engine: MakeEngine, service: Service) -> None:
+    server = await make_engine()
+    module = server.module("iii-http-functions")
+    module.max_in_flight = 3  # type: ignore[attr-defined]
+    async with sdk_worker(url_of(server), "w") as w:
+        w.register_http_function("b::slow", service.url("/slow?ms=500"))
+        await until_registered(server, "b::slow")
+        outcomes = await asyncio.gather(*(w.trigger("b::slow", {}) for _ in range(5)), return_exceptions=True)
+        refused = [o for o in outcomes if isinstance(o, IIIError)]
+        assert [o.code for o in refused] == ["LIMIT_EXCEEDED"] * 2
+        assert sum(1 for o in outcomes if o == {"slept": True}) == 3
+        assert module.in_flight == 0  # type: ignore[attr-defined]
+        assert await w.trigger("b::slow", {}) == {"slept": True}

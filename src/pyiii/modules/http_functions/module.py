@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyiii import protocol
+from pyiii import errors, protocol
 from pyiii.engine.module import Module
 from pyiii.engine.registry import NO_RESULT, Builtin, CallContext
 from pyiii.errors import IIIError
@@ -36,6 +36,7 @@ log = logging.getLogger("pyiii.http_functions")
 
 WORKER_NAME = "iii-http-functions"
 FAILURE_LOG_INTERVAL_S = 10.0  # per function: a failing endpoint logs at most this often
+MAX_IN_FLIGHT = 10_000  # calls waiting on HTTP services at once; more fail fast
 
 
 class HttpFunctionsModule(Module):
@@ -49,6 +50,8 @@ class HttpFunctionsModule(Module):
         self.resolve: Resolve = resolve or system_resolve
         self.caller = Caller(self.policy, lambda: self.resolve)
         self.engine: Engine | None = None
+        self.max_in_flight = MAX_IN_FLIGHT
+        self.in_flight = 0
 
     def describe(self) -> str:
         p = self.policy
@@ -87,7 +90,16 @@ class HttpFunctionsModule(Module):
         last_failure_log = [0.0]
 
         async def handler(data: Raw, ctx: CallContext) -> Any:
+            if self.in_flight >= self.max_in_flight:
+                # Calls to built-ins have no per-worker pending limit: a slow service must
+                # not let a flood of calls pile up without bound.
+                raise IIIError(
+                    errors.LIMIT_EXCEEDED,
+                    f"{self.in_flight} calls to HTTP-served functions are waiting for their services; "
+                    "retry when some have answered",
+                )
             body = data if ctx.caller is None else protocol.with_caller(data, ctx.caller.worker_id)
+            self.in_flight += 1
             try:
                 out = await caller.call(endpoint, function_id, bytes(body))
             except IIIError as err:
@@ -96,6 +108,8 @@ class HttpFunctionsModule(Module):
                     last_failure_log[0] = now
                     log.warning("HTTP function %s failed: %s: %s", function_id, err.code, err.message)
                 raise
+            finally:
+                self.in_flight -= 1
             return NO_RESULT if out is None else out
 
         log.info("function %s is served by %s %s", function_id, endpoint.method, endpoint.url)
