@@ -56,10 +56,9 @@ class HttpFunctionsModule(Module):
     def describe(self) -> str:
         p = self.policy
         allow = ", ".join([*p.allowlist.hosts, *(str(n) for n in p.allowlist.networks), *p.allowlist.urls])
-        return (
-            f"{self.name} (https {'required' if p.require_https else 'optional'}, private addresses "
-            f"{'blocked' if p.block_private_ips else 'allowed'}, allowlist: {allow})"
-        )
+        https = "https only" if p.require_https else "http and https"
+        private = "private addresses blocked" if p.block_private_ips else "private addresses ALLOWED"
+        return f"{https}, {private}, url_allowlist: {allow}"
 
     async def start(self, engine: Engine) -> None:
         if engine.invocation_provider is not None:
