@@ -128,7 +128,8 @@ class Engine:
         self.enqueue_handler: EnqueueHandler | None = None
         # Builds handlers for registrations with ``invocation``; set by iii-http-functions.
         self.invocation_provider: InvocationProvider | None = None
-        self._preparing: dict[tuple[str, str], tuple[Connection, asyncio.Task[Any]]] = {}
+        # (worker id, namespace, function id) -> the check of its `invocation` under way.
+        self._preparing: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
         self.max_preparing = 1024  # registrations with `invocation` checked at once
 
     # --- connection lifecycle --------------------------------------------
@@ -337,7 +338,7 @@ class Engine:
             self._refuse_registration(conn, msg.id, limit)
             return
         task = self.spawn(self._prepare_invoked(conn, key, msg, provider))
-        self._preparing[key] = (conn, task)
+        self._preparing[(conn.worker_id, *key)] = task
 
     async def _prepare_invoked(
         self, conn: Connection, key: tuple[str, str], msg: RegisterFunction, provider: InvocationProvider
@@ -352,19 +353,18 @@ class Engine:
             self._refuse_registration(conn, msg.id, _internal(msg.id, exc))
             return
         finally:
-            entry = self._preparing.get(key)
-            if entry is not None and entry[1] is asyncio.current_task():
-                del self._preparing[key]
+            mine = (conn.worker_id, *key)
+            if self._preparing.get(mine) is asyncio.current_task():
+                del self._preparing[mine]
         # The checks again: the worker may have gone, or another taken the id, meanwhile.
         if conn.open and not self._refuse_conflict(conn, key):
             self._install_function(conn, key, msg, handler)
 
     def _cancel_preparing(self, conn: Connection, key: tuple[str, str]) -> None:
         """A newer registration (or an unregister) of ``key`` by ``conn`` wins over one still in the works."""
-        entry = self._preparing.get(key)
-        if entry is not None and entry[0] is conn:
-            del self._preparing[key]
-            entry[1].cancel()
+        task = self._preparing.pop((conn.worker_id, *key), None)
+        if task is not None:
+            task.cancel()
 
     def _refuse_registration(self, conn: Connection, function_id: str, err: IIIError) -> None:
         """Tell the worker (an ``error`` frame: SDKs log it) and the operator why a function was refused."""

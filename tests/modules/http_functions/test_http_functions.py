@@ -426,3 +426,28 @@ async def test_calls_waiting_on_services_are_bounded(make_engine: MakeEngine, se
         assert sum(1 for o in outcomes if o == {"slept": True}) == 3
         assert module.in_flight == 0  # type: ignore[attr-defined]
         assert await w.trigger("b::slow", {}) == {"slept": True}
+
+
+async def test_two_workers_checking_the_same_id_at_once(make_engine: MakeEngine, service: Service) -> None:
+    release = asyncio.Event()
+
+    async def slow_dns(host: str, port: int) -> list[str]:
+        await release.wait()
+        return ["127.0.0.1"]
+
+    server = await make_engine()
+    server.module("iii-http-functions").resolve = slow_dns  # type: ignore[attr-defined]
+    a = await RawWorker.connect(url_of(server))
+    b = await RawWorker.connect(url_of(server))
+    await a.register("race::x", {"url": f"http://svc.test:{service.port}/echo/a"})
+    await b.register("race::x", {"url": f"http://svc.test:{service.port}/echo/b"})
+    await asyncio.sleep(0.05)
+    await a.send({"type": "unregisterfunction", "id": "race::x"})  # cancels a's check only
+    await asyncio.sleep(0.05)
+    release.set()
+    await until_registered(server, "race::x")
+    assert server.engine.functions[("default", "race::x")].owner.worker_id == b.worker_id  # type: ignore[union-attr]
+    assert (await a.call("race::x", {}))["result"]["path"] == "/echo/b"
+    assert server.engine._preparing == {}
+    await a.close()
+    await b.close()
