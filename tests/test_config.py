@@ -312,7 +312,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     classes = [
         "modules::stream::StreamModule",
         "modules::observability::OtelModule",
-        "modules::http_functions::HttpFunctionsModule",
         "modules::shell::ExecModule",
         "modules::bridge_client::BridgeClientModule",
     ]
@@ -323,7 +322,6 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     assert cfg.modules_seen[1:] == [
         "iii-stream",
         "iii-observability",
-        "iii-http-functions",
         "iii-exec",
         "iii-bridge",
     ]
@@ -336,7 +334,6 @@ def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     names = [
         "iii-stream",
         "iii-observability",
-        "iii-http-functions",
         "iii-exec",
         "iii-bridge",
         "iii-engine-functions",

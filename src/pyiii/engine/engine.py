@@ -32,6 +32,7 @@ from pyiii.engine.registry import (
     EnqueueHandler,
     EnqueueRequest,
     Function,
+    InvocationProvider,
     Pending,
     Trigger,
     TriggerType,
@@ -125,6 +126,11 @@ class Engine:
         self.on_functions_changed: list[Callable[[], None]] = []
         # Takes {"type":"enqueue"} invocations; set by a queue module (None: refused).
         self.enqueue_handler: EnqueueHandler | None = None
+        # Builds handlers for registrations with ``invocation``; set by iii-http-functions.
+        self.invocation_provider: InvocationProvider | None = None
+        # (worker id, namespace, function id) -> the check of its `invocation` under way.
+        self._preparing: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
+        self.max_preparing = 1024  # registrations with `invocation` checked at once
 
     # --- connection lifecycle --------------------------------------------
 
@@ -251,34 +257,51 @@ class Engine:
         )
 
     def _on_register_function(self, conn: Connection, msg: RegisterFunction, frame: bytes) -> None:
-        ns = conn.namespace
-        key = (ns, msg.id)
+        key = (conn.namespace, msg.id)
+        if self._refuse_conflict(conn, key):
+            return
+        if msg.invocation is not UNSET:
+            self._register_invoked(conn, key, msg)
+            return
+        self._cancel_preparing(conn, key)
+        self._install_function(conn, key, msg, None)
+
+    def _refuse_conflict(self, conn: Connection, key: tuple[str, str]) -> bool:
+        """Send ``registrationrejected`` if ``key`` is reserved or owned by someone else."""
+        ns, function_id = key
         current = self.functions.get(key)
-        reserved = msg.id.startswith("engine::") and ns != DEFAULT_NS
-        if reserved or (
-            current is not None
-            and current.owner is not conn
-            and (current.handler is not None or (current.owner is not None and current.owner.open))
-        ):
-            owner = "" if reserved or current is None or current.owner is None else current.owner.worker_id
-            log.warning("refusing %s from %s: already owned by %s", msg.id, conn.name, owner or "the engine")
-            conn.send(
-                protocol.encode(
-                    protocol.RegistrationRejected(
-                        code=errors.FUNCTION_NAMESPACE_CONFLICT,
-                        namespace=ns,
-                        owner_worker_id=owner,
-                        function_id=msg.id,
-                    )
+        reserved = function_id.startswith("engine::") and ns != DEFAULT_NS
+        taken = current is not None and current.owner is not conn
+        if taken and current is not None:
+            # A live other worker, or the engine itself (a built-in), holds it.
+            taken = current.owner.open if current.owner is not None else current.handler is not None
+        if not (reserved or taken):
+            return False
+        owner = "" if reserved or current is None or current.owner is None else current.owner.worker_id
+        log.warning("refusing %s from %s: already owned by %s", function_id, conn.name, owner or "the engine")
+        conn.send(
+            protocol.encode(
+                protocol.RegistrationRejected(
+                    code=errors.FUNCTION_NAMESPACE_CONFLICT,
+                    namespace=ns,
+                    owner_worker_id=owner,
+                    function_id=function_id,
                 )
             )
-            return
+        )
+        return True
+
+    def _install_function(
+        self, conn: Connection, key: tuple[str, str], msg: RegisterFunction, handler: Builtin | None
+    ) -> None:
+        current = self.functions.get(key)
         if current is not None and current.owner is not None and current.owner is not conn:
             current.owner.functions.discard(key)
         self.functions[key] = Function(
             id=msg.id,
-            namespace=ns,
+            namespace=key[0],
             owner=conn,
+            handler=handler,
             description=_opt_str(msg.description),
             metadata=msg.metadata,
             request_format=msg.request_format,
@@ -289,8 +312,72 @@ class Engine:
             worker_lines.registered(conn, msg.id)
         self._notify_functions()
 
+    def _register_invoked(self, conn: Connection, key: tuple[str, str], msg: RegisterFunction) -> None:
+        """A function some module serves (``invocation``): it builds the handler, maybe refusing."""
+        provider = self.invocation_provider
+        if provider is None:
+            self._refuse_registration(
+                conn,
+                msg.id,
+                IIIError(
+                    errors.INVOCATION_UNSUPPORTED,
+                    f"{msg.id} has an 'invocation' (a function served over HTTP) but the "
+                    "iii-http-functions module is not loaded; add `- name: iii-http-functions` "
+                    "to the workers of iii-config.yaml",
+                ),
+            )
+            return
+        self._cancel_preparing(conn, key)
+        if len(self._preparing) >= self.max_preparing:
+            # Each check may wait on DNS: a flood of registrations must not pile up tasks.
+            limit = IIIError(
+                errors.LIMIT_EXCEEDED,
+                f"{len(self._preparing)} registrations with an 'invocation' are being checked; "
+                "register this function again once they are done",
+            )
+            self._refuse_registration(conn, msg.id, limit)
+            return
+        task = self.spawn(self._prepare_invoked(conn, key, msg, provider))
+        self._preparing[(conn.worker_id, *key)] = task
+
+    async def _prepare_invoked(
+        self, conn: Connection, key: tuple[str, str], msg: RegisterFunction, provider: InvocationProvider
+    ) -> None:
+        try:
+            handler = await provider(msg, conn)
+        except IIIError as err:
+            self._refuse_registration(conn, msg.id, err)
+            return
+        except Exception as exc:
+            log.exception("preparing %s failed", msg.id)
+            self._refuse_registration(conn, msg.id, _internal(msg.id, exc))
+            return
+        finally:
+            mine = (conn.worker_id, *key)
+            if self._preparing.get(mine) is asyncio.current_task():
+                del self._preparing[mine]
+        # The checks again: the worker may have gone, or another taken the id, meanwhile.
+        if conn.open and not self._refuse_conflict(conn, key):
+            self._install_function(conn, key, msg, handler)
+
+    def _cancel_preparing(self, conn: Connection, key: tuple[str, str]) -> None:
+        """A newer registration (or an unregister) of ``key`` by ``conn`` wins over one still in the works."""
+        task = self._preparing.pop((conn.worker_id, *key), None)
+        if task is not None:
+            task.cancel()
+
+    def _refuse_registration(self, conn: Connection, function_id: str, err: IIIError) -> None:
+        """Tell the worker (an ``error`` frame: SDKs log it) and the operator why a function was refused."""
+        if self._failure_lines.allow():
+            log.warning("refusing %s from %s: %s: %s", function_id, conn.name, err.code, err.message)
+        if conn.open:
+            body = err.to_body()
+            body["function_id"] = function_id
+            conn.send(protocol.encode(protocol.ErrorFrame(error=body)))
+
     def _on_unregister_function(self, conn: Connection, msg: UnregisterFunction, frame: bytes) -> None:
         key = (conn.namespace, msg.id)
+        self._cancel_preparing(conn, key)
         fn = self.functions.get(key)
         if fn is not None and fn.owner is conn:
             del self.functions[key]

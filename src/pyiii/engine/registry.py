@@ -12,6 +12,7 @@ from msgspec import UNSET, Raw, UnsetType
 if TYPE_CHECKING:
     from pyiii.engine.connection import Connection
     from pyiii.engine.module import TriggerProvider
+    from pyiii.protocol import RegisterFunction
 
 
 @dataclass(slots=True)
@@ -56,8 +57,21 @@ class EnqueueRequest:
 EnqueueHandler = Callable[[EnqueueRequest], Awaitable[str]]
 
 
+# Owns the invocation of functions registered with an ``invocation`` field
+# (set by a module such as iii-http-functions): given the registration, it
+# returns the handler that serves every call of that function, or raises
+# IIIError to refuse the registration.
+InvocationProvider = Callable[["RegisterFunction", "Connection"], Awaitable[Builtin]]
+
+
 @dataclass(slots=True)
 class Function:
+    """A callable id: routed to ``owner``, or served in-process by ``handler``.
+
+    Both set: a worker registered it but a module serves its calls (an
+    HTTP-invoked function); it still goes away with its owner.
+    """
+
     id: str
     namespace: str
     owner: Connection | None = None

@@ -30,6 +30,10 @@
 //   publish TOPIC COUNT              COUNT concurrent iii::durable::publish {topic, data: {n}}; prints
 //                                    {"published":n,"failed":n,"errors":[..]}
 //   enqueue FUNCTION_ID QUEUE [JSON] one trigger with the enqueue action; prints {"result":..} or {"error":..}
+//   serve-http FUNCTION_ID INVOCATION_JSON [WAIT_MS]   registerFunction(FUNCTION_ID, INVOCATION) (0.22+): served
+//                                    by the engine calling INVOCATION.url; prints {"ready":true,"listed":bool} once
+//                                    engine::functions::list shows it (or after WAIT_MS, default 3000); on SIGTERM unregisters
+//                                    it, prints {"unregistered":..} and exits
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
@@ -52,7 +56,7 @@ const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
 const [role, ...args] = process.argv.slice(2)
 const ROLES = [
   'serve-add', 'call', 'log', 'increment', 'state-trigger', 'serve-channels', 'channel-send', 'channel-receive',
-  'pubsub-subscribe', 'pubsub-publish', 'cron', 'subscribe', 'publish', 'enqueue',
+  'pubsub-subscribe', 'pubsub-publish', 'cron', 'subscribe', 'publish', 'enqueue', 'serve-http',
 ]
 if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
 
@@ -80,8 +84,9 @@ async function stop(code = 0) {
   await Promise.race([shutdown, sleep(5000)])
   process.exit(code)
 }
-process.on('SIGTERM', () => stop(0))
-process.on('SIGINT', () => stop(0))
+let beforeStop = async () => {}
+process.on('SIGTERM', () => beforeStop().then(() => stop(0)))
+process.on('SIGINT', () => beforeStop().then(() => stop(0)))
 
 // Registrations carry no ack: a round trip through the engine to one of our own functions
 // proves the engine has processed everything sent before it on this socket.
@@ -317,6 +322,24 @@ async function enqueue(functionId, queue, json = '{}') {
   await stop(0)
 }
 
+async function listed(functionId) {
+  const { functions } = await iii.trigger({ function_id: 'engine::functions::list', payload: {} })
+  return functions.some((f) => f.function_id === functionId)
+}
+
+async function serveHttp(functionId, invocation, waitMs = '3000') {
+  const ref = sdk.registerFunction(iii, functionId, JSON.parse(invocation))
+  const until = Date.now() + Number(waitMs)
+  let found = false
+  while (!(found = await listed(functionId)) && Date.now() < until) await sleep(100)
+  emit({ ready: true, listed: found, sdk: sdk.sdkVersion })
+  beforeStop = async () => {
+    ref.unregister()
+    await sleep(300) // let the frame leave before the socket closes
+    emit({ unregistered: functionId })
+  }
+}
+
 const roles = {
   'serve-add': serveAdd,
   call,
@@ -332,5 +355,6 @@ const roles = {
   subscribe,
   publish,
   enqueue,
+  'serve-http': serveHttp,
 }
 await roles[role](...args)

@@ -29,6 +29,11 @@ Run it with the venv's python made by scripts/install-compat.sh. Roles:
     publish TOPIC COUNT              COUNT concurrent iii::durable::publish {topic, data: {n}}; prints
                                      {"published":n,"failed":n,"errors":[..]}
     enqueue FUNCTION_ID QUEUE [JSON] one trigger with TriggerAction.Enqueue; {"result":..} or {"error":..}
+    serve-http FUNCTION_ID INVOCATION_JSON [WAIT_MS]   register_function(FUNCTION_ID,
+                                     HttpInvocationConfig(**INVOCATION)) (0.25+); prints
+                                     {"ready":true,"listed":bool} once engine::functions::list shows it (or
+                                     after WAIT_MS, default 3000); on SIGTERM unregisters it, prints
+                                     {"unregistered":..} and exits
 stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
 """
 
@@ -98,6 +103,7 @@ ROLE_NAMES = (
     "subscribe",
     "publish",
     "enqueue",
+    "serve-http",
 )
 if ROLE not in ROLE_NAMES:
     fail(f"unknown role {ROLE!r} (expected: {', '.join(ROLE_NAMES)})")
@@ -420,6 +426,29 @@ def enqueue(function_id: str, queue: str, payload: str = "{}") -> None:
     stop(0)
 
 
+def listed(function_id: str) -> bool:
+    functions = iii.trigger({"function_id": "engine::functions::list", "payload": {}})["functions"]
+    return any(f["function_id"] == function_id for f in functions)
+
+
+def serve_http(function_id: str, invocation: str, wait_ms: str = "3000") -> None:
+    from iii_helpers.http import HttpInvocationConfig  # 0.25+: 0.11 has no HTTP-invoked functions
+
+    ref = iii.register_function(function_id, HttpInvocationConfig.model_validate(json.loads(invocation)))
+    until = time.monotonic() + int(wait_ms) / 1000
+    while not (found := listed(function_id)) and time.monotonic() < until:
+        time.sleep(0.1)
+    emit({"ready": True, "listed": found, "sdk": SDK})
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    ref.unregister()
+    time.sleep(0.3)  # let the frame leave before the socket closes
+    emit({"unregistered": function_id})
+    stop(0)
+
+
 ROLES = {
     "serve-add": serve_add,
     "call": call,
@@ -435,5 +464,6 @@ ROLES = {
     "subscribe": subscribe,
     "publish": publish,
     "enqueue": enqueue,
+    "serve-http": serve_http,
 }
 ROLES[ROLE](*ARGS)
