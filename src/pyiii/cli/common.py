@@ -194,7 +194,12 @@ def table(
 
 def short(value: Any, width: int = 60) -> str:
     """A value as compact JSON, cut to ``width`` characters."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return cut(json.dumps(value, ensure_ascii=False, separators=(",", ":")), width)
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` on one line, at most ``width`` characters."""
+    text = " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

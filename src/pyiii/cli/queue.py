@@ -10,6 +10,7 @@ from pyiii.cli.common import (
     Engine,
     add_engine_options,
     client_command,
+    cut,
     print_json,
     short,
     table,
@@ -64,7 +65,7 @@ async def _dlq(engine: Engine, args: argparse.Namespace) -> int:
                 when(m.get("failed_at_ms")),
                 m.get("retries"),
                 m.get("function_id") or "",
-                short(m.get("error"), 40),
+                cut(m.get("error") or "", 60),
                 short(m.get("payload"), 40),
             )
             for m in letters
