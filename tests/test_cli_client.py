@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 import time
@@ -439,3 +440,44 @@ def test_queue_commands_without_a_queue_module(engine_proc: Any) -> None:
         done = pyiii(*args, url=engine_proc.url)
         assert done.returncode == 1, done.stderr
         assert "the engine runs no queue module" in done.stderr and "iii-queue" in done.stderr
+
+
+# --- the README's CLI section -------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_cli_examples_run_as_written(make_engine_proc: Any, tmp_path: Path) -> None:
+    text = README.read_text()
+    section = text[text.index("## CLI") :]
+    section = section[: section.index("\n## ", 1)]
+    config = re.search(r"```yaml\n(.*?)```", section, flags=re.S)
+    block = re.search(r"```sh\n(.*?)```", section, flags=re.S)
+    assert config is not None and block is not None
+    eng = make_engine_proc(config.group(1)).start()
+    env = {**os.environ, "III_URL": eng.url, "PATH": f"{Path(PYIII).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("III_TOKEN", None)
+    commands = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(commands) >= 15
+    for line in commands:
+        assert line.startswith("pyiii "), line
+        expected = re.search(r"# exit (\d+)", line)
+        done = subprocess.run(
+            ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == (int(expected.group(1)) if expected else 0), (
+            line,
+            done.stdout,
+            done.stderr,
+        )
+        assert "Traceback" not in done.stderr, line
+    restored = json.loads(
+        subprocess.run(
+            ["bash", "-c", "pyiii state get users u1 --json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert restored["value"] == {"name": "Ada L."} and restored["version"] == 3
