@@ -481,3 +481,11 @@ def test_readme_cli_examples_run_as_written(make_engine_proc: Any, tmp_path: Pat
         ).stdout
     )
     assert restored["value"] == {"name": "Ada L."} and restored["version"] == 3
+
+
+def test_state_commands_on_an_engine_without_state(make_engine_proc: Any) -> None:
+    eng = make_engine_proc("modules: []\n").start()
+    for args in (("state", "scopes"), ("state", "ls", "s"), ("state", "get", "s", "k"), ("state", "dump")):
+        done = pyiii(*args, url=eng.url)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "the engine runs no State module" in done.stderr and "Traceback" not in done.stderr

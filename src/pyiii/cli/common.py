@@ -89,6 +89,11 @@ class Engine:
         except IIIError as exc:
             if exc.code in _LINK_CODES:
                 raise CliError(f"lost the engine at {self.url}: {exc.message}", EXIT_UNREACHABLE) from None
+            if exc.code == errors.FUNCTION_NOT_FOUND and not hint and function_id.startswith("state::"):
+                hint = (
+                    "the engine runs no State module, or is not a pyiii engine (`pyiii state` needs "
+                    "state::scopes, state::keys and state::import)"
+                )
             if exc.code == errors.FUNCTION_NOT_FOUND and hint:
                 raise CliError(
                     f"{function_id} is not available on the engine at {self.url}: {hint}"
@@ -233,9 +238,12 @@ class Progress:
         self.done = 0
         self.started = time.monotonic()
         self._drawn = 0.0
+        self._fraction: float | None = None
 
     def advance(self, n: int, *, fraction: float | None = None) -> None:
         self.done += n
+        if fraction is not None:
+            self._fraction = fraction
         now = time.monotonic()
         if self.enabled and now - self._drawn >= 0.1:
             self._drawn = now
@@ -256,6 +264,6 @@ class Progress:
 
     def close(self) -> None:
         if self.enabled:
-            self._draw(1.0 if self.total is not None else None)
+            self._draw(1.0 if self.total is not None or self._fraction is not None else None)
             sys.stderr.write("\n")
             sys.stderr.flush()
