@@ -150,6 +150,9 @@ def test_state_errors_name_what_to_fix(engine_proc: Any, tmp_path: Path) -> None
         assert "the value is not valid JSON" in bad.stderr and "'\"text\"'" in bad.stderr
     assert ok_json("state", "get", "users", "u1", url=url)["value"] == 1
     assert pyiii("state", "restore", str(tmp_path / "nope.jsonl"), url=url).returncode == 2
+    typo = pyiii("state", "dump", str(tmp_path / "d.jsonl"), "--scope", "usres", url=url)
+    assert typo.returncode == 1 and "did you mean 'users'" in typo.stderr
+    assert not (tmp_path / "d.jsonl").exists()
 
 
 def test_engine_down_is_one_clear_line_and_exit_3(tmp_path: Path) -> None:
@@ -293,12 +296,14 @@ def test_restore_reports_bad_lines_and_expired_entries(engine_proc: Any, tmp_pat
         "\n"
         f'{{"scope":"s","key":"old","value":1,"version":41,"expires_at_ms":{now - 1000}}}\n'
         '{"scope":"s","key":"b","value":[1],"version":"seven","expires_at_ms":null}\n'
+        '{"scope":"s","key":"z","value":[1],"version":0,"expires_at_ms":null}\n'
         f'{{"scope":"s","key":"c","value":"t","version":42,"expires_at_ms":{now + 600_000}}}\n'
     )
     done = pyiii("state", "restore", str(dump), url=engine_proc.url)
     assert done.returncode == 1, done.stderr  # bad lines need a look
-    assert "restored 2 values" in done.stderr and "skipped 3: 2 bad line, 1 expired" in done.stderr
+    assert "restored 2 values" in done.stderr and "skipped 4: 3 bad line, 1 expired" in done.stderr
     assert "line 2: not a dump line" in done.stderr and "line 5: not a dump line" in done.stderr
+    assert "line 6: not a dump line: Expected `int` >= 1 - at `$.version`" in done.stderr
     assert "line 4: s / old: its expiry has passed" in done.stderr
     c = ok_json("state", "get", "s", "c", url=engine_proc.url)
     assert (c["version"], c["expires_at_ms"]) == (42, now + 600_000)

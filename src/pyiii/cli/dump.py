@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
 import msgspec
 
@@ -69,8 +70,18 @@ class RestoreLine(msgspec.Struct, forbid_unknown_fields=False):
     scope: str
     key: str
     value: msgspec.Raw
-    version: int | None = None
-    expires_at_ms: int | None = None
+    # The engine's own bounds, checked per line so one bad line does not fail its batch.
+    version: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None
+    expires_at_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+async def unknown_scope(engine: Engine, scope: str) -> CliError:
+    """The error for a scope that holds no keys, with the closest name and some known ones."""
+    names = [s["scope"] async for s in scopes_of(engine)]
+    near = difflib.get_close_matches(scope, names, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    known = f" (scopes: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''})" if names else ""
+    return CliError(f"no scope {scope!r} on the engine at {engine.url}: it holds no keys{hint}{known}")
 
 
 async def scopes_of(engine: Engine, prefix: str = "") -> AsyncIterator[dict[str, Any]]:
@@ -93,6 +104,8 @@ async def _dump(engine: Engine, args: argparse.Namespace) -> int:
         counts = {}
         for scope in args.scope:
             counts[scope] = (await engine.call("state::count", {"scope": scope}))["count"]
+            if not counts[scope]:  # a typo must not make an empty "backup"
+                raise await unknown_scope(engine, scope)
     else:
         counts = {s["scope"]: s["keys"] async for s in scopes_of(engine, args.prefix or "")}
     to_file = args.file != "-"
@@ -247,6 +260,12 @@ async def _restore(engine: Engine, args: argparse.Namespace) -> int:
             await run.submit(batch, lines)
             progress.advance(len(batch))
         await run.finish()
+    except CliError as exc:
+        raise CliError(
+            f"{exc.message}; {run.imported} values were restored before that (run the restore again to"
+            " go on: keys already there are skipped)",
+            exc.exit_code,
+        ) from None
     finally:
         if src is not sys.stdin.buffer:
             src.close()

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 from typing import Any
@@ -27,17 +26,9 @@ from pyiii.cli.common import (
     table,
     when,
 )
-from pyiii.cli.dump import scopes_of
+from pyiii.cli.dump import scopes_of, unknown_scope
 
 PAGE = 1000
-
-
-async def _unknown_scope(engine: Engine, scope: str) -> CliError:
-    names = [s["scope"] async for s in scopes_of(engine)]
-    near = difflib.get_close_matches(scope, names, n=1)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
-    known = f" (scopes: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''})" if names else ""
-    return CliError(f"no scope {scope!r} on the engine at {engine.url}: it holds no keys{hint}{known}")
 
 
 async def _scopes(engine: Engine, args: argparse.Namespace) -> int:
@@ -64,7 +55,7 @@ async def _ls(engine: Engine, args: argparse.Namespace) -> int:
             if args.prefix and (await engine.call("state::count", {"scope": args.scope}))["count"]:
                 print(f"no keys of {args.scope!r} start with {args.prefix!r}", file=sys.stderr)
                 return 0
-            raise await _unknown_scope(engine, args.scope)
+            raise await unknown_scope(engine, args.scope)
         if args.json:  # one object per line: streams at any scope size
             for item in items:
                 sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
@@ -89,7 +80,7 @@ async def _get(engine: Engine, args: argparse.Namespace) -> int:
             print_json({"scope": args.scope, "key": args.key, "exists": False})
         count = (await engine.call("state::count", {"scope": args.scope}))["count"]
         if not count:
-            raise await _unknown_scope(engine, args.scope)
+            raise await unknown_scope(engine, args.scope)
         raise CliError(f"scope {args.scope!r} has no key {args.key!r}", EXIT_FAILED)
     out = {
         "scope": args.scope,
