@@ -126,6 +126,12 @@ def test_state_set_get_ls_scopes_delete(engine_proc: Any) -> None:
     absent = pyiii("state", "set", "users", "u1", "1", "--if-absent", url=url)
     assert absent.returncode == 1 and "VERSION_MISMATCH" in absent.stderr
 
+    out = ok_json("state", "set", "users", "u3", "3", url=url)
+    assert (out["scope"], out["key"], out["old_value"], out["new_value"]) == ("users", "u3", None, 3)
+    stale_delete = pyiii("state", "delete", "users", "u3", "--if-version", str(out["version"] + 1), url=url)
+    assert stale_delete.returncode == 1 and "VERSION_MISMATCH" in stale_delete.stderr
+    gone = ok_json("state", "delete", "users", "u3", "--if-version", str(out["version"]), url=url)
+    assert gone == {"scope": "users", "key": "u3", "deleted": True, "old_value": 3}
     assert ok("state", "delete", "users", "u1", url=url).strip() == "deleted users / u1"
     again = pyiii("state", "delete", "users", "u1", url=url)
     assert again.returncode == 1 and "has no key 'u1'" in again.stderr and "Traceback" not in again.stderr
@@ -269,6 +275,17 @@ def test_dump_restore_10k_keys_into_an_empty_engine_is_identical(
     assert pyiii("state", "dump", "-", url=target.url).stdout.encode() == first.read_bytes()
     assert pyiii("state", "dump", str(third), "--scope", "odd", url=target.url).returncode == 0
     assert third.read_bytes().splitlines() == [x for x in lines if json.loads(x)["scope"] == "odd"]
+
+    # ls pages through a scope bigger than a page (1000 keys), as JSON Lines and as one table.
+    users = sorted(k for (scope, k) in held if scope == "users")
+    listed = pyiii("state", "ls", "users", "--json", url=target.url).stdout.splitlines()
+    assert [json.loads(x)["key"] for x in listed] == users and len(users) > 2000
+    table = pyiii("state", "ls", "users", url=target.url).stdout.splitlines()
+    assert len(table) == len(users) + 1 and [line.split()[0] for line in table[1:]] == users
+    assert (
+        len(pyiii("state", "ls", "users", "--limit", "1500", "--json", url=target.url).stdout.splitlines())
+        == 1500
+    )
 
     # A second restore writes nothing: every key is there, each one reported.
     again = pyiii("state", "restore", str(first), "--json", url=target.url)
