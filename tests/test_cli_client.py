@@ -287,6 +287,15 @@ def test_dump_restore_10k_keys_into_an_empty_engine_is_identical(
         == 1500
     )
 
+    odd = pyiii("state", "ls", "odd", url=target.url).stdout.splitlines()
+    assert len(odd) == len(ODD_KEYS) + 1  # one line per key, whatever the key holds
+    cells = {line.split("  ")[0].rstrip() for line in odd[1:]}
+    assert {'""', '"with space"', '"new\\nline"', "ünïcødé", "😀", "a" * 300} <= cells, cells
+    scopes = pyiii("state", "scopes", url=target.url).stdout.splitlines()
+    assert any(line.startswith('""  ') for line in scopes) and any(
+        line.startswith('"café ☕"') for line in scopes
+    )
+
     # A second restore writes nothing: every key is there, each one reported.
     again = pyiii("state", "restore", str(first), "--json", url=target.url)
     assert again.returncode == 1

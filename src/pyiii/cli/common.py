@@ -197,6 +197,14 @@ def table(
     return widths
 
 
+def name_cell(name: str) -> str:
+    """A scope or key for a table: as is, or as a JSON string when it is empty or has
+    spaces or control characters (so every row stays one line and can be copied back)."""
+    if name and name.isprintable() and not any(c.isspace() for c in name) and not name.startswith('"'):
+        return name
+    return json.dumps(name, ensure_ascii=False)
+
+
 def short(value: Any, width: int = 60) -> str:
     """A value as compact JSON, cut to ``width`` characters."""
     return cut(json.dumps(value, ensure_ascii=False, separators=(",", ":")), width)

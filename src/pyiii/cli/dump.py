@@ -325,6 +325,9 @@ def _bounded(most: int) -> Any:
     return parse
 
 
+positive = _bounded(2**63 - 1)
+
+
 def add_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser(
         "dump",

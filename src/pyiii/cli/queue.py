@@ -16,6 +16,7 @@ from pyiii.cli.common import (
     table,
     when,
 )
+from pyiii.cli.dump import positive
 
 NO_QUEUES = "the engine runs no queue module (add `- name: iii-queue` to the workers of its config)"
 
@@ -125,7 +126,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "dlq", help="dead-letter counts, or the dead letters of one topic or queue", epilog=ENV_EPILOG
     )
     p.add_argument("topic", nargs="?", default=None, help="list the dead letters of this topic or queue")
-    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--limit", type=positive, default=50, help="at most this many (default 50)")
     p.add_argument("--offset", type=int, default=0, help="skip this many, newest first")
     add_engine_options(p)
     p.set_defaults(run=client_command("queue dlq", _dlq))

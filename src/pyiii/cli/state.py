@@ -20,13 +20,14 @@ from pyiii.cli.common import (
     Engine,
     add_engine_options,
     client_command,
+    name_cell,
     parse_json,
     print_json,
     short,
     table,
     when,
 )
-from pyiii.cli.dump import scopes_of, unknown_scope
+from pyiii.cli.dump import positive, scopes_of, unknown_scope
 
 PAGE = 1000
 
@@ -36,7 +37,7 @@ async def _scopes(engine: Engine, args: argparse.Namespace) -> int:
     if args.json:
         print_json(items)
         return 0
-    table(("SCOPE", "KEYS"), [(s["scope"], s["keys"]) for s in items], empty="no scopes")
+    table(("SCOPE", "KEYS"), [(name_cell(s["scope"]), s["keys"]) for s in items], empty="no scopes")
     return 0
 
 
@@ -62,7 +63,11 @@ async def _ls(engine: Engine, args: argparse.Namespace) -> int:
         else:
             rows = []
             for item in items:
-                row: tuple[Any, ...] = (item["key"], item["version"], when(item.get("expires_at_ms")))
+                row: tuple[Any, ...] = (
+                    name_cell(item["key"]),
+                    item["version"],
+                    when(item.get("expires_at_ms")),
+                )
                 rows.append(row + ((short(item["value"]),) if args.values else ()))
             # Widths come from the first page; later pages reuse them (nothing is held back).
             widths = table(headers, rows) if shown == 0 else table((), rows, widths=widths)
@@ -174,7 +179,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("scope")
     p.add_argument("--prefix", default=None, help="only keys starting with this")
-    p.add_argument("--limit", type=int, default=None, help="at most this many keys (default: all)")
+    p.add_argument("--limit", type=positive, default=None, help="at most this many keys (default: all)")
     p.add_argument("--values", action="store_true", help="show values too (cut to 60 characters in a table)")
     add_engine_options(p)
     p.set_defaults(run=client_command("state ls", _ls))
