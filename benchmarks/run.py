@@ -3,8 +3,10 @@
     python benchmarks/run.py                        # everything (~3-4 min on 2 cores)
     python benchmarks/run.py --only state           # one section (its baselines come along)
     python benchmarks/run.py --only state,redis --seconds 1
+    python benchmarks/run.py --skip dump            # everything but the 1M dump/restore
+    python benchmarks/run.py --only dump --dump-values 100000   # a short dump/restore
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk, queue (see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -39,7 +41,7 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "queue")
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "queue", "dump")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -322,13 +324,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="measured seconds per row, in 4 alternating windows (default 2)")
     parser.add_argument("--values", type=int, default=1_000_000, help="values for the bulk section")
+    parser.add_argument("--dump-values", type=int, default=1_000_000,
+                        help="values for the dump section (pyiii state dump / restore)")
+    parser.add_argument("--skip", action="append", default=[],
+                        help="comma-separated sections not to run, e.g. --skip dump")
     args = parser.parse_args(argv)
     selected = {s.strip() for arg in args.only for s in arg.split(",") if s.strip()}
-    unknown = selected - set(SECTIONS)
+    skipped = {s.strip() for arg in args.skip for s in arg.split(",") if s.strip()}
+    unknown = (selected | skipped) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; expected: {', '.join(SECTIONS)}")
-    full = not selected
-    selected = selected or set(SECTIONS)
+    full = not selected and not skipped
+    selected = (selected or set(SECTIONS)) - skipped
 
     started = time.time()
     load_before = os.getloadavg()
@@ -358,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from queues import queue_rows
 
         rows += queue_rows(args.seconds)
+    if "dump" in selected:
+        from dump_restore import dump_restore_rows
+
+        rows += dump_restore_rows(args.dump_values)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

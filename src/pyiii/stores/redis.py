@@ -163,7 +163,7 @@ from pyiii.stores.base import (
     _Keep,
     net_changes,
     now_ms,
-    stored,
+    versioned,
 )
 from pyiii.stores.events import CREATED, DELETED, EXPIRED, UPDATED
 
@@ -384,10 +384,9 @@ def _plan(
                 if raw is None:
                     new = None
                 else:
-                    version = my_versions[scope] = my_versions[scope] + 1
-                    new = stored(raw, version)
+                    new, my_versions[scope] = versioned(raw, my_versions[scope])
                     if old is None:
-                        my_ords[k] = version  # (re)created: goes to the end of the list order
+                        my_ords[k] = new.version  # (re)created: goes to the end of the list order
                 mine[k] = new
                 pairs.append((old, new))
         except Exception as exc:

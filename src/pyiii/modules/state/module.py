@@ -16,7 +16,9 @@ never send, so their calls behave exactly as before:
 * listing by key: ``prefix``/``limit``/``cursor``/``with_keys`` on
   ``state::list``, and ``state::count``;
 
-plus ``state::transaction``, ``state::get_many`` and ``state::set_many``.
+plus ``state::transaction``, ``state::get_many`` and ``state::set_many``,
+and the operator functions ``state::scopes``, ``state::keys`` and
+``state::import`` (``admin.py``).
 Preconditions are checked inside the adapter's atomic mutation, so they hold
 on every adapter (docs/decisions.md).
 
@@ -39,6 +41,7 @@ from pyiii import errors
 from pyiii.engine.module import Module
 from pyiii.engine.registry import NO_RESULT, CallContext
 from pyiii.errors import IIIError
+from pyiii.modules.state.admin import StateAdmin
 from pyiii.modules.state.cursors import decode_cursor, encode_cursor
 from pyiii.modules.state.inputs import (
     AnyObject,
@@ -169,6 +172,7 @@ class StateModule(Module):
             ("state::get_many", self.get_many, "Read several keys of a scope"),
             ("state::set_many", self.set_many, "Store several keys of a scope in one commit"),
             ("state::transaction", self.transaction, "Apply several writes atomically"),
+            *StateAdmin(self).functions(),
         ]
         for function_id, handler, description in functions:
             engine.register_builtin(

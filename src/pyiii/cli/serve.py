@@ -1,35 +1,24 @@
-"""The ``pyiii`` command: run an engine, or call a function from a shell."""
+"""``pyiii serve``: run an engine, with one clear line when it cannot start."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import errno
-import json
 import logging
 import os
 import socket
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pyiii import __version__, errors
-from pyiii.errors import ConfigError, IIIError
+from pyiii import __version__
+from pyiii.cli.common import run_loop
+from pyiii.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyiii.engine.server import Server
 
 EXIT_CONFIG = 2  # the engine cannot start as configured: a config error, a port in use, ...
-
-
-def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a Linux dependency
-        return asyncio.run(coro)
-    result: int = uvloop.run(coro)
-    return result
 
 
 def listen_failure(exc: OSError, host: str, port: int) -> str:
@@ -69,7 +58,7 @@ def startup_summary(server: Server) -> list[str]:
     return lines
 
 
-def _serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace) -> int:
     from pyiii.config import load_config
     from pyiii.engine.server import Server
 
@@ -111,92 +100,21 @@ def _serve(args: argparse.Namespace) -> int:
         await server.run_forever(stop)
         return 0
 
-    return _run_loop(main())
+    return run_loop(main())
 
 
-def _trigger(args: argparse.Namespace) -> int:
-    from pyiii.sdk import connect
-
-    try:
-        payload = json.loads(args.payload) if args.payload is not None else {}
-    except json.JSONDecodeError as exc:
-        print(f"pyiii trigger: the payload is not valid JSON: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    url = args.url or os.environ.get("III_URL") or "ws://127.0.0.1:49134"
-    token = args.token if args.token is not None else os.environ.get("III_TOKEN")
-
-    async def main() -> int:
-        try:
-            worker = await connect(url, reconnect=False, name="pyiii-cli", token=token or None)
-        except IIIError as exc:
-            hint = ""
-            if exc.code == errors.AUTH_ERROR:
-                hint = " (pass the engine's auth_token with --token or $III_TOKEN)"
-            print(f"pyiii trigger: cannot reach the engine at {url}: {exc.message}{hint}", file=sys.stderr)
-            return 1
-        try:
-            result = await worker.trigger(args.function_id, payload, timeout_ms=args.timeout_ms)
-        except IIIError as exc:
-            print(json.dumps({"error": {"code": exc.code, "message": exc.message}}, indent=2))
-            return 1
-        finally:
-            await worker.shutdown()
-        print(json.dumps(result, indent=2))
-        return 0
-
-    return _run_loop(main())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pyiii", description="pyiii: an iii engine in Python, and tools to talk to it."
-    )
-    parser.add_argument("-V", "--version", action="version", version=f"pyiii {__version__}")
-    sub = parser.add_subparsers(dest="command")
-
-    serve = sub.add_parser("serve", help="run the engine (the default command)")
-    for p in (parser, serve):
-        p.add_argument(
-            "-c",
-            "--config",
-            default=None,
-            help="config file (default: ./iii-config.yaml, then ./config.yaml)",
-        )
-        p.add_argument("--host", default=None, help="address to listen on (overrides the config)")
-        p.add_argument("--port", type=int, default=None, help="port (overrides the config)")
-        p.add_argument(
-            "--log-level",
-            default="info",
-            choices=["debug", "info", "warning", "error"],
-            help="console log level",
-        )
-
-    trig = sub.add_parser(
-        "trigger",
-        help="call a function and print its result as JSON",
-        description="Call a function through a running engine and print its result as JSON.",
-        epilog="environment: III_URL (engine address), III_TOKEN (auth token); the flags win.",
-    )
-    trig.add_argument("function_id", help="e.g. engine::functions::list or state::get")
-    trig.add_argument("payload", nargs="?", default=None, help="JSON payload, e.g. '{\"a\": 1}'")
-    trig.add_argument(
-        "--url", default=None, help="engine address (default: $III_URL, then ws://127.0.0.1:49134)"
-    )
-    trig.add_argument(
-        "--token",
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
         default=None,
-        help="the engine's auth_token, sent as 'Authorization: Bearer <token>' (default: $III_TOKEN)",
+        help="config file (default: ./iii-config.yaml, then ./config.yaml)",
     )
-    trig.add_argument("--timeout-ms", type=int, default=30_000)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "trigger":
-        return _trigger(args)
-    return _serve(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    p.add_argument("--host", default=None, help="address to listen on (overrides the config)")
+    p.add_argument("--port", type=int, default=None, help="port (overrides the config)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="console log level",
+    )
