@@ -139,7 +139,9 @@ async def rig() -> AsyncIterator[Rig]:
     trusted.register_function("pub::echo", lambda d: {"echo": {k: v for k, v in d.items() if k[0] != "_"}})
     trusted.register_function("priv::hidden", lambda d: {"hidden": True})
     trusted.register_function("priv::granted", lambda d: {"granted": True})
-    trusted.register_function("meta::free", lambda d: {"meta": 1}, metadata={"public": True, "tier": "free-plan"})
+    trusted.register_function(
+        "meta::free", lambda d: {"meta": 1}, metadata={"public": True, "tier": "free-plan"}
+    )
     trusted.register_function("meta::paid", lambda d: {"meta": 2}, metadata={"public": True, "tier": "paid"})
     await trusted.trigger("engine::functions::list", {})
     r.trusted = trusted  # type: ignore[attr-defined]
@@ -149,10 +151,14 @@ async def rig() -> AsyncIterator[Rig]:
 
 
 async def client(rig: Rig, token: str, **options: Any) -> Any:
-    return await connect(rig.public, name=f"c-{token}", reconnect=False, headers={"x-token": token}, **options)
+    return await connect(
+        rig.public, name=f"c-{token}", reconnect=False, headers={"x-token": token}, **options
+    )
 
 
-async def upgrade_status(port: int, headers: dict[str, str] | None = None, path: str = "/") -> tuple[int, bytes]:
+async def upgrade_status(
+    port: int, headers: dict[str, str] | None = None, path: str = "/"
+) -> tuple[int, bytes]:
     """Send a WebSocket upgrade by hand; the HTTP status and the rest of the answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -228,7 +234,9 @@ async def test_forbidden_functions_win_over_expose(rig: Rig) -> None:
 async def test_functions_list_shows_only_what_the_session_may_call(rig: Rig) -> None:
     admin, restricted = await client(rig, "admin"), await client(rig, "restricted")
     try:
-        seen_admin = {f["function_id"] for f in (await admin.trigger("engine::functions::list", {}))["functions"]}
+        seen_admin = {
+            f["function_id"] for f in (await admin.trigger("engine::functions::list", {}))["functions"]
+        }
         seen_restricted = {
             f["function_id"] for f in (await restricted.trigger("engine::functions::list", {}))["functions"]
         }
@@ -252,7 +260,9 @@ async def test_functions_list_shows_only_what_the_session_may_call(rig: Rig) -> 
 async def test_function_registration_prefix_and_hooks(rig: Rig) -> None:
     c = await client(rig, "prefixed")
     try:
-        c.register_function("echo", lambda d: {"from": "tenant", "d": {k: v for k, v in d.items() if k[0] != "_"}})
+        c.register_function(
+            "echo", lambda d: {"from": "tenant", "d": {k: v for k, v in d.items() if k[0] != "_"}}
+        )
         c.register_function("denied::x", lambda d: {"should": "not exist"})
         await asyncio.sleep(0.3)
         trusted = rig.trusted  # type: ignore[attr-defined]
@@ -302,7 +312,9 @@ async def test_trigger_types_and_triggers(rig: Rig) -> None:
         # restricted: no allow_trigger_type_registration -> refused before the hook
         restricted._soon(restricted._send_live, _frame({"type": "registertriggertype", "id": "t-type"}))
         admin._soon(admin._send_live, _frame({"type": "registertriggertype", "id": "denied-tt::x"}))
-        admin._soon(admin._send_live, _frame({"type": "registertriggertype", "id": "t-type", "description": "d"}))
+        admin._soon(
+            admin._send_live, _frame({"type": "registertriggertype", "id": "t-type", "description": "d"})
+        )
         admin._soon(admin._send_live, _frame({"type": "registertriggertype", "id": "rename-me"}))
         await asyncio.sleep(0.4)
         assert "denied-tt::x" not in engine.trigger_types

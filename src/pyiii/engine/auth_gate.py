@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 # Largest request head accepted (request line + headers).
@@ -89,8 +89,8 @@ class AuthGate(asyncio.Protocol):
         self.handed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
         self.timer = asyncio.get_running_loop().call_later(self.head_timeout_s, self._expire)
 
     def _expire(self) -> None:
