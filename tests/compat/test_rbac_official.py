@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from compat_kit import COMPAT, ROOT, require_compat
+
 from conftest import EngineProcess
 from support.engines import free_port
 
@@ -68,7 +69,9 @@ async def _run(version: str, tmp_path: Path) -> tuple[dict[str, Any], EngineProc
         engine.stop()
     if proc.returncode != 0 or not out.strip():
         sys.stderr.write(err.decode()[-4000:])
-        pytest.fail(f"{version} RBAC program failed (exit {proc.returncode}); engine:\n{engine.output[-3000:]}")
+        pytest.fail(
+            f"{version} RBAC program failed (exit {proc.returncode}); engine:\n{engine.output[-3000:]}"
+        )
     return json.loads(out.decode().strip().splitlines()[-1]), engine
 
 

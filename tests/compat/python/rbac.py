@@ -42,7 +42,11 @@ def err(e: BaseException) -> dict[str, Any]:
 
 def attempt(client: Any, function_id: str, payload: Any = None) -> dict[str, Any]:
     try:
-        return {"result": client.trigger({"function_id": function_id, "payload": payload or {}, "timeout_ms": 5000})}
+        return {
+            "result": client.trigger(
+                {"function_id": function_id, "payload": payload or {}, "timeout_ms": 5000}
+            )
+        }
     except Exception as e:
         return {"error": err(e)}
 
@@ -116,7 +120,11 @@ out: dict[str, Any] = {}
 def client(token: str) -> Any:
     return register_worker(
         PUBLIC,
-        InitOptions(worker_name=f"c-{token}-{uuid.uuid4().hex[:6]}", headers={"x-token": token}, otel={"enabled": False}),
+        InitOptions(
+            worker_name=f"c-{token}-{uuid.uuid4().hex[:6]}",
+            headers={"x-token": token},
+            otel={"enabled": False},
+        ),
     )
 
 
