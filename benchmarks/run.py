@@ -4,7 +4,7 @@
     python benchmarks/run.py --only state           # one section (its baselines come along)
     python benchmarks/run.py --only state,redis --seconds 1
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk (see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, rbac (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -39,7 +39,7 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk")
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "rbac")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -279,6 +279,11 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
     out.append(at_most("p50 at 1 in flight <= 1.3x ceiling's (worst of in_memory get/set/update)",
                        known[worst] if worst else None, 1.3,
                        ", ".join(f"{op.split('::')[1]} {v:.2f}x" for op, v in known.items())))
+    from rbac_listener import INFLIGHT as RBAC_INFLIGHT
+    from rbac_listener import internal_name, rbac_name
+
+    out.append(at_least("state::get via an RBAC listener >= 0.9x the internal listener (64 in flight)",
+                        ratio(rbac_name(RBAC_INFLIGHT), internal_name(RBAC_INFLIGHT)), 0.9))
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
@@ -340,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from bulk_load import bulk_rows
 
         rows += bulk_rows(args.seconds, args.values)
+    if "rbac" in selected:
+        from rbac_listener import rbac_rows
+
+        rows += rbac_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

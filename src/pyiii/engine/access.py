@@ -65,6 +65,13 @@ def _decode(raw: Raw | None) -> Any:
         return None
 
 
+def _wants_answer(msg: InvokeFunction) -> bool:
+    """The caller waits for a result (an invocation id, and not a void action)."""
+    return isinstance(msg.invocation_id, str) and not (
+        isinstance(msg.action, protocol.Action) and msg.action.type == "void"
+    )
+
+
 class Access:
     """One per engine: the gated dispatch table and the flows behind it."""
 
@@ -139,12 +146,15 @@ class Access:
     def _on_invoke(self, conn: Connection, msg: InvokeFunction, frame: bytes) -> None:
         session = conn.session
         assert session is not None
+        if msg.namespace is UNSET and session.middleware_function_id is None:
+            # Hot path: a function this session was already allowed to call, same record.
+            fn = self.engine.functions.get((rbac.DEFAULT_NS, msg.function_id))
+            if fn is not None and session.cleared.get(msg.function_id) is fn:
+                self.engine._on_invoke(conn, msg, frame)
+                return
         ns = msg.namespace if isinstance(msg.namespace, str) else rbac.DEFAULT_NS
         fn = self.engine.functions.get((ns, msg.function_id))
         denial = session.check(msg.function_id, ns, fn, fn.metadata if fn is not None else UNSET)
-        answer = isinstance(msg.invocation_id, str) and not (
-            isinstance(msg.action, protocol.Action) and msg.action.type == "void"
-        )
         if denial is not None:
             self._warn(
                 "refused %s for worker %s on %s: %s",
@@ -153,7 +163,7 @@ class Access:
                 session.listener,
                 "in forbidden_functions" if denial.explicit else "not exposed",
             )
-            if answer and isinstance(msg.invocation_id, str):
+            if _wants_answer(msg) and isinstance(msg.invocation_id, str):
                 err = IIIError(FORBIDDEN, denial.message)
                 self.engine._reply_error(conn, msg.invocation_id, msg.function_id, err)
             return
@@ -164,7 +174,7 @@ class Access:
         if mw is not None and not (
             fn is not None and fn.handler is not None and msg.function_id.startswith("engine::")
         ):
-            self.engine.spawn(self._through_middleware(conn, session, mw, ns, msg, answer))
+            self.engine.spawn(self._through_middleware(conn, session, mw, ns, msg, _wants_answer(msg)))
             return
         self.engine._on_invoke(conn, msg, frame)
 

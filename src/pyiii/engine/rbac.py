@@ -267,7 +267,7 @@ class Session:
     then every call is allowed and only the middleware applies.
     """
 
-    __slots__ = ("_verdicts", "grants", "listener", "middleware_function_id", "policy", "renamed")
+    __slots__ = ("_verdicts", "cleared", "grants", "listener", "middleware_function_id", "policy", "renamed")
 
     def __init__(
         self,
@@ -286,6 +286,9 @@ class Session:
         # (namespace, function id) -> (the Function record judged, verdict); a
         # re-registered function is a new record, so its verdict is redone.
         self._verdicts: dict[tuple[str, str], tuple[object, Denial | None]] = {}
+        # default-namespace function id -> the record it was allowed for (the
+        # engine's per-call fast path; same bound as the verdicts)
+        self.cleared: dict[str, object] = {}
 
     @property
     def context(self) -> Any:
@@ -303,7 +306,13 @@ class Session:
         verdict = self._judge(function_id, namespace, metadata)
         if len(self._verdicts) >= VERDICT_CACHE_SIZE:
             self._verdicts.clear()
+            self.cleared.clear()
         self._verdicts[key] = (function, verdict)
+        if namespace == DEFAULT_NS and function is not None:
+            if verdict is None:
+                self.cleared[function_id] = function
+            else:
+                self.cleared.pop(function_id, None)
         return verdict
 
     def _judge(self, function_id: str, namespace: str, metadata: Any) -> Denial | None:
