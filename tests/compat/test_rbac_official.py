@@ -101,13 +101,15 @@ async def test_rbac_listener_with_official_sdk(version: str, tmp_path: Path) -> 
     assert "error" not in got["admin_log"]
     for step, fid in (("admin_private", "ex::private"), ("admin_missing", "ex::does-not-exist")):
         assert got[step]["error"]["code"] == "FORBIDDEN"
-        assert f"function '{fid}' not allowed (not exposed on this listener)" in _message(got[step])
+        assert f"function '{fid}' not allowed (not in this listener's rbac.expose_functions)" in _message(
+            got[step]
+        )
     # discovery lists only what the session may call
     assert got["admin_list"] == ["ex::granted", "ex::meta", "ex::public::echo"]
 
     # forbidden_functions beats expose_functions; context differs per session
     assert got["restricted_echo"]["error"]["code"] == "FORBIDDEN"
-    assert "forbidden for this connection" in _message(got["restricted_echo"])
+    assert "in this connection's forbidden_functions" in _message(got["restricted_echo"])
     assert got["restricted_meta"] == {"result": {"meta": True}}
     assert got["restricted_list"] == ["ex::meta"]
 

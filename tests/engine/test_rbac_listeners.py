@@ -194,7 +194,10 @@ async def test_exposed_granted_and_metadata_filters(rig: Rig) -> None:
             with pytest.raises(IIIError) as info:
                 await c.trigger(hidden, {})
             assert info.value.code == "FORBIDDEN"
-            assert info.value.message == f"function '{hidden}' not allowed (not exposed on this listener)"
+            assert (
+                info.value.message
+                == f"function '{hidden}' not allowed (not in this listener's rbac.expose_functions)"
+            )
     finally:
         await c.shutdown()
     auth = rig.auth_calls[-1]
@@ -224,7 +227,10 @@ async def test_forbidden_functions_win_over_expose(rig: Rig) -> None:
     try:
         with pytest.raises(IIIError) as info:
             await c.trigger("pub::echo", {})
-        assert info.value.code == "FORBIDDEN" and "forbidden for this connection" in info.value.message
+        assert (
+            info.value.code == "FORBIDDEN"
+            and "in this connection's forbidden_functions" in info.value.message
+        )
         assert await c.trigger("meta::free", {}) == {"meta": 1}
         await c.trigger("engine::log::info", {"message": "infrastructure is always allowed"})
     finally:

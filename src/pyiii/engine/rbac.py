@@ -256,7 +256,11 @@ class Denial:
 
     @property
     def message(self) -> str:
-        hint = "forbidden for this connection" if self.explicit else "not exposed on this listener"
+        hint = (
+            "in this connection's forbidden_functions"
+            if self.explicit
+            else "not in this listener's rbac.expose_functions"
+        )
         return f"function '{self.function_id}' not allowed ({hint})"
 
 
