@@ -113,6 +113,8 @@ class Access:
                 "(rbac.auth_timeout_ms)",
             ) from None
         except IIIError as err:
+            if err.code == errors.SHUTTING_DOWN:
+                raise Refusal(503, errors.SHUTTING_DOWN, "the engine is shutting down", err.message) from None
             if err.code == errors.FUNCTION_NOT_FOUND:
                 raise Refusal(
                     503,
