@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,28 @@ def test_bad_entry_stops_the_engine_with_the_config_exit_code(tmp_path: Path) ->
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("pyiii: cannot start: ") and "port 41001 is already used" in lines[-1]
+
+
+def test_second_listener_port_in_use_names_that_listener(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "iii-config.yaml"
+        path.write_text(
+            "workers:\n  - name: iii-worker-manager\n"
+            f"  - name: iii-worker-manager\n    config: {{port: {port}}}\n"
+        )
+        main = socket.socket()
+        main.bind(("127.0.0.1", 0))
+        free = main.getsockname()[1]
+        main.close()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyiii", "serve", "--config", str(path), "--port", str(free)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("pyiii: cannot start: ") and f"127.0.0.1:{port} is already in use" in last
