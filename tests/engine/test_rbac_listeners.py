@@ -393,3 +393,23 @@ async def test_internal_listener_has_no_access_control(rig: Rig) -> None:
     trusted = rig.trusted  # type: ignore[attr-defined]
     assert await trusted.trigger("priv::hidden", {}) == {"hidden": True}
     assert rig.mw_calls == []  # the middleware belongs to the public listener only
+
+
+async def test_functions_available_events_are_filtered_for_rbac_bindings(rig: Rig) -> None:
+    events: list[set[str]] = []
+    c = await client(rig, "prefixed")  # no allowed_trigger_types: any type
+    try:
+        c.register_function("watch", lambda e: events.append({f["function_id"] for f in e["functions"]}))
+        c.register_trigger({"type": "engine::functions-available", "function_id": "watch", "config": {}})
+        await asyncio.sleep(0.3)
+        rig.trusted.register_function("priv::later", lambda d: 1)  # type: ignore[attr-defined]
+        rig.trusted.register_function("pub::later", lambda d: 1)  # type: ignore[attr-defined]
+        for _ in range(50):
+            if any("pub::later" in e for e in events):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await c.shutdown()
+    assert any("pub::later" in e for e in events)
+    seen = set().union(*events)
+    assert not seen & {"priv::later", "priv::hidden", "t::auth"}
