@@ -20,6 +20,7 @@ from pyiii.config import parse_config
 from pyiii.engine.server import Server
 from pyiii.errors import IIIError
 from pyiii.sdk import connect
+from reliability.relkit import RawWS
 
 CONFIG = """\
 workers:
@@ -413,3 +414,56 @@ async def test_functions_available_events_are_filtered_for_rbac_bindings(rig: Ri
     assert any("pub::later" in e for e in events)
     seen = set().union(*events)
     assert not seen & {"priv::later", "priv::hidden", "t::auth"}
+
+
+async def test_upgrades_waiting_on_auth_are_bounded() -> None:
+    server = await start(
+        "workers:\n  - name: iii-worker-manager\n  - name: iii-worker-manager\n    config:\n"
+        "      port: 40003\n      limits: {max_connections: 2}\n"
+        "      rbac: {auth_function_id: slow::auth, auth_timeout_ms: 1500}\n"
+    )
+    trusted = await connect(f"ws://127.0.0.1:{server.ports[0]}", name="t", reconnect=False)
+    release = asyncio.Event()
+
+    async def slow(data: dict[str, Any]) -> Any:
+        await release.wait()
+        return {}
+
+    trusted.register_function("slow::auth", slow)
+    await trusted.trigger("engine::functions::list", {})
+    port = server.ports[1]
+    try:
+        waiting = [asyncio.ensure_future(upgrade_status(port)) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        status, body = await upgrade_status(port)
+        assert status == 503 and b"LIMIT_EXCEEDED" in body
+        release.set()
+        assert [s for s, _ in await asyncio.gather(*waiting)] == [101, 101]
+    finally:
+        await trusted.shutdown()
+        await server.stop()
+
+
+async def test_max_connections_counts_each_listener_apart() -> None:
+    server = await start(
+        "workers:\n  - name: iii-worker-manager\n  - name: iii-worker-manager\n    config:\n"
+        "      port: 40004\n      limits: {max_connections: 1}\n"
+    )
+    internal = [
+        await connect(f"ws://127.0.0.1:{server.ports[0]}", name=f"i{i}", reconnect=False) for i in range(3)
+    ]
+    url = f"ws://127.0.0.1:{server.ports[1]}"
+    try:
+        first = await connect(url, name="p1", reconnect=False)  # 3 on the other listener do not count
+        extra = await RawWS.connect(url)
+        refusal = await extra.recv_json()
+        assert (
+            refusal["error"]["code"] == "LIMIT_EXCEEDED"
+            and "1 worker connections" in refusal["error"]["message"]
+        )
+        await extra.close()
+        await first.shutdown()
+    finally:
+        for w in internal:
+            await w.shutdown()
+        await server.stop()

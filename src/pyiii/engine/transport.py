@@ -221,11 +221,14 @@ class _WorkerListener(_Base):
         live: set[WSTransport],
         request: WSUpgradeRequest,
         granted: weakref.WeakKeyDictionary[Any, rbac.Grants] | None = None,
+        workers: set[Connection] | None = None,
     ):
         super().__init__(options, live)
         self.engine = engine
         self.request = request
         self.granted = granted
+        # This listener's open worker connections (limits.max_connections is per listener).
+        self.workers: set[Connection] = set() if workers is None else workers
         self.conn: Connection | None = None
         # Messages read but not yet handled while the worker is not reading our
         # replies (at most what one socket read held; reading is paused meanwhile).
@@ -246,7 +249,7 @@ class _WorkerListener(_Base):
         if not self.engine.accepting:
             self._refuse(errors.SHUTTING_DOWN, "the engine is shutting down", "the engine is shutting down")
             return
-        if len(self.engine.connections) >= self.options.max_connections:
+        if len(self.workers) >= self.options.max_connections:
             limit = self.options.max_connections
             self._refuse(
                 errors.LIMIT_EXCEEDED,
@@ -281,6 +284,7 @@ class _WorkerListener(_Base):
             headers=headers,
             session=session,
         )
+        self.workers.add(self.conn)
         self.engine.connect(self.conn)
 
     def _close(self, code: int | WSCloseCode, reason: str) -> None:
@@ -360,6 +364,7 @@ class _WorkerListener(_Base):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
         if self.conn is not None:
+            self.workers.discard(self.conn)
             self.engine.disconnect(self.conn)
 
 
@@ -411,11 +416,12 @@ async def serve(
 
     sockets: set[WSTransport] = set() if live is None else live
     granted: weakref.WeakKeyDictionary[Any, rbac.Grants] = weakref.WeakKeyDictionary()
+    workers: set[Connection] = set()
 
     def route(request: WSUpgradeRequest) -> WSListener | None:
         path = request.path.split(b"?", 1)[0]
         if path == b"/":
-            return _WorkerListener(engine, options, sockets, request, granted)
+            return _WorkerListener(engine, options, sockets, request, granted, workers)
         if path == b"/otel":
             return _TelemetryListener(engine, options, sockets)
         if path.startswith(channel_sockets.PREFIX):
@@ -482,6 +488,18 @@ async def _serve_authenticating(
             )
         if not engine.accepting:
             raise Rejected(503, f"{errors.SHUTTING_DOWN}: the engine is shutting down")
+        # Upgrades waiting on the auth function at once are bounded like connections
+        # (a hanging auth function must not let waiting sockets pile up).
+        if waiting[0] >= options.max_connections:
+            if lines.allow():
+                log.warning(
+                    "refused a worker connection on %s: %d upgrades already wait for %s",
+                    options.name,
+                    waiting[0],
+                    policy.auth_function_id,
+                )
+            raise Rejected(503, f"{errors.LIMIT_EXCEEDED}: too many connections waiting; try again later")
+        waiting[0] += 1
         try:
             return await engine.access.authenticate(policy, rbac.auth_input(headers, query, ip))
         except Refusal as refusal:
@@ -490,7 +508,10 @@ async def _serve_authenticating(
                     "refused a worker connection on %s from %s: %s", options.name, ip or "?", refusal.detail
                 )
             raise Rejected(refusal.status, f"{refusal.code}: {refusal.message}") from None
+        finally:
+            waiting[0] -= 1
 
+    waiting = [0]
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: AuthGate(websocket, decide, granted, options.handshake_timeout_s),
