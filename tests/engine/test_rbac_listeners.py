@@ -467,3 +467,26 @@ async def test_max_connections_counts_each_listener_apart() -> None:
         for w in internal:
             await w.shutdown()
         await server.stop()
+
+
+async def test_namespace_grants_limit_the_declared_namespace() -> None:
+    server = await start(
+        "workers:\n  - name: iii-worker-manager\n  - name: iii-worker-manager\n    config:\n"
+        "      port: 40005\n      rbac: {auth_function_id: ns::auth}\n  - name: iii-state\n"
+    )
+    trusted = await connect(f"ws://127.0.0.1:{server.ports[0]}", name="t", reconnect=False)
+    trusted.register_function("ns::auth", lambda d: {"namespaces": {"orders": ["svc::*"]}})
+    await trusted.trigger("engine::functions::list", {})
+    url = f"ws://127.0.0.1:{server.ports[1]}"
+    try:
+        raw = await RawWS.connect(url)
+        await raw.recv_json()  # workerregistered
+        for ns, ok in (("billing", False), ("orders", True)):
+            reply = await raw.call("engine::workers::register", {"name": "n", "namespace": ns})
+            assert ("error" not in reply) is ok, reply
+            if not ok:
+                assert reply["error"]["code"] == "FORBIDDEN" and "orders" in reply["error"]["message"]
+        await raw.close()
+    finally:
+        await trusted.shutdown()
+        await server.stop()

@@ -169,6 +169,18 @@ class Access:
                 err = IIIError(FORBIDDEN, denial.message)
                 self.engine._reply_error(conn, msg.invocation_id, msg.function_id, err)
             return
+        if msg.function_id == "engine::workers::register" and session.grants.namespaces:
+            # A session scoped to namespaces may declare only those.
+            body = _decode(msg.data)
+            declared = body.get("namespace", rbac.DEFAULT_NS) if isinstance(body, dict) else rbac.DEFAULT_NS
+            if declared not in session.grants.namespaces:
+                if _wants_answer(msg) and isinstance(msg.invocation_id, str):
+                    allowed = ", ".join(sorted(session.grants.namespaces))
+                    err = IIIError(
+                        FORBIDDEN, f"namespace '{declared}' not allowed for this connection ({allowed})"
+                    )
+                    self.engine._reply_error(conn, msg.invocation_id, msg.function_id, err)
+                return
         mw = session.middleware_function_id
         # The engine's own engine::* built-ins skip the middleware: re-invoked
         # from the middleware's connection they would lose this caller's session
