@@ -6,7 +6,7 @@
     python benchmarks/run.py --skip dump            # everything but the 1M dump/restore
     python benchmarks/run.py --only dump --dump-values 100000   # a short dump/restore
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump (see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump, rbac (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -41,7 +41,7 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "queue", "dump")
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "queue", "dump", "rbac")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -295,6 +295,11 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
         p50_ms = at_most("queue publish -> handler p50 at 1 in flight <= 2 ms (file_based)",
                          p50_file.p50_us / 1000 if p50_file else None, 2.0)
         out.append(dataclasses.replace(p50_ms, unit=" ms"))
+    from rbac_listener import INFLIGHT as RBAC_INFLIGHT
+    from rbac_listener import internal_name, rbac_name
+
+    out.append(at_least("state::get via an RBAC listener >= 0.9x the internal listener (64 in flight)",
+                        ratio(rbac_name(RBAC_INFLIGHT), internal_name(RBAC_INFLIGHT)), 0.9))
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
@@ -369,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from dump_restore import dump_restore_rows
 
         rows += dump_restore_rows(args.dump_values)
+    if "rbac" in selected:
+        from rbac_listener import rbac_rows
+
+        rows += rbac_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

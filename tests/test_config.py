@@ -9,6 +9,7 @@ import pytest
 
 from pyiii.config import EngineConfig, Limits, load_config, parse_config
 from pyiii.engine.channels import ChannelSettings
+from pyiii.engine.rbac import RbacPolicy
 from pyiii.errors import ConfigError
 from pyiii.modules.state.config import StateConfig
 
@@ -157,7 +158,7 @@ def test_new_shape_with_every_state_field(tmp_path: Path) -> None:
     assert (cfg.host, cfg.port, cfg.auth_token) == ("0.0.0.0", 50000, "s3cret")
     assert cfg.handshake_timeout_ms == 2000
     assert cfg.middleware_function_id == "mw::check"
-    assert cfg.rbac == {"auth_function_id": "auth::fn"}
+    assert cfg.rbac == RbacPolicy(auth_function_id="auth::fn")
     assert cfg.registration_namespace_grace_ms == 5000
     assert cfg.limits == Limits(
         max_frame_bytes=1048576, max_connections=10, max_pending_per_worker=20, max_nesting_depth=32

@@ -55,6 +55,20 @@ def startup_summary(server: Server) -> list[str]:
     lines.append(f"{len(builtin)} built-in functions ({', '.join(prefixes)}); trigger types: {types}")
     auth = "workers must send the auth token" if config.auth_token else "no auth token"
     lines.append(f"listening on ws://{config.host}:{server.port} (workers on /, telemetry on /otel; {auth})")
+    for listener, port in zip(config.extra_listeners, server.ports[1:], strict=False):
+        parts = []
+        if listener.rbac is not None:
+            parts.append(
+                f"rbac, auth {listener.rbac.auth_function_id or 'none'}, "
+                f"{len(listener.rbac.expose_functions)} expose filter(s)"
+            )
+        if listener.middleware_function_id:
+            parts.append(f"middleware {listener.middleware_function_id}")
+        if listener.auth_token:
+            parts.append("auth token")
+        lines.append(
+            f"also listening on ws://{listener.host}:{port} ({'; '.join(parts) or 'no access control'})"
+        )
     return lines
 
 
@@ -89,7 +103,8 @@ def serve(args: argparse.Namespace) -> int:
             print(f"pyiii: cannot start: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         except OSError as exc:
-            print(f"pyiii: cannot start: {listen_failure(exc, config.host, config.port)}", file=sys.stderr)
+            host, port = getattr(exc, "listen_address", (config.host, config.port))
+            print(f"pyiii: cannot start: {listen_failure(exc, host, port)}", file=sys.stderr)
             return EXIT_CONFIG
         for warning in config.warnings:
             log.warning("%s", warning)

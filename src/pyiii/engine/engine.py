@@ -22,6 +22,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from pyiii import errors, protocol
 from pyiii.engine import worker_lines
+from pyiii.engine.access import Access
 from pyiii.engine.channels import ChannelManager, ChannelSettings
 from pyiii.engine.connection import Connection
 from pyiii.engine.module import TriggerProvider
@@ -132,10 +133,15 @@ class Engine:
         self._preparing: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
         self.max_preparing = 1024  # registrations with `invocation` checked at once
 
+        # The gated dispatch for connections of RBAC/middleware listeners.
+        self.access = Access(self)
+
     # --- connection lifecycle --------------------------------------------
 
     def connect(self, conn: Connection) -> None:
         """Register a new connection and greet it (always the first frame)."""
+        if conn.dispatch is None:
+            conn.dispatch = self.access.dispatch if conn.session is not None else self._dispatch
         self.connections[conn.worker_id] = conn
         conn.send(
             protocol.encode(
@@ -178,6 +184,9 @@ class Engine:
 
     def handle(self, conn: Connection, frame: bytes) -> None:
         """Process one inbound text frame from ``conn``."""
+        if conn.backlog is not None:  # a registration hook is deciding: keep the order
+            self.access.hold_frame(conn, frame)
+            return
         try:
             msg = protocol.decode(frame, self.limits.max_nesting_depth)
         except protocol.FrameError as exc:
@@ -185,7 +194,7 @@ class Engine:
             return
         if msg is None:
             return
-        handler = self._dispatch.get(type(msg))
+        handler = (conn.dispatch or self._dispatch).get(type(msg))
         if handler is not None:
             handler(conn, msg, frame)
         # pong, registerservice, unregistertriggertype, ...: accepted, no reply.
@@ -424,7 +433,7 @@ class Engine:
         data = protocol.with_caller(msg.data, conn.worker_id)
         assert fn.owner is not None
         if inv_id is None:
-            self._send_invoke(fn.owner, None, msg.function_id, data, msg)
+            self._send_invoke(fn.owner, None, fn.wire_id or msg.function_id, data, msg)
             return
         if len(conn.calling) >= self.limits.max_pending_per_worker:
             self._reply_error(
@@ -449,7 +458,7 @@ class Engine:
         )
         fn.owner.serving.add(fwd_id)
         conn.calling.add(fwd_id)
-        self._send_invoke(fn.owner, fwd_id, msg.function_id, data, msg)
+        self._send_invoke(fn.owner, fwd_id, fn.wire_id or msg.function_id, data, msg)
 
     def _note_trace(self, conn: Connection, traceparent: str) -> None:
         # A worker that calls out while serving a function does so from that
@@ -684,7 +693,7 @@ class Engine:
         future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
         self.pending[inv_id] = Pending(target=fn.owner, function_id=function_id, future=future)
         fn.owner.serving.add(inv_id)
-        self._send_invoke(fn.owner, inv_id, function_id, raw, metadata=metadata)
+        self._send_invoke(fn.owner, inv_id, fn.wire_id or function_id, raw, metadata=metadata)
         try:
             return await future
         finally:
@@ -709,7 +718,7 @@ class Engine:
             self._run_builtin(fn.handler, raw, ctx, None, None)
         else:
             assert fn.owner is not None
-            self._send_invoke(fn.owner, None, function_id, raw, metadata=metadata)
+            self._send_invoke(fn.owner, None, fn.wire_id or function_id, raw, metadata=metadata)
         return True
 
     def _enqueue(

@@ -82,6 +82,9 @@ class Function:
     metadata: Raw | UnsetType = UNSET
     request_format: Raw | UnsetType = UNSET
     response_format: Raw | UnsetType = UNSET
+    # The id the owning worker knows it by, when the engine registered it under
+    # another (an RBAC function_registration_prefix); "" when the same.
+    wire_id: str = ""
 
 
 @dataclass(slots=True)
@@ -91,6 +94,7 @@ class TriggerType:
     provider: Connection | None = None
     builtin: TriggerProvider | None = None
     worker_name: str = ""
+    wire_id: str = ""  # the provider's own id for it, when a registration hook renamed it
 
 
 @dataclass(slots=True)
