@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from compat_kit import COMPAT, ROOT, require_compat
 
-from conftest import EngineProcess
+from support.engine_process import EngineProcess
 from support.engines import free_port
 
 pytestmark = pytest.mark.timeout(180)

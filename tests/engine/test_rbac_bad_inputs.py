@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from conftest import EngineProcess
 from pyiii.errors import IIIError
 from pyiii.sdk import connect
+from support.engine_process import EngineProcess
 from support.engines import free_port
 
 REFUSED_IN_A_ROW = 3000
