@@ -92,7 +92,8 @@ class StreamClient:
         await self.send({"type": "join", "data": data})
 
     async def leave(self, sub: str, stream: str, group: str) -> None:
-        await self.send({"type": "leave", "data": {"subscriptionId": sub, "streamName": stream, "groupId": group}})
+        data = {"subscriptionId": sub, "streamName": stream, "groupId": group}
+        await self.send({"type": "leave", "data": data})
 
     async def recv(self, timeout: float = 5.0) -> Any:
         return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
