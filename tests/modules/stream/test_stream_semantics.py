@@ -420,4 +420,3 @@ async def test_override_with_a_wrong_result_is_an_error(stream_engine: Any) -> N
     with pytest.raises(IIIError) as info:
         await e.call("stream::set", item("g", "i", 1, stream="odd"))
     assert info.value.code == "JSON_ERROR" and "stream::set(odd)" in info.value.message
-

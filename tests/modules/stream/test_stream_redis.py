@@ -1,0 +1,94 @@
+"""Two engines on one redis-server behave as one Streams module."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tests_stream_helpers import wait_until
+
+from conftest import StreamEngine, stream_config
+from support.engines import running_server, sdk_worker, url_of
+from support.redis_server import RedisServer
+
+
+@contextlib.asynccontextmanager
+async def two_engines(url: str) -> AsyncIterator[tuple[StreamEngine, StreamEngine]]:
+    adapter = f"{{name: redis, config: {{redis_url: '{url}'}}}}"
+    async with (
+        running_server(stream_config(adapter)) as a,
+        running_server(stream_config(adapter)) as b,
+        sdk_worker(url_of(a), "on-a") as wa,
+        sdk_worker(url_of(b), "on-b") as wb,
+    ):
+        yield StreamEngine(a, wa, "redis"), StreamEngine(b, wb, "redis")
+
+
+def at(item_id: str, data: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"stream_name": "live", "group_id": "g", "item_id": item_id}
+    if data is not None:
+        out["data"] = data
+    return out
+
+
+async def test_a_client_on_b_hears_every_change_made_through_a_in_order(private_redis: RedisServer) -> None:
+    async with two_engines(private_redis.url) as (a, b):
+        await a.call("stream::set", at("first", 0))
+        async with b.client() as c, a.client() as d:
+            await c.join("s", "live", "g")
+            await d.join("s", "live", "g")
+            assert (await c.recv())["event"] == {"type": "sync", "data": [0]}
+            assert (await d.recv())["event"] == {"type": "sync", "data": [0]}
+            n = 100
+            for i in range(n):
+                await (a if i % 2 == 0 else b).call("stream::set", at("x", {"i": i}))
+            await a.call("stream::update", {**at("x"), "ops": [{"type": "increment", "path": "i", "by": 1}]})
+            await a.call(
+                "stream::send", {"stream_name": "live", "group_id": "g", "type": "note", "data": "hi"}
+            )
+            await a.call("stream::delete", at("x"))
+            for client in (c, d):  # each change once, in commit order, on both engines
+                got = [await client.recv() for _ in range(n + 3)]
+                assert [g["event"]["data"]["i"] for g in got[:n]] == list(range(n))
+                assert [g["event"]["type"] for g in got[:2]] == ["create", "update"]
+                assert got[n]["event"] == {"type": "update", "data": {"i": n}}
+                assert got[n + 1]["event"] == {"type": "event", "event": {"type": "note", "data": "hi"}}
+                assert got[n + 2]["event"] == {"type": "delete", "data": {"i": n}}
+                await client.nothing(0.2)
+        assert await b.call("stream::list_groups", {"stream_name": "live"}) == ["g"]
+        assert await b.call("stream::list", {"stream_name": "live", "group_id": "g"}) == [0]
+
+
+async def test_stream_triggers_fire_where_their_worker_is(private_redis: RedisServer) -> None:
+    async with two_engines(private_redis.url) as (a, b):
+        on_b: list[Any] = []
+        b.worker.register_function("t::b", on_b.append)
+        b.worker.register_trigger(
+            {"type": "stream", "function_id": "t::b", "config": {"stream_name": "live"}}
+        )
+        await wait_until(lambda: any(t.active for t in b.server.engine.triggers.values()), 3, "the binding")
+        await a.call("stream::set", at("k", 1))
+        await a.call("stream::set", at("k", 2))
+        await wait_until(lambda: len(on_b) == 2, 5, "the trigger on B")
+        assert [ev["event"] for ev in on_b] == [{"type": "create", "data": 1}, {"type": "update", "data": 2}]
+        assert (
+            not a.module.triggers or not a.module.triggers.bindings
+        )  # A has no binding: nothing fires there
+
+
+async def test_changes_served_by_a_function_on_a_reach_clients_on_b(private_redis: RedisServer) -> None:
+    async with two_engines(private_redis.url) as (a, b):
+        a.worker.register_function(
+            "stream::set(mem)", lambda inp: {"old_value": None, "new_value": inp["data"]}
+        )
+        await wait_until(
+            lambda: ("default", "stream::set(mem)") in a.server.engine.functions, 3, "registration"
+        )
+        async with b.client() as c:
+            await c.join("s", "mem", "g")
+            await c.recv()
+            await a.call("stream::set", {"stream_name": "mem", "group_id": "g", "item_id": "i", "data": 7})
+            got = await c.recv()
+            assert got["id"] == "i" and got["event"] == {"type": "create", "data": 7}
+        assert await a.call("stream::list_all", {}) == {"stream": [], "count": 0}
