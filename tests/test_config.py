@@ -362,6 +362,11 @@ def test_stream_module_config(tmp_path: Path) -> None:
     )
     old = load(tmp_path, "modules:\n  - class: modules::stream::StreamModule\n")
     assert old.modules[0].config == StreamConfig()  # port 3112 on 127.0.0.1, kv in memory
+    bridged = load(
+        tmp_path,
+        "workers:\n  - name: iii-stream\n    config: {adapter: {name: bridge, config: {bridge_url: 'ws://127.0.0.1:9'}}}\n",
+    )
+    assert bridged.modules[0].config == StreamConfig(adapter="bridge", bridge_url="ws://127.0.0.1:9")
 
 
 def test_stream_module_bad_config(tmp_path: Path) -> None:

@@ -5,21 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pyiii.config.values import REDIS_SCHEMES, Block, found
+from pyiii.config.values import REDIS_SCHEMES, WS_SCHEMES, Block, found
 
-AdapterName = Literal["kv", "redis"]
+AdapterName = Literal["kv", "redis", "bridge"]
 StoreMethod = Literal["in_memory", "file_based"]
 
-ADAPTER_NAMES: dict[str, AdapterName] = {"kv": "kv", "redis": "redis"}
+ADAPTER_NAMES: dict[str, AdapterName] = {"kv": "kv", "redis": "redis", "bridge": "bridge"}
 ADAPTER_CLASSES: dict[str, AdapterName] = {
     "modules::stream::adapters::KvStore": "kv",
     "modules::stream::adapters::RedisAdapter": "redis",
+    "modules::stream::adapters::BridgeAdapter": "bridge",
 }
 STORE_METHODS: dict[str, StoreMethod] = {"in_memory": "in_memory", "file_based": "file_based"}
 
 DEFAULT_PORT = 3112
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REDIS_URL = "redis://localhost:6379"
+DEFAULT_BRIDGE_URL = "ws://localhost:49134"
 DEFAULT_FILE_PATH = "./data/stream_store.db"
 # Unsent bytes a client may leave on its socket before it is dropped.
 DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
@@ -30,6 +32,7 @@ _KEYS = ("port", "host", "auth_function", "adapter", "max_send_buffer_bytes")
 _ADAPTER_KEYS: dict[AdapterName, tuple[str, ...]] = {
     "kv": ("store_method", "file_path", "save_interval_ms", "channel_size"),
     "redis": ("redis_url",),
+    "bridge": ("bridge_url", "url"),
 }
 
 
@@ -50,6 +53,7 @@ class StreamConfig:
     store_method: StoreMethod = "in_memory"
     file_path: str = DEFAULT_FILE_PATH
     redis_url: str = DEFAULT_REDIS_URL
+    bridge_url: str = DEFAULT_BRIDGE_URL
     max_send_buffer_bytes: int = DEFAULT_MAX_SEND_BUFFER_BYTES
 
 
@@ -69,7 +73,7 @@ def parse(block: Block) -> StreamConfig:
         if not isinstance(raw, dict):
             block.fail(
                 f"expected a mapping like {{name: kv, config: {{...}}}}, found {found(raw)}; "
-                "valid adapter names: kv, redis",
+                "valid adapter names: kv, redis, bridge",
                 "adapter",
             )
         values.update(_adapter(block.block("adapter")))
@@ -86,7 +90,7 @@ def _adapter(spec: Block) -> dict[str, object]:
     elif "name" in spec:
         adapter = spec.choice("name", "kv", ADAPTER_NAMES, kind="Stream adapter")
     else:
-        spec.fail("adapter has no 'name'; valid: {name: kv|redis, config: {...}}")
+        spec.fail("adapter has no 'name'; valid: {name: kv|redis|bridge, config: {...}}")
     cfg = spec.block("config")
     cfg.keys(_ADAPTER_KEYS[adapter])
     values: dict[str, object] = {"adapter": adapter}
@@ -103,6 +107,14 @@ def _adapter(spec: Block) -> dict[str, object]:
         for key in ("save_interval_ms", "channel_size"):
             if key in cfg:
                 cfg.opt_int(key, minimum=1)
-    else:
+    elif adapter == "redis":
         values["redis_url"] = cfg.url("redis_url", DEFAULT_REDIS_URL, REDIS_SCHEMES)
+    else:
+        urls = {key: cfg.url(key, "", WS_SCHEMES) for key in ("bridge_url", "url") if key in cfg}
+        if len(set(urls.values())) > 1:
+            cfg.fail(
+                f"'url' and 'bridge_url' disagree ({urls['bridge_url']!r} vs {urls['url']!r}); give only one"
+            )
+        if urls:
+            values["bridge_url"] = next(iter(urls.values()))
     return values

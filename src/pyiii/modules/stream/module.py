@@ -32,6 +32,7 @@ from pyiii.engine.registry import NO_RESULT, CallContext
 from pyiii.engine.transport import TransportOptions, close_all
 from pyiii.errors import ConfigError, IIIError
 from pyiii.modules.stream import clients
+from pyiii.modules.stream.bridge import StreamBridge
 from pyiii.modules.stream.inputs import (
     AnyObject,
     GroupInput,
@@ -87,8 +88,10 @@ _sent = msgspec.json.Decoder(_Sent)
 _enc = msgspec.json.encode
 
 
-def build_adapter(config: StreamConfig) -> StateAdapter:
-    """The store the config names (one of the shared State adapters)."""
+def build_adapter(config: StreamConfig) -> StateAdapter | None:
+    """The store the config names (one of the shared State adapters; None for the bridge)."""
+    if config.adapter == "bridge":
+        return None
     if config.adapter == "redis":
         from pyiii.modules.stream.config import REDIS_PREFIX
         from pyiii.stores.redis import RedisAdapter
@@ -108,6 +111,31 @@ def _event(kind: bytes, data: bytes) -> bytes:
     return b'{"type":"' + kind + b'","data":' + data + b"}"
 
 
+class _NoStore(StateAdapter):
+    """The store of a bridged module: never reached (calls are forwarded first)."""
+
+    async def get(self, scope: str, key: str) -> Entry | None:
+        raise AdapterError("a bridged stream module has no store")
+
+    async def mutate(self, scope: str, key: str, fn: Any) -> tuple[Entry | None, Entry | None]:
+        raise AdapterError("a bridged stream module has no store")
+
+    async def list(self, scope: str) -> builtins.list[Entry]:
+        raise AdapterError("a bridged stream module has no store")
+
+    async def list_groups(self, prefix: str = "") -> builtins.list[str]:
+        raise AdapterError("a bridged stream module has no store")
+
+
+class _FrameHead(msgspec.Struct):
+    streamName: str
+    groupId: str
+    id: str | None = None
+
+
+_frame_head = msgspec.json.Decoder(_FrameHead)
+
+
 class StreamModule(Module):
     """Stored items clients watch: functions, triggers and the client WebSocket."""
 
@@ -115,7 +143,10 @@ class StreamModule(Module):
 
     def __init__(self, config: StreamConfig, adapter: StateAdapter | None = None) -> None:
         self.config = config
-        self.adapter = adapter or build_adapter(config)
+        store = adapter or build_adapter(config)
+        self.bridge = StreamBridge(config.bridge_url) if store is None else None
+        # A bridged module has no store of its own: every call goes through self.bridge first.
+        self.adapter: StateAdapter = store if store is not None else _NoStore()
         self.hub = clients.Hub()
         self.live: set[WSTransport] = set()
         self.server: Any = None
@@ -134,7 +165,9 @@ class StreamModule(Module):
 
     def describe(self) -> str:
         cfg = self.config
-        if cfg.adapter == "redis":
+        if cfg.adapter == "bridge":
+            store = f"bridge to {cfg.bridge_url}"
+        elif cfg.adapter == "redis":
             store = f"redis at {cfg.redis_url}"
         elif cfg.store_method == "file_based":
             store = f"kv file_based at {os.path.abspath(getattr(self.adapter, 'db_path', cfg.file_path))}"
@@ -145,7 +178,10 @@ class StreamModule(Module):
 
     async def start(self, engine: Engine) -> None:
         self.engine = engine
-        await self.adapter.open()
+        if self.bridge is not None:
+            await self.bridge.open(self._bridged)
+        else:
+            await self.adapter.open()
         self.triggers = StreamTriggers(engine)
         self.joins = JoinLeaveTriggers(engine, "stream:join")
         self.leaves = JoinLeaveTriggers(engine, "stream:leave")
@@ -185,7 +221,7 @@ class StreamModule(Module):
         try:
             self.server = await clients.serve(services, self.config.host, self.config.port)
         except OSError as exc:
-            await self.adapter.close()
+            await self._close_store()
             raise ConfigError(
                 f"iii-stream: cannot listen on {self.config.host}:{self.config.port}"
                 f" ({exc.strerror or exc}); "
@@ -197,7 +233,13 @@ class StreamModule(Module):
         if self.server is not None:
             self.server.close()
             await close_all(self.live, 1001, "the engine is shutting down", timeout=1.0)
-        await self.adapter.close()
+        await self._close_store()
+
+    async def _close_store(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.close()
+        else:
+            await self.adapter.close()
 
     # --- events -------------------------------------------------------------------
 
@@ -226,10 +268,46 @@ class StreamModule(Module):
             event = _event(b"delete", old or b"null")
         else:
             return
-        data = clients.frame(stream_name, group_id, item_id, event)
+        self._deliver(stream_name, group_id, item_id, clients.frame(stream_name, group_id, item_id, event))
+
+    def _deliver(self, stream_name: str, group_id: str, item_id: str | None, data: bytes) -> None:
         self.hub.broadcast(stream_name, group_id, item_id, data)
         if self.triggers is not None and self.triggers.bindings:
             self.triggers.publish(stream_name, group_id, item_id, Raw(data))
+
+    def _bridged(self, data: bytes) -> None:
+        """The frame of a change some bridged engine made, from the backend's topic."""
+        try:
+            head = _frame_head.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            log.warning("ignoring an undecodable stream event from the bridge: %.200r", data)
+            return
+        self._deliver(head.streamName, head.groupId, head.id, data)
+
+    async def _forward(self, function_id: str, data: Raw, code: str, failure: str) -> bytes | None:
+        assert self.bridge is not None
+        try:
+            return await self.bridge.call(function_id, bytes(data))
+        except AdapterError as exc:
+            raise IIIError(code, f"{failure}: {exc}") from None
+
+    async def _share(self, stream_name: str, group_id: str, item_id: str | None, event: bytes) -> None:
+        """A change made through the bridge: to every engine bridged to the backend."""
+        assert self.bridge is not None
+        data = clients.frame(stream_name, group_id, item_id, event)
+        try:
+            await self.bridge.publish(data)
+        except (AdapterError, IIIError) as exc:
+            log.warning("stream change not shared through the bridge (%s); delivered here only", exc)
+            self._deliver(stream_name, group_id, item_id, data)
+
+    async def _share_pair(self, out: bytes | None, inp: Any, code: str) -> Raw:
+        if out is None:
+            raise IIIError(code, f"the engine at {self.config.bridge_url} returned no result")
+        old_raw, new_raw = self._pair_of(Raw(out), "the bridged engine", code)
+        kind = b"create" if old_raw is None else b"update"
+        await self._share(inp.stream_name, inp.group_id, inp.item_id, _event(kind, new_raw))
+        return Raw(out)
 
     async def _emit_override(
         self, kind: bytes, scope: str, key: str, old: bytes | None, new: bytes | None
@@ -285,6 +363,9 @@ class StreamModule(Module):
             kind = CREATED if old_raw is None else UPDATED
             await self._emit_override(kind, scope, inp.item_id, old_raw, new_raw)
             return pair(None if old_raw is None else Entry(old_raw, 0), new_raw)
+        if self.bridge is not None:
+            out = await self._forward("stream::set", data, SET_ERROR, "Failed to set value")
+            return await self._share_pair(out, inp, SET_ERROR)
         try:
             old, _ = await self.adapter.mutate(scope, inp.item_id, set_fn(raw, None, None))
         except AdapterError as exc:
@@ -301,6 +382,9 @@ class StreamModule(Module):
         if override is not None:
             out = await self._call_override(override, data)
             return NO_RESULT if out is None else out
+        if self.bridge is not None:
+            got = await self._forward("stream::get", data, GET_ERROR, "Failed to get value")
+            return NO_RESULT if got is None else Raw(got)
         try:
             entry = await self.adapter.get(scope_of(inp.stream_name, inp.group_id), inp.item_id)
         except AdapterError as exc:
@@ -322,6 +406,19 @@ class StreamModule(Module):
             if old_raw != b"null":
                 await self._emit_override(DELETED, scope, inp.item_id, old_raw, None)
             return Raw(b'{"old_value":' + old_raw + b"}")
+        if self.bridge is not None:
+            got = await self._forward("stream::delete", data, DELETE_ERROR, "Failed to delete value")
+            old_raw = b"null"
+            if got is not None:
+                try:
+                    old_raw = bytes(old_output.decode(got).old_value)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    raise IIIError(
+                        DELETE_ERROR, f"the bridged engine sent an unexpected result: {exc}"
+                    ) from None
+            if old_raw != b"null":
+                await self._share(inp.stream_name, inp.group_id, inp.item_id, _event(b"delete", old_raw))
+            return Raw(b'{"old_value":' + old_raw + b"}")
         try:
             old, _ = await self.adapter.mutate(scope, inp.item_id, delete_fn(None))
         except AdapterError as exc:
@@ -342,6 +439,9 @@ class StreamModule(Module):
             kind = CREATED if old_raw is None else UPDATED
             await self._emit_override(kind, scope, inp.item_id, old_raw, new_raw)
             return pair(None if old_raw is None else Entry(old_raw, 0), new_raw)
+        if self.bridge is not None:
+            out = await self._forward("stream::update", data, UPDATE_ERROR, "Failed to update value")
+            return await self._share_pair(out, inp, UPDATE_ERROR)
         run = UpdateRun(parsed, None, None, None)
         try:
             old, _ = await self.adapter.mutate(scope, inp.item_id, run)
@@ -358,6 +458,9 @@ class StreamModule(Module):
         if override is not None:
             out = await self._call_override(override, data)
             return Raw(b"[]") if out is None else out
+        if self.bridge is not None:
+            got = await self._forward("stream::list", data, LIST_ERROR, "Failed to get group")
+            return Raw(b"[]" if got is None else got)
         try:
             entries = await self.adapter.list(scope_of(inp.stream_name, inp.group_id))
         except AdapterError as exc:
@@ -374,6 +477,9 @@ class StreamModule(Module):
         if override is not None:
             out = await self._call_override(override, data)
             return Raw(b"[]") if out is None else out
+        if self.bridge is not None:
+            got = await self._forward("stream::list_groups", data, LIST_GROUPS_ERROR, "Failed to list groups")
+            return Raw(b"[]" if got is None else got)
         try:
             return await self._groups(inp.stream_name)
         except AdapterError as exc:
@@ -381,6 +487,9 @@ class StreamModule(Module):
 
     async def list_all(self, data: Raw, ctx: CallContext) -> Any:
         decode_input(AnyObject, data, ctx.function_id)
+        if self.bridge is not None:
+            got = await self._forward("stream::list_all", data, LIST_ALL_ERROR, "Failed to list stream")
+            return Raw(b'{"stream":[],"count":0}' if got is None else got)
         try:
             scopes = await self.adapter.list_groups()
         except AdapterError as exc:
@@ -402,6 +511,16 @@ class StreamModule(Module):
         body = b"".join(
             (b'{"type":', _enc(inp.event_type), b',"data":', bytes(inp.data), b',"id":', _enc(inp.id), b"}")
         )
+        if self.bridge is not None:
+            event = (
+                b'{"type":"event","event":{"type":'
+                + _enc(inp.event_type)
+                + b',"data":'
+                + bytes(inp.data)
+                + b"}}"
+            )
+            await self._share(inp.stream_name, inp.group_id, inp.id, event)
+            return NO_RESULT
         if self._shared:
             try:
                 if await self.adapter.publish(SENT, scope, inp.id or "", None, body):
