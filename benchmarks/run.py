@@ -39,7 +39,7 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk")
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "stream")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -279,6 +279,14 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
     out.append(at_most("p50 at 1 in flight <= 1.3x ceiling's (worst of in_memory get/set/update)",
                        known[worst] if worst else None, 1.3,
                        ", ".join(f"{op.split('::')[1]} {v:.2f}x" for op, v in known.items())))
+    stream_row = next((r for r in rows if r.section == "stream" and r.baseline), None)
+    stream_base = by.get(stream_row.baseline) if stream_row and stream_row.baseline else None
+    out.append(at_least("stream: delivered msgs/s >= 0.5x bare picows broadcast (1,000 clients)",
+                        stream_row.ratio if stream_row else None, 0.5))
+    out.append(at_most("stream: p99 write acked -> client <= 2x bare broadcast's",
+                       stream_row.p99_us / stream_base.p99_us
+                       if stream_row and stream_base and stream_row.p99_us and stream_base.p99_us else None,
+                       2.0))
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
@@ -340,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from bulk_load import bulk_rows
 
         rows += bulk_rows(args.seconds, args.values)
+    if "stream" in selected:
+        from streams import stream_rows
+
+        rows += stream_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()
