@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from compat.compat_kit import VERSIONS, Spawner, prefix_of
+from compat.compat_kit import COMPAT, VERSIONS, Spawner, prefix_of, require_compat
 from conftest import StreamEngine, stream_config
 from support.engines import running_server, sdk_worker, url_of
 
@@ -170,3 +171,40 @@ async def test_create_stream_of_an_official_sdk_serves_its_stream(
     ops = [m["op"] for m in served.messages if "op" in m]
     assert ops == ["set", "get", "delete", "get"]
     assert await engine.call("stream::list_all", {}) == {"stream": [], "count": 0}
+
+
+MOTIA_APP = Path(__file__).parent / "motia_app"
+
+
+async def test_a_motia_app_writes_a_stream_a_client_watches(spawn: Spawner) -> None:
+    """Motia 1.0.4rc1 (iii-sdk 0.11.3): a stream definition, a cron step writing it, a stream step."""
+    require_compat("py-motia")
+    config = stream_config(MEMORY) + "  - name: iii-state\n  - name: iii-cron\n"
+    async with running_server(config) as server, sdk_worker(url_of(server), "checker") as w:
+        e = StreamEngine(server, w, "in_memory")
+        async with e.client() as c:
+            await c.join("bar", "progress", "job-1", "bar")
+            assert (await c.recv())["event"] == {"type": "sync", "data": None}
+            app = await spawn.command(
+                "motia run",
+                [str(COMPAT / "py-motia" / "bin" / "motia"), "run", "--dir", "steps"],
+                url=url_of(server),
+                cwd=MOTIA_APP,
+            )
+            try:
+                first = await c.recv(timeout=20)
+                second = await c.recv(timeout=5)
+            except TimeoutError:
+                pytest.fail(f"no change from the Motia step:\n{app.describe()}")
+        assert first["event"] == {"type": "create", "data": {"done": 1, "by": "cron"}}
+        assert second["event"] == {"type": "update", "data": {"done": 2, "by": "cron"}}
+        deadline = asyncio.get_running_loop().time() + 10
+        while (last := await w.trigger("state::get", {"scope": "motia-stream", "key": "last"})) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"the Motia stream step never ran:\n{app.describe()}")
+            await asyncio.sleep(0.1)
+        assert last["trigger"] == "stream"
+        assert last["event"]["streamName"] == "progress" and last["event"]["groupId"] == "job-1"
+        assert last["event"]["event"]["data"]["by"] == "cron"
+        steps = {t.function_id for t in server.engine.triggers.values() if t.trigger_type == "stream"}
+        assert len(steps) == 1 and "OnProgress" in next(iter(steps))
