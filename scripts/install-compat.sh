@@ -23,7 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$ROOT/tests/compat"
 DEST="${III_COMPAT_DIR:-$ROOT/.compat}"
 PYTHON="${PYTHON:-python3.11}"
-ALL=(node-0.9 node-0.22 py-0.11.6 py-0.25.0 py-motia)
+ALL=(node-0.9 node-0.22 py-0.11.6 py-0.25.0 py-motia browser)
 
 die() { echo "install-compat: $*" >&2; exit 1; }
 say() { echo "install-compat: $*"; }
