@@ -92,3 +92,26 @@ async def test_changes_served_by_a_function_on_a_reach_clients_on_b(private_redi
             got = await c.recv()
             assert got["id"] == "i" and got["event"] == {"type": "create", "data": 7}
         assert await a.call("stream::list_all", {}) == {"stream": [], "count": 0}
+
+
+async def test_state_and_streams_on_one_redis_keep_apart(private_redis: RedisServer) -> None:
+    url = private_redis.url
+    config = (
+        f"workers:\n  - name: iii-state\n    config: {{adapter: {{name: redis, config: {{redis_url: '{url}'}}}}}}\n"
+        f"  - name: iii-stream\n    config: {{port: 0, adapter: {{name: redis, config: {{redis_url: '{url}'}}}}}}\n"
+    )
+    async with running_server(config) as server, sdk_worker(url_of(server), "w") as w:
+        await w.trigger("state::set", {"scope": "4:chat:room", "key": "i", "value": "state"})
+        await w.trigger(
+            "stream::set", {"stream_name": "chat", "group_id": "room", "item_id": "i", "data": "stream"}
+        )
+        assert await w.trigger("state::get", {"scope": "4:chat:room", "key": "i"}) == "state"
+        assert (
+            await w.trigger("stream::get", {"stream_name": "chat", "group_id": "room", "item_id": "i"})
+            == "stream"
+        )
+        assert (await w.trigger("state::list_groups", {}))["groups"] == ["4:chat:room"]
+        assert await w.trigger("stream::list_all", {}) == {
+            "stream": [{"id": "chat", "groups": ["room"]}],
+            "count": 1,
+        }
