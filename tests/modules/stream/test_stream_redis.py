@@ -96,9 +96,10 @@ async def test_changes_served_by_a_function_on_a_reach_clients_on_b(private_redi
 
 async def test_state_and_streams_on_one_redis_keep_apart(private_redis: RedisServer) -> None:
     url = private_redis.url
+    adapter = f"{{name: redis, config: {{redis_url: '{url}'}}}}"
     config = (
-        f"workers:\n  - name: iii-state\n    config: {{adapter: {{name: redis, config: {{redis_url: '{url}'}}}}}}\n"
-        f"  - name: iii-stream\n    config: {{port: 0, adapter: {{name: redis, config: {{redis_url: '{url}'}}}}}}\n"
+        f"workers:\n  - name: iii-state\n    config: {{adapter: {adapter}}}\n"
+        f"  - name: iii-stream\n    config: {{port: 0, adapter: {adapter}}}\n"
     )
     async with running_server(config) as server, sdk_worker(url_of(server), "w") as w:
         await w.trigger("state::set", {"scope": "4:chat:room", "key": "i", "value": "state"})
