@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, cpu_seconds, engine, free_port, process, progress, run, with_ratio
 
 CLIENTS = 1000
-WINDOW = 4
+WINDOW = 16
 SAMPLE = 10
 PAD = "x" * 64
 STREAM_CONFIG = """\
@@ -144,56 +144,77 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
 
-async def _measure(name: str, clients: _Clients, write: Any, seconds: float, pid: int) -> Row:
-    sent: dict[int, float] = {}
-    acked: dict[int, float] = {}
-    seq = 0
-    stop = False
+class _Side:
+    """One side (ceiling or engine): its clients, its writer, and what its windows measured."""
 
-    async def writer() -> None:
-        nonlocal seq
-        while not stop:
-            seq += 1
-            n = seq
-            sent[n] = time.perf_counter()
-            await write(n, sent[n])
-            acked[n] = time.perf_counter()
+    def __init__(self, name: str, clients: _Clients, write: Any, pid: int) -> None:
+        self.name, self.clients, self.write, self.pid = name, clients, write, pid
+        self.sent: dict[int, float] = {}
+        self.acked: dict[int, float] = {}
+        self.seq = 0
+        self.delivered = 0
+        self.writes = 0
+        self.elapsed = self.cpu = self.own = 0.0
+        self.from_sent: list[float] = []
+        self.from_ack: list[float] = []
 
-    # warm up, then measure one window
-    tasks = [asyncio.create_task(writer()) for _ in range(WINDOW)]
-    await asyncio.sleep(0.5)
-    clients.count, clients.samples = 0, []
-    first = seq + 1
-    cpu0 = cpu_seconds(pid)
-    t0 = time.perf_counter()
-    clients.counting = True
-    await asyncio.sleep(seconds)
-    clients.counting = False
-    elapsed = time.perf_counter() - t0
-    cpu = (cpu_seconds(pid) - cpu0) / elapsed
-    delivered = clients.count / elapsed
-    stop = True
-    await asyncio.gather(*tasks)
-    await asyncio.sleep(0.3)
-    from_sent = [(at - sent[n]) * 1e6 for n, at in clients.samples if n >= first and n in sent]
-    from_ack = [max(0.0, at - acked[n]) * 1e6 for n, at in clients.samples if n >= first and n in acked]
-    return Row(
-        name=name,
-        ops_per_s=delivered,
-        p50_us=_percentile(from_ack, 0.5),
-        p99_us=_percentile(from_ack, 0.99),
-        section="stream",
-        server_cpu=cpu,
-        note=f"{CLIENTS} clients, {WINDOW} writes in flight",
-        extra={
-            "writes_per_s": (len([n for n in sent if n >= first]) / elapsed),
-            "sent_p50_us": _percentile(from_sent, 0.5),
-            "sent_p99_us": _percentile(from_sent, 0.99),
-        },
-    )
+    async def window(self, seconds: float) -> None:
+        """Writers on, a short warm-up, ``seconds`` counted, writers off and drained."""
+        stop = False
+
+        async def writer() -> None:
+            while not stop:
+                self.seq += 1
+                n = self.seq
+                self.sent[n] = time.perf_counter()
+                await self.write(n, self.sent[n])
+                self.acked[n] = time.perf_counter()
+
+        clients = self.clients
+        tasks = [asyncio.create_task(writer()) for _ in range(WINDOW)]
+        await asyncio.sleep(0.2)
+        clients.count, clients.samples = 0, []
+        first = self.seq + 1
+        cpu0, own0, t0 = cpu_seconds(self.pid), time.process_time(), time.perf_counter()
+        clients.counting = True
+        await asyncio.sleep(seconds)
+        clients.counting = False
+        elapsed = time.perf_counter() - t0
+        self.cpu += cpu_seconds(self.pid) - cpu0
+        self.own += time.process_time() - own0
+        self.elapsed += elapsed
+        self.delivered += clients.count
+        last = self.seq
+        stop = True
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(0.3)  # let the last frames arrive before the next window
+        self.writes += last - first + 1
+        for n, at in clients.samples:
+            if n >= first and n in self.acked:
+                self.from_sent.append((at - self.sent[n]) * 1e6)
+                self.from_ack.append(max(0.0, at - self.acked[n]) * 1e6)
+        self.sent.clear()
+        self.acked.clear()
+
+    def row(self) -> Row:
+        return Row(
+            name=self.name,
+            ops_per_s=self.delivered / self.elapsed,
+            p50_us=_percentile(self.from_ack, 0.5),
+            p99_us=_percentile(self.from_ack, 0.99),
+            section="stream",
+            server_cpu=self.cpu / self.elapsed,
+            client_cpu=self.own / self.elapsed,
+            note=f"{CLIENTS} clients, {WINDOW} writes in flight",
+            extra={
+                "writes_per_s": self.writes / self.elapsed,
+                "sent_p50_us": _percentile(self.from_sent, 0.5),
+                "sent_p99_us": _percentile(self.from_sent, 0.99),
+            },
+        )
 
 
-async def _ceiling(port: int, pid: int, seconds: float) -> Row:
+async def _ceiling_side(port: int, pid: int) -> tuple[_Side, Any]:
     from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
     url = f"ws://127.0.0.1:{port}/"
@@ -217,14 +238,14 @@ async def _ceiling(port: int, pid: int, seconds: float) -> Row:
         wt.send(WSMsgType.TEXT, json.dumps({"type": "write", "n": n, "t": t}).encode())
         await fut
 
-    try:
-        return await _measure("bare picows broadcast (ceiling)", clients, write, seconds, pid)
-    finally:
+    async def close() -> None:
         wt.disconnect()
         clients.close()
 
+    return _Side("bare picows broadcast (ceiling)", clients, write, pid), close
 
-async def _engine(url: str, stream_port: int, pid: int, seconds: float) -> Row:
+
+async def _engine_side(url: str, stream_port: int, pid: int) -> tuple[_Side, Any]:
     from pyiii import connect
 
     clients = _Clients()
@@ -235,29 +256,42 @@ async def _engine(url: str, stream_port: int, pid: int, seconds: float) -> Row:
         item = {"stream_name": "bench", "group_id": "g", "item_id": f"i{n % 100}"}
         await w.trigger("stream::set", {**item, "data": {"n": n, "t": t, "pad": PAD}})
 
-    try:
-        return await _measure("stream::set -> clients (kv in_memory)", clients, write, seconds, pid)
-    finally:
+    async def close() -> None:
         await w.shutdown()
         clients.close()
+
+    return _Side("stream::set -> clients (kv in_memory)", clients, write, pid), close
+
+
+async def _both(
+    ceiling_port: int, ceiling_pid: int, url: str, stream_port: int, pid: int, seconds: float
+) -> list[Row]:
+    ceiling, close_ceiling = await _ceiling_side(ceiling_port, ceiling_pid)
+    side, close_engine = await _engine_side(url, stream_port, pid)
+    try:
+        for _ in range(2):  # alternating windows, so drifting machine load hits both alike
+            await ceiling.window(seconds / 2)
+            await side.window(seconds / 2)
+    finally:
+        await close_engine()
+        await close_ceiling()
+    return [ceiling.row(), side.row()]
 
 
 def stream_rows(seconds: float) -> list[Row]:
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        progress(f"stream: bare broadcast to {CLIENTS} clients")
-        port = free_port()
-        proc = stack.enter_context(
-            process([sys.executable, __file__, "--serve", str(port)], "broadcast ready")
+        progress(f"stream: a bare broadcast and an engine, {CLIENTS} clients each, alternating windows")
+        ceiling_port = free_port()
+        ceiling = stack.enter_context(
+            process([sys.executable, __file__, "--serve", str(ceiling_port)], "broadcast ready")
         )
-        ceiling = run(_ceiling(port, proc.pid, seconds))
-        assert isinstance(ceiling, Row)
-        progress(f"stream: engine, stream::set to {CLIENTS} clients")
         port, stream_port = free_port(), free_port()
         proc = stack.enter_context(engine(port, tmp, STREAM_CONFIG.format(port=stream_port)))
-        row = run(_engine(f"ws://127.0.0.1:{port}", stream_port, proc.pid, seconds))
-        assert isinstance(row, Row)
-    return [ceiling, with_ratio(row, ceiling)]
+        rows = run(_both(ceiling_port, ceiling.pid, f"ws://127.0.0.1:{port}", stream_port, proc.pid, seconds))
+        assert isinstance(rows, list)
+    base, row = rows
+    return [base, with_ratio(row, base)]
 
 
 def main() -> None:

@@ -171,6 +171,9 @@ class Client(_Base):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         super().on_ws_connected(transport)
+        self._send = transport.send
+        self._buffered = transport.underlying_transport.get_write_buffer_size
+        self._limit = self.services.max_send_buffer_bytes
         self.services.hub.clients.add(self)
         # One task per client handles its frames in order (auth first), so a
         # join's sync always precedes the answers to its later frames.
@@ -202,25 +205,27 @@ class Client(_Base):
     # --- sending ------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
+        # The hot path of every change (once per subscribed client): bound methods, no lookups.
         if self.gone:
             return
+        self._send(WSMsgType.TEXT, data)
+        if self._buffered() > self._limit:
+            self._drop()
+
+    def _drop(self) -> None:
         transport = self.transport
-        transport.send(WSMsgType.TEXT, data)
-        queued = transport.underlying_transport.get_write_buffer_size()
-        limit = self.services.max_send_buffer_bytes
-        if queued > limit:
-            log.warning(
-                "dropping a stream client: %d bytes of frames it has not read"
-                " (iii-stream max_send_buffer_bytes = %d)",
-                queued,
-                limit,
-            )
-            transport.send_close(
-                WSCloseCode.POLICY_VIOLATION,
-                _reason(f"{errors.LIMIT_EXCEEDED}: client not reading its frames (max_send_buffer_bytes)"),
-            )
-            transport.disconnect(graceful=False)
-            self._gone()
+        log.warning(
+            "dropping a stream client: %d bytes of frames it has not read"
+            " (iii-stream max_send_buffer_bytes = %d)",
+            self._buffered(),
+            self._limit,
+        )
+        transport.send_close(
+            WSCloseCode.POLICY_VIOLATION,
+            _reason(f"{errors.LIMIT_EXCEEDED}: client not reading its frames (max_send_buffer_bytes)"),
+        )
+        transport.disconnect(graceful=False)
+        self._gone()
 
     def _error(self, code: str, message: str) -> None:
         self.send(error_frame(code, message))
