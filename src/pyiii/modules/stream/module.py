@@ -227,7 +227,6 @@ class StreamModule(Module):
                 f" ({exc.strerror or exc}); "
                 "choose another port in the iii-stream config (port: ...)"
             ) from None
-        log.info("stream clients on ws://%s:%d", self.config.host, self.port)
 
     async def stop(self) -> None:
         if self.server is not None:
