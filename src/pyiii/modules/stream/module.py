@@ -186,6 +186,8 @@ class StreamModule(Module):
         self.joins = JoinLeaveTriggers(engine, "stream:join")
         self.leaves = JoinLeaveTriggers(engine, "stream:leave")
         self._shared = self.adapter.subscribe(self._changed)
+        # Changes committed while a shared store's feed was down never reached our clients.
+        self.adapter.on_resumed(self._resumed)
         functions: list[tuple[str, Callable[[Raw, CallContext], Any], str]] = [
             ("stream::set", self.set, "Set a value in a stream"),
             ("stream::get", self.get, "Get a value from a stream"),
@@ -319,6 +321,26 @@ class StreamModule(Module):
             except AdapterError as exc:
                 log.warning("stream change of %r not shared with other engines: %s", scope, exc)
         self._changed(kind, scope, key, old, new)
+
+    def _resumed(self) -> None:
+        assert self.engine is not None
+        self.engine.spawn(self._resync())
+
+    async def _resync(self) -> None:
+        """Send every subscription a fresh ``sync`` (after the store's feed was lost)."""
+        subs = [sub for subs in self.hub.groups.values() for sub in subs if sub.held is None]
+        log.warning("stream: change feed restored; sending %d subscription(s) a fresh sync", len(subs))
+        for sub in subs:
+            try:
+                current = await self._read(sub.stream_name, sub.group_id, sub.item_id)
+            except IIIError as err:
+                log.warning("stream: no fresh sync for %s: %s", sub.subscription_id, err)
+                continue
+            sub.client.send(
+                clients.frame(
+                    sub.stream_name, sub.group_id, sub.item_id, b'{"type":"sync","data":' + current + b"}"
+                )
+            )
 
     # --- reads for a client's sync ----------------------------------------------------
 
