@@ -142,3 +142,18 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_are_not(tmp_pat
             assert all(t.underlying_transport.get_write_buffer_size() <= limit + 110_000 for t in module.live)
         assert silent.writer is not None
         silent.writer.close()
+
+
+async def test_a_flood_of_joins_is_served_in_order_without_unbounded_buffering(tmp_path: Path) -> None:
+    async with running_server(stream_config(MEMORY)) as server, sdk_worker(url_of(server), "w") as w:
+        e = StreamEngine(server, w, "in_memory")
+        async with e.client() as c:
+            n = 2000
+            await asyncio.gather(*(c.join(f"s{i}", "flood", f"g{i}") for i in range(n)))
+            got = [await c.recv(timeout=20) for _ in range(n)]
+            assert [g["groupId"] for g in got] == [f"g{i}" for i in range(n)]
+            assert e.module.stats()["subscriptions"] == n
+            await e.call(
+                "stream::set", {"stream_name": "flood", "group_id": "g1999", "item_id": "i", "data": 1}
+            )
+            assert (await c.recv())["event"] == {"type": "create", "data": 1}

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyiii.stream")
 
 INVALID_MESSAGE = "invalid_message"
+# Frames read but not handled yet above which we stop reading the client's socket
+# (a client that sends joins faster than they are served is slowed down, not buffered).
+INBOX_HIGH = 256
+INBOX_LOW = 64
 _EXPECTED = (
     'expected {"type": "join" | "leave", "data": {"subscriptionId": string, '
     '"streamName": string, "groupId": string, "id"?: string}}'
@@ -166,6 +170,7 @@ class Client(_Base):
         self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
         self.gone = False
+        self.paused = False  # reading paused: too many frames not handled yet
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -236,12 +241,18 @@ class Client(_Base):
         if self.gone or not self._check_utf8(msg_type, payload):
             return
         self.inbox.put_nowait(payload)
+        if not self.paused and self.inbox.qsize() > INBOX_HIGH:
+            self.paused = True
+            self.transport.underlying_transport.pause_reading()
 
     async def _run(self) -> None:
         try:
             if self.services.auth_function is not None and not await self._authenticate():
                 return
             while (payload := await self.inbox.get()) is not None:
+                if self.paused and self.inbox.qsize() < INBOX_LOW and not self.gone:
+                    self.paused = False
+                    self.transport.underlying_transport.resume_reading()
                 await self._handle(payload)
         except Exception:
             log.exception("stream client failed")
