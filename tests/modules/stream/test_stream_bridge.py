@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests_stream_helpers import wait_until
 
-from conftest import StreamEngine, stream_config
 from pyiii import IIIError
 from support.engines import running_server, sdk_worker, url_of
+from support.stream_engines import StreamEngine, stream_config, wait_until
 
 BACKEND = stream_config("{name: kv, config: {store_method: in_memory}}") + "  - name: iii-pubsub\n"
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from compat.compat_kit import COMPAT
-from conftest import StreamEngine, stream_config
 from support.engines import running_server, sdk_worker, url_of
+from support.stream_engines import StreamEngine, stream_config
 
 DRIVER = os.path.join(os.path.dirname(__file__), "browser_board.py")
 PYTHON = COMPAT / "browser" / "bin" / "python"

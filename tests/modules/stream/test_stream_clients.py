@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 import websockets
-from tests_stream_helpers import wait_until
 
-from conftest import StreamEngine, stream_config
 from support.engines import running_server, sdk_worker, url_of
+from support.stream_engines import StreamEngine, stream_config, wait_until
 
 MEMORY = "{name: kv, config: {store_method: in_memory}}"
 

@@ -6,8 +6,8 @@ import asyncio
 import signal
 from typing import Any
 
-from conftest import StreamClient
 from support.engines import free_port, sdk_worker
+from support.stream_engines import StreamClient
 
 
 async def test_acknowledged_items_survive_sigkill(make_engine_proc: Any, tmp_path: Any) -> None:

@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests_stream_helpers import wait_until
 
-from conftest import StreamEngine, stream_config
 from pyiii import IIIError
 from support.engines import running_server, sdk_worker, url_of
 from support.redis_server import RedisServer
+from support.stream_engines import StreamEngine, stream_config, wait_until
 
 
 @contextlib.asynccontextmanager

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from compat.compat_kit import COMPAT, VERSIONS, Spawner, prefix_of, require_compat
-from conftest import StreamEngine, stream_config
 from support.engines import running_server, sdk_worker, url_of
+from support.stream_engines import StreamEngine, stream_config
 
 pytestmark = pytest.mark.timeout(120)
 

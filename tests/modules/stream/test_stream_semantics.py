@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from tests_stream_helpers import wait_until
 
 from pyiii import IIIError
+from support.stream_engines import wait_until
 
 S = "chat"
 
