@@ -6,7 +6,8 @@
     python benchmarks/run.py --skip dump            # everything but the 1M dump/restore
     python benchmarks/run.py --only dump --dump-values 100000   # a short dump/restore
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump, rbac (see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump, rbac, stream
+(see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -41,7 +42,7 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "queue", "dump", "rbac")
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "queue", "dump", "rbac", "stream")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -300,6 +301,14 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
 
     out.append(at_least("state::get via an RBAC listener >= 0.9x the internal listener (64 in flight)",
                         ratio(rbac_name(RBAC_INFLIGHT), internal_name(RBAC_INFLIGHT)), 0.9))
+    stream_row = next((r for r in rows if r.section == "stream" and r.baseline), None)
+    stream_base = by.get(stream_row.baseline) if stream_row and stream_row.baseline else None
+    out.append(at_least("stream: delivered msgs/s >= 0.5x bare picows broadcast (1,000 clients)",
+                        stream_row.ratio if stream_row else None, 0.5))
+    out.append(at_most("stream: p99 write acked -> client <= 2x bare broadcast's",
+                       stream_row.p99_us / stream_base.p99_us
+                       if stream_row and stream_base and stream_row.p99_us and stream_base.p99_us else None,
+                       2.0))
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
@@ -378,6 +387,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from rbac_listener import rbac_rows
 
         rows += rbac_rows(args.seconds)
+    if "stream" in selected:
+        from streams import stream_rows
+
+        rows += stream_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

@@ -13,6 +13,10 @@ then, on an engine started with examples/background/iii-config.yaml (queue, pub/
      dead letter, a named queue)
   5. examples/background/pubsub_cron.py ("Background work": publish/subscribe, a cron job)
 
+and on one started with examples/streams/iii-config.yaml (Streams, clients on port 3112):
+
+  5. examples/streams/live_progress.py ("Streams": an item updated, a client watching it)
+
 prints what each did (its output and the log lines its workers sent to the engine) and stops
 the engines. Exits 1 if any flow failed. Needs `.compat/` (`make compat`).
 """
@@ -35,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seed"
 BACKGROUND = ROOT / "examples" / "background"
+STREAMS = ROOT / "examples" / "streams"
 COMPAT = Path(os.environ.get("III_COMPAT_DIR") or ROOT / ".compat")
 FLOW_TIMEOUT_S = 60
 # Said under the `users` entry that has no id, which puzzles everyone who sees it.
@@ -78,6 +83,11 @@ FLOWS = [
         "Background work: pub/sub and cron, pyiii SDK (examples/background/pubsub_cron.py)",
         [sys.executable, str(BACKGROUND / "pubsub_cron.py")],
         config=BACKGROUND / "iii-config.yaml",
+    ),
+    Flow(
+        "Streams: an item and a client watching it, pyiii SDK (examples/streams/live_progress.py)",
+        [sys.executable, str(STREAMS / "live_progress.py")],
+        config=STREAMS / "iii-config.yaml",
     ),
 ]
 

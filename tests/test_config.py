@@ -311,7 +311,6 @@ def test_old_shape_port_host_and_adapters(tmp_path: Path) -> None:
 
 def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     classes = [
-        "modules::stream::StreamModule",
         "modules::observability::OtelModule",
         "modules::shell::ExecModule",
         "modules::bridge_client::BridgeClientModule",
@@ -321,19 +320,17 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     assert cfg.state is not None
     assert cfg.modules_seen[0] == "iii-state"
     assert cfg.modules_seen[1:] == [
-        "iii-stream",
         "iii-observability",
         "iii-exec",
         "iii-bridge",
     ]
     assert len(cfg.warnings) == len(classes)
-    assert "modules[2] (class: modules::observability::OtelModule)" in cfg.warnings[1]
-    assert "module iii-observability is not implemented by pyiii; ignored" in cfg.warnings[1]
+    assert "modules[1] (class: modules::observability::OtelModule)" in cfg.warnings[0]
+    assert "module iii-observability is not implemented by pyiii; ignored" in cfg.warnings[0]
 
 
 def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     names = [
-        "iii-stream",
         "iii-observability",
         "iii-exec",
         "iii-bridge",
@@ -345,7 +342,38 @@ def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     assert cfg.state is None
     assert len(cfg.warnings) == len(names)
     assert all("is not implemented by pyiii; ignored" in w for w in cfg.warnings)
-    assert "iii-stream" in cfg.modules_seen
+    assert "iii-observability" in cfg.modules_seen
+
+
+def test_stream_module_config(tmp_path: Path) -> None:
+    from pyiii.modules.stream.config import StreamConfig
+
+    cfg = load(
+        tmp_path,
+        "workers:\n  - name: stream\n    config: {port: 4000, auth_function: auth::fn,"
+        " adapter: {name: redis, config: {redis_url: 'redis://127.0.0.1:7000'}}}\n",
+    )
+    (entry,) = cfg.modules
+    assert entry.spec.name == "iii-stream"
+    assert entry.config == StreamConfig(
+        port=4000, auth_function="auth::fn", adapter="redis", redis_url="redis://127.0.0.1:7000"
+    )
+    old = load(tmp_path, "modules:\n  - class: modules::stream::StreamModule\n")
+    assert old.modules[0].config == StreamConfig()  # port 3112 on 127.0.0.1, kv in memory
+    bridged = load(
+        tmp_path,
+        "workers:\n  - name: iii-stream\n    config: {adapter: {name: bridge, config: {bridge_url: 'ws://127.0.0.1:9'}}}\n",
+    )
+    assert bridged.modules[0].config == StreamConfig(adapter="bridge", bridge_url="ws://127.0.0.1:9")
+
+
+def test_stream_module_bad_config(tmp_path: Path) -> None:
+    from pyiii.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prt"):
+        load(tmp_path, "workers:\n  - name: iii-stream\n    config: {prt: 1}\n")
+    with pytest.raises(ConfigError, match="postgres"):
+        load(tmp_path, "workers:\n  - name: iii-stream\n    config: {adapter: {name: postgres}}\n")
 
 
 # --------------------------------------------------------------------------- env placeholders

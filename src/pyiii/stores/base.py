@@ -234,6 +234,14 @@ class StateAdapter(abc.ABC):
         broadcast changes (``subscribe``) report expiries there instead.
         """
 
+    def on_resumed(self, listener: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Call ``listener`` each time the ``subscribe`` feed is back after it was lost.
+
+        Changes committed while the feed was down were never delivered; a
+        module whose listeners hold copies (the Streams clients) re-reads then.
+        Adapters without a feed that can be lost never call it.
+        """
+
     # True when every method only awaits plain asyncio futures (no
     # asyncio.timeout, no current_task()): the engine may then step calls
     # eagerly and skip creating a Task for the ones that never wait.

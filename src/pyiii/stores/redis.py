@@ -145,7 +145,7 @@ import logging
 import random
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -448,6 +448,7 @@ class RedisAdapter(StateAdapter):
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._listener: ChangeListener | None = None
+        self._resumed: Callable[[], None] | None = None
         self._locks: dict[str, _ScopeLock] = {}
         self._queues: dict[str, _Queue] = {}
         self.commits = 0  # EXECs that wrote (one per batch of writes)
@@ -508,6 +509,9 @@ class RedisAdapter(StateAdapter):
         except _FAILURES as exc:
             raise self._failure(exc) from None
         return True
+
+    def on_resumed(self, listener: Callable[[], None]) -> None:
+        self._resumed = listener
 
     def on_expired(self, listener: ExpiryListener) -> None:
         # Expiries travel over pub/sub like every change (as state:expired),
@@ -1025,6 +1029,11 @@ class RedisAdapter(StateAdapter):
                     elif kind in ("psubscribe", b"psubscribe"):
                         if lost:
                             log.warning("state events from Redis at %s flow again", self._where)
+                            if self._resumed is not None:
+                                try:
+                                    self._resumed()
+                                except Exception:
+                                    log.exception("resumed-feed listener failed")
                         lost = False
                         delay = 0.05
                         self._subscribed.set()
