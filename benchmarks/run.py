@@ -42,7 +42,19 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "queue", "dump", "rbac", "stream")
+SECTIONS = (
+    "ceiling",
+    "state",
+    "invoke",
+    "redis",
+    "node",
+    "workers",
+    "bulk",
+    "queue",
+    "dump",
+    "rbac",
+    "stream",
+)
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
