@@ -12,6 +12,9 @@
 #   .compat/py-motia/   venv with motia==1.0.4rc1 + iii-sdk==0.11.3 (tests/compat/python/requirements-motia.txt)
 #   .compat/bench-arq/  venv with arq==0.28.0 for the queue benchmark's baseline (benchmarks/requirements-arq.txt;
 #                       not part of the default set: `make bench` installs it)
+#   .compat/browser/    Playwright (PyPI, tests/compat/requirements-browser.txt) installed with
+#                       pip --target, driving Debian's chromium (apt) at /usr/bin/chromium; the
+#                       browser download of `playwright install` is never used
 #
 # Idempotent and fast: a target whose inputs (lockfile / requirements hash) are unchanged
 # is skipped; sdk.mjs adapters are always re-copied (cheap). Needs: node >= 20, npm,
@@ -23,7 +26,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$ROOT/tests/compat"
 DEST="${III_COMPAT_DIR:-$ROOT/.compat}"
 PYTHON="${PYTHON:-python3.11}"
-ALL=(node-0.9 node-0.22 py-0.11.6 py-0.25.0 py-motia)
+ALL=(node-0.9 node-0.22 py-0.11.6 py-0.25.0 py-motia browser)
 
 die() { echo "install-compat: $*" >&2; exit 1; }
 say() { echo "install-compat: $*"; }
@@ -99,6 +102,27 @@ install_arq() {  # the queue benchmark's baseline (arq needs redis-py < 6, so no
   say "bench-arq installed"
 }
 
+install_browser() {  # headless Chromium (Debian) + Playwright (PyPI) for the console's browser tests
+  local dst="$DEST/browser" req="$SRC/requirements-browser.txt" want
+  if [[ ! -x /usr/bin/chromium ]]; then
+    say "browser: apt-get install chromium"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+      || die "browser: apt-get install chromium failed"
+  fi
+  want="$(digest "$req")"
+  if [[ -d "$dst/site/playwright" && "$(cat "$dst/.installed" 2>/dev/null)" == "$want" ]]; then
+    say "browser up to date"
+    return
+  fi
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
+  say "browser: pip install playwright into $dst/site"
+  rm -rf "$dst"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --target "$dst/site" -r "$req"
+  PYTHONPATH="$dst/site" "$PYTHON" -c "import playwright.async_api" || die "browser: playwright does not import"
+  echo "$want" > "$dst/.installed"
+  say "browser installed"
+}
+
 targets=("$@")
 (( ${#targets[@]} )) || targets=("${ALL[@]}")
 mkdir -p "$DEST"
@@ -107,6 +131,7 @@ for t in "${targets[@]}"; do
     node-0.9|node-0.22) install_node "$t" ;;
     py-0.11.6|py-0.25.0|py-motia) install_py "$t" ;;
     bench-arq) install_arq ;;
-    *) die "unknown target '$t' (expected one of: ${ALL[*]} bench-arq)" ;;
+    browser) install_browser ;;
+    *) die "unknown target '$t' (expected one of: ${ALL[*]} bench-arq browser)" ;;
   esac
 done

@@ -39,6 +39,7 @@ class Server:
             ),
             config.channels,
         )
+        self.engine.auth_token = config.auth_token
         self.modules = build_modules(config)
         self.listener: asyncio.Server | None = None
         self.sockets: set[Any] = set()  # open WebSocket transports

@@ -8,9 +8,16 @@ does not run yet. Adding a module is its package plus one line here.
 from __future__ import annotations
 
 from pyiii.engine.module import ModuleSpec
-from pyiii.modules import cron, http, pubsub, queue, state
+from pyiii.modules import console, cron, http, pubsub, queue, state
 
-CATALOG: tuple[ModuleSpec, ...] = (state.SPEC, http.SPEC, pubsub.SPEC, cron.SPEC, queue.SPEC)
+CATALOG: tuple[ModuleSpec, ...] = (
+    state.SPEC,
+    http.SPEC,
+    pubsub.SPEC,
+    cron.SPEC,
+    queue.SPEC,
+    console.SPEC,
+)
 
 # Known, not built yet: canonical name -> (other names, old-shape classes).
 PLANNED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
