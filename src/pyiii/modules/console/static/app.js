@@ -309,6 +309,7 @@ pages.state = {
 };
 
 async function openScope(scope) {
+  if (scope !== st.scope) $("key-prefix").value = "";
   st.scope = scope;
   st.cursors = [null];
   st.page = 0;
