@@ -71,22 +71,21 @@ async def test_health_endpoint_and_function() -> None:
 
 
 async def test_invoke_returns_result_or_error_code() -> None:
-    async with console() as (server, client):
-        async with sdk_worker(url_of(server), "calc") as w:
-            w.register_function("calc::double", lambda data: {"twice": data["n"] * 2})
+    async with console() as (server, client), sdk_worker(url_of(server), "calc") as w:
+        w.register_function("calc::double", lambda data: {"twice": data["n"] * 2})
 
-            def fail(data: Any) -> Any:
-                raise IIIError("bad_n", "n must be positive")
+        def fail(data: Any) -> Any:
+            raise IIIError("bad_n", "n must be positive")
 
-            w.register_function("calc::fail", fail)
-            await asyncio.sleep(0.2)
-            assert await call(client, "calc::double", {"n": 21}) == {"result": {"twice": 42}}
-            failed = await call(client, "calc::fail", {"n": -1})
-            assert failed["error"]["code"] == "bad_n" and "positive" in failed["error"]["message"]
-            missing = await call(client, "calc::nope", {})
-            assert missing["error"]["code"] == "function_not_found"
-            listed = await call(client, "engine::functions::list", {})
-            assert {"calc::double", "calc::fail"} <= {f["function_id"] for f in listed["result"]["functions"]}
+        w.register_function("calc::fail", fail)
+        await asyncio.sleep(0.2)
+        assert await call(client, "calc::double", {"n": 21}) == {"result": {"twice": 42}}
+        failed = await call(client, "calc::fail", {"n": -1})
+        assert failed["error"]["code"] == "bad_n" and "positive" in failed["error"]["message"]
+        missing = await call(client, "calc::nope", {})
+        assert missing["error"]["code"] == "function_not_found"
+        listed = await call(client, "engine::functions::list", {})
+        assert {"calc::double", "calc::fail"} <= {f["function_id"] for f in listed["result"]["functions"]}
 
 
 async def test_scopes_and_version_conflict() -> None:
@@ -173,7 +172,7 @@ async def test_port_in_use_is_a_clear_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         config = f"workers:\n  - name: iii-console\n    config: {{port: {port}}}\n"
-        with pytest.raises(ConfigError, match="iii-console: .*choose another port"):
+        with pytest.raises(ConfigError, match=r"iii-console: .*choose another port"):
             async with running_server(config):
                 pass
 

@@ -90,7 +90,7 @@ async def test_console_in_chromium(
 ) -> None:
     # The log page shows what the engine logs; `pyiii serve` logs INFO by default, pytest does not.
     caplog.set_level(logging.INFO, logger="pyiii")
-    server, worker, base = served
+    _, worker, base = served
     async with _playwright()() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
         try:
@@ -130,20 +130,20 @@ async def _state(page: Any, base: str, worker: Worker) -> None:
     await row.locator("td.num", has_text=str(SCOPE_KEYS)).wait_for()
     await row.click()
     pager = page.locator("#keys-page")
-    await pager.filter(has_text=f"page 1 · keys 1–50 of {SCOPE_KEYS}").wait_for()
+    await pager.filter(has_text=f"page 1 · keys 1-50 of {SCOPE_KEYS}").wait_for()
     assert await page.locator("#keys-table tbody tr").count() == 50
     for n in range(2, 5):
         await page.click("#keys-next")
-        await pager.filter(has_text=f"page {n} · keys {(n - 1) * 50 + 1}–{n * 50} of {SCOPE_KEYS}").wait_for()
+        await pager.filter(has_text=f"page {n} · keys {(n - 1) * 50 + 1}-{n * 50} of {SCOPE_KEYS}").wait_for()
     keys = await page.locator("#keys-table tbody tr td:first-child").all_inner_texts()
     assert keys == [f"item-{i:05d}" for i in range(150, 200)]
     await page.click("#keys-prev")
-    await pager.filter(has_text="page 3 · keys 101–150").wait_for()
+    await pager.filter(has_text="page 3 · keys 101-150").wait_for()
     # A prefix filter reaches keys at the far end of the scope.
     await page.fill("#key-prefix", "item-099")
-    await pager.filter(has_text="page 1 · keys 1–50 of 100").wait_for()
+    await pager.filter(has_text="page 1 · keys 1-50 of 100").wait_for()
     await page.click("#keys-next")
-    await pager.filter(has_text="page 2 · keys 51–100 of 100").wait_for()
+    await pager.filter(has_text="page 2 · keys 51-100 of 100").wait_for()
     assert await page.locator("#keys-next").is_disabled()
     last = await page.locator("#keys-table tbody tr td:first-child").all_inner_texts()
     assert last[-1] == "item-09999"

@@ -330,7 +330,7 @@ async function loadKeys() {
   st.total = counted.count;
   const first = st.page * PAGE_SIZE;
   $("keys-page").textContent = page.items.length
-    ? `page ${st.page + 1} · keys ${first + 1}–${first + page.items.length} of ${st.total}`
+    ? `page ${st.page + 1} · keys ${first + 1}-${first + page.items.length} of ${st.total}`
     : `no keys${prefix ? " with this prefix" : ""}`;
   $("keys-prev").disabled = st.page === 0;
   $("keys-next").disabled = !st.next;
