@@ -4,7 +4,7 @@
     python benchmarks/run.py --only state           # one section (its baselines come along)
     python benchmarks/run.py --only state,redis --seconds 1
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk (see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, metrics (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     Row,
     Target,
+    cpu_per_op_us,
     engine,
     free_port,
     measure_interleaved,
@@ -39,7 +40,7 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk")
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "metrics")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -282,6 +283,13 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
+    from metrics_overhead import off_name, on_name
+
+    on, off = by.get(on_name()), by.get(off_name())
+    cpu = [cpu_per_op_us(r.server_cpu, r.ops_per_s) for r in (on, off) if r is not None]
+    cpu_note = f"engine CPU per op {cpu[0]:.1f} vs {cpu[1]:.1f} µs" if len(cpu) == 2 and all(cpu) else ""
+    out.append(at_least("state::get with metrics on >= 0.95x off (in_memory, 64 in flight)",
+                        ratio(on_name(), off_name()), 0.95, cpu_note))
     return out
 
 
@@ -340,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from bulk_load import bulk_rows
 
         rows += bulk_rows(args.seconds, args.values)
+    if "metrics" in selected:
+        from metrics_overhead import metrics_rows
+
+        rows += metrics_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

@@ -16,6 +16,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -37,24 +38,10 @@ MAX_SERIES = 2000
 OTHER = "other"
 
 
-class FunctionStats:
-    """Counts and latency buckets of one function's invocations."""
-
-    __slots__ = ("buckets", "errors", "ok", "total_s")
-
-    def __init__(self) -> None:
-        self.ok = 0
-        self.errors = 0
-        self.total_s = 0.0
-        self.buckets = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
-
-    def observe(self, ok: bool, seconds: float) -> None:
-        if ok:
-            self.ok += 1
-        else:
-            self.errors += 1
-        self.total_s += seconds
-        self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+# One function's figures, a plain list so that recording is a few index increments:
+# [ok count, error count, total seconds, bucket 0, ..., bucket n, +Inf bucket].
+OK, ERRORS, TOTAL_S, FIRST_BUCKET = 0, 1, 2, 3
+STATS_LEN = FIRST_BUCKET + len(BUCKETS) + 1
 
 
 @dataclass
@@ -71,21 +58,36 @@ class Recorder:
     """What the engine and modules record while running."""
 
     def __init__(self) -> None:
-        self.functions: dict[str, FunctionStats] = {}
+        self.functions: dict[str, list[Any]] = {}
         self.http: dict[tuple[str, str, int], int] = {}  # (method, route, status) -> count
         self.samples = Samples()
         self.started = time.time()
         # (function id prefix, label) -> adapter label, set by modules that own functions.
         self.adapters: dict[str, str] = {}
 
-    def invocation(self, function_id: str, ok: bool, seconds: float) -> None:
-        """One finished invocation (``ok``: it returned a result, not an error)."""
+    def invocation(
+        self,
+        function_id: str,
+        ok: bool,
+        seconds: float,
+        _bucket: Callable[[tuple[float, ...], float], int] = bisect.bisect_left,
+    ) -> None:
+        """One finished invocation (``ok``: it returned a result, not an error).
+
+        The hot path: about a quarter of a microsecond, no lock (the engine
+        records from its event loop only), no prometheus_client call.
+        """
         stats = self.functions.get(function_id)
         if stats is None:
-            if len(self.functions) >= MAX_SERIES:
-                function_id = OTHER
-            stats = self.functions.setdefault(function_id, FunctionStats())
-        stats.observe(ok, seconds)
+            stats = self._new_function(function_id)
+        stats[OK if ok else ERRORS] += 1
+        stats[TOTAL_S] += seconds
+        stats[FIRST_BUCKET + _bucket(BUCKETS, seconds)] += 1
+
+    def _new_function(self, function_id: str) -> list[Any]:
+        if len(self.functions) >= MAX_SERIES:
+            function_id = OTHER
+        return self.functions.setdefault(function_id, [0, 0, 0.0] + [0] * (len(BUCKETS) + 1))
 
     def http_request(self, method: str, route: str, status: int) -> None:
         """One answered HTTP request on the HTTP module (``route`` is its pattern, not the path)."""
@@ -127,17 +129,18 @@ class EngineCollector(Collector):
         )
         bounds = [*(repr(b) for b in BUCKETS), "+Inf"]
         for function_id, stats in sorted(rec.functions.items()):
-            calls.add_metric([function_id, "ok"], stats.ok)
-            calls.add_metric([function_id, "error"], stats.errors)
+            ok, errors = stats[OK], stats[ERRORS]
+            calls.add_metric([function_id, "ok"], ok)
+            calls.add_metric([function_id, "error"], errors)
             cumulative, running = [], 0
-            for bound, count in zip(bounds, stats.buckets, strict=True):
+            for bound, count in zip(bounds, stats[FIRST_BUCKET:], strict=True):
                 running += count
                 cumulative.append((bound, running))
-            latency.add_metric([function_id], cumulative, stats.total_s)
+            latency.add_metric([function_id], cumulative, stats[TOTAL_S])
             if function_id.startswith("state::"):
                 adapter = rec.adapter_of(function_id)
-                state_ops.add_metric([function_id, adapter, "ok"], stats.ok)
-                state_ops.add_metric([function_id, adapter, "error"], stats.errors)
+                state_ops.add_metric([function_id, adapter, "ok"], ok)
+                state_ops.add_metric([function_id, adapter, "error"], errors)
         yield calls
         yield latency
         yield state_ops

@@ -543,8 +543,8 @@ class Engine:
                 try:
                     waiting_on = out.send(None)
                 except StopIteration as done:
-                    if ctx.started:
-                        self._record(ctx, True)
+                    if ctx.started and (m := self.metrics) is not None:
+                        m.invocation(ctx.function_id, True, perf_counter() - ctx.started)
                     if conn is not None and inv_id is not None:
                         self._reply_result(conn, inv_id, ctx.function_id, done.value)
                     return
