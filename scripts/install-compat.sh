@@ -12,9 +12,6 @@
 #   .compat/py-motia/   venv with motia==1.0.4rc1 + iii-sdk==0.11.3 (tests/compat/python/requirements-motia.txt)
 #   .compat/bench-arq/  venv with arq==0.28.0 for the queue benchmark's baseline (benchmarks/requirements-arq.txt;
 #                       not part of the default set: `make bench` installs it)
-#   .compat/browser/    Playwright (PyPI, tests/compat/requirements-browser.txt) installed with
-#                       pip --target, driving Debian's chromium (apt) at /usr/bin/chromium; the
-#                       browser download of `playwright install` is never used
 #
 # Idempotent and fast: a target whose inputs (lockfile / requirements hash) are unchanged
 # is skipped; sdk.mjs adapters are always re-copied (cheap). Needs: node >= 20, npm,
@@ -102,27 +99,27 @@ install_arq() {  # the queue benchmark's baseline (arq needs redis-py < 6, so no
   say "bench-arq installed"
 }
 
-install_browser() {  # headless Chromium (Debian) + Playwright (PyPI) for the console's browser tests
-  local dst="$DEST/browser" req="$SRC/requirements-browser.txt" want
+install_browser() {  # Debian's chromium + Playwright for Python in their own venv (browser tests)
+  local dst="$DEST/browser" req="$SRC/browser/requirements.txt" want
   if [[ ! -x /usr/bin/chromium ]]; then
-    say "browser: apt-get install chromium"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
-      || die "browser: apt-get install chromium failed"
+    say "browser: installing Debian's chromium (apt-get)"
+    apt-get install -y --no-install-recommends chromium >/dev/null \
+      || die "browser: apt-get install chromium failed (run it as root)"
   fi
   want="$(digest "$req")"
-  if [[ -d "$dst/site/playwright" && "$(cat "$dst/.installed" 2>/dev/null)" == "$want" ]]; then
+  if [[ -x "$dst/bin/python" && "$(cat "$dst/.installed" 2>/dev/null)" == "$want" ]]; then
     say "browser up to date"
     return
   fi
   command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
-  say "browser: pip install playwright into $dst/site"
+  say "browser: creating venv with $PYTHON"
   rm -rf "$dst"
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check --target "$dst/site" -r "$req"
-  PYTHONPATH="$dst/site" "$PYTHON" -c "import playwright.async_api" || die "browser: playwright does not import"
+  "$PYTHON" -m venv "$dst" || die "venv failed (Debian: apt-get install python3.11-venv)"
+  "$dst/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  "$dst/bin/python" -c "import playwright.async_api" || die "browser: playwright does not import"
   echo "$want" > "$dst/.installed"
   say "browser installed"
 }
-
 targets=("$@")
 (( ${#targets[@]} )) || targets=("${ALL[@]}")
 mkdir -p "$DEST"

@@ -1,8 +1,9 @@
 """The console in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-Playwright comes from PyPI into ``$III_COMPAT_DIR/browser/site`` and the
-browser from Debian (``/usr/bin/chromium``): ``scripts/install-compat.sh
-browser`` installs both (``make test`` does). The test writes the screenshot
+Playwright comes from PyPI into the ``$III_COMPAT_DIR/browser`` venv (same
+Python as the tests, so this process imports it from there) and the browser
+from Debian (``/usr/bin/chromium``): ``scripts/install-compat.sh browser``
+installs both (``make test`` does). The test writes the screenshot
 the README shows, ``docs/console.png``.
 """
 
@@ -25,7 +26,7 @@ from support.engines import running_server, sdk_worker, url_of
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPAT = Path(os.environ.get("III_COMPAT_DIR", ROOT / ".compat"))
-SITE = COMPAT / "browser" / "site"
+BROWSER_VENV = COMPAT / "browser"
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
     "--headless",
@@ -49,13 +50,15 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _playwright() -> Any:
-    if not (SITE / "playwright").is_dir() or not os.path.exists(CHROMIUM):
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = BROWSER_VENV / "lib" / version / "site-packages"
+    if not (site / "playwright").is_dir() or not os.path.exists(CHROMIUM):
         pytest.fail(
-            f"Playwright ({SITE}) or Chromium ({CHROMIUM}) is missing: "
+            f"Playwright (in {site}) or Chromium ({CHROMIUM}) is missing: "
             "run `bash scripts/install-compat.sh browser` (make test does)"
         )
-    if str(SITE) not in sys.path:
-        sys.path.append(str(SITE))
+    if str(site) not in sys.path:
+        sys.path.append(str(site))
     from playwright.async_api import async_playwright
 
     return async_playwright
@@ -221,3 +224,115 @@ async def _xss(page: Any) -> None:
     assert XSS in await view.inner_text()
     assert await page.locator("main img").count() == 0
     assert await page.locator("#keys-table img").count() == 0
+
+
+TOKEN = "browser-test-token"
+FULL_CONFIG = f"""\
+auth_token: {TOKEN}
+workers:
+  - name: iii-state
+  - name: iii-queue
+    config:
+      queue_configs:
+        jobs: {{max_retries: 1, concurrency: 1, backoff_ms: 10}}
+  - name: iii-cron
+  - name: iii-http
+    config: {{port: 0}}
+  - name: iii-console
+    config: {{port: 0}}
+"""
+
+
+async def test_token_queues_and_triggers_in_chromium() -> None:
+    from pyiii import connect
+
+    async with running_server(FULL_CONFIG) as server:
+        worker = await connect(url_of(server), name="ops", token=TOKEN, invocation_timeout_ms=20_000)
+        try:
+            await _ops_pages(server, worker)
+        finally:
+            await worker.shutdown()
+
+
+async def _ops_pages(server: Server, worker: Worker) -> None:
+    nightly_runs: list[Any] = []
+
+    def nightly(event: Any) -> Any:
+        nightly_runs.append(event)
+        return {"swept": 3}
+
+    def charge(data: Any) -> Any:
+        raise IIIError("card_declined", "declined")
+
+    worker.register_function("ops::nightly", nightly)
+    worker.register_function("ops::charge", charge)
+    worker.register_function(
+        "ops::hello", lambda req: {"status_code": 200, "body": {"hi": req["path_params"]["who"]}}
+    )
+    worker.register_trigger(
+        {"type": "cron", "function_id": "ops::nightly", "config": {"expression": "0 0 3 1 1 * *"}}
+    )
+    worker.register_trigger(
+        {
+            "type": "http",
+            "function_id": "ops::hello",
+            "config": {"api_path": "/hello/:who", "http_method": "GET"},
+        }
+    )
+    for n in range(2):
+        await worker.trigger("ops::charge", {"order": n}, action={"type": "enqueue", "queue": "jobs"})
+    for _ in range(100):
+        if (await worker.trigger("engine::queue::topic_stats", {"queue": "jobs"}))["dlq_depth"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    module = server.module("iii-console")
+    assert isinstance(module, ConsoleModule)
+    base = f"http://127.0.0.1:{module.port}"
+
+    async with _playwright()() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 860})
+            js_errors: list[str] = []
+            page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
+            await page.goto(base + "/#queues")
+            # The engine has a token: nothing is shown until it is given.
+            await page.locator("#login").wait_for(state="visible")
+            assert await page.locator("#page-queues").is_hidden()
+            await page.fill("#token-input", "wrong")
+            await page.click("#token-form button")
+            await page.locator("#health", has_text="auth token needed").wait_for()
+            await page.fill("#token-input", TOKEN)
+            await page.click("#token-form button")
+            row = page.locator("#queues-table tbody tr", has_text="jobs")
+            await row.wait_for()
+            assert (await row.locator("td").all_inner_texts())[2:5] == [
+                "0",
+                "1",
+                "2",
+            ]  # depth, consumers, dead
+            await row.locator("button", has_text="Dead letters").click()
+            letters = page.locator("#dlq-table tbody tr")
+            await letters.nth(1).wait_for()
+            assert "card_declined" in await letters.nth(0).inner_text()
+            await letters.nth(0).locator("button", has_text="Discard").click()
+            await page.locator("#dlq-message", has_text='"discarded":1').wait_for()
+            await page.locator("#queues-table tbody tr td:nth-child(5)", has_text="1").wait_for()
+            assert (await worker.trigger("engine::queue::topic_stats", {"queue": "jobs"}))["dlq_depth"] == 1
+
+            await page.click("nav a[data-page=triggers]")
+            cron = page.locator("#triggers-table tbody tr", has_text="ops::nightly")
+            await cron.locator("button", has_text="Run now").click()
+            await page.locator("#cron-status", has_text="ran ops::nightly").wait_for()
+            assert '"swept": 3' in await page.locator("#cron-output").inner_text()
+            assert nightly_runs and nightly_runs[0]["manual"] is True
+            http = page.locator("#triggers-table tbody tr", has_text="ops::hello")
+            await http.locator("button", has_text="Test").click()
+            assert await page.input_value("#http-path") == "/hello/:who"
+            await page.fill("#http-path", "/hello/ada")
+            await page.click("#http-send")
+            await page.locator("#http-status", has_text="200").wait_for()
+            assert '"hi": "ada"' in await page.locator("#http-output").inner_text()
+            assert js_errors == []
+        finally:
+            await browser.close()

@@ -229,7 +229,7 @@ async function invoke() {
 pages.triggers = {
   async load() {
     const out = await result("engine::registered-triggers::list", {});
-    const triggers = out.triggers || [];
+    const triggers = out.registered_triggers || [];
     $("triggers-count").textContent = `${triggers.length} registered`;
     fill($("triggers-table").tBodies[0], triggers.map((t) => {
       const action = el("td", {});
