@@ -93,7 +93,7 @@ async def test_console_in_chromium(
 ) -> None:
     # The log page shows what the engine logs; `pyiii serve` logs INFO by default, pytest does not.
     caplog.set_level(logging.INFO, logger="pyiii")
-    _, worker, base = served
+    server, worker, base = served
     async with _playwright()() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
         try:
@@ -105,6 +105,7 @@ async def test_console_in_chromium(
                 lambda msg: js_errors.append(f"console: {msg.text}") if msg.type == "error" else None,
             )
             await _every_page(page, base)
+            await _workers_live(page, server)
             await _state(page, base, worker)
             await _functions(page)
             await _logs(page)
@@ -125,6 +126,18 @@ async def _every_page(page: Any, base: str) -> None:
     await page.locator("#queues-status", has_text="queue module is not enabled").wait_for()
     await page.click("nav a[data-page=streams]")
     await page.locator("#streams-status", has_text="streams module is not enabled").wait_for()
+
+
+async def _workers_live(page: Any, server: Server) -> None:
+    # A worker that connects or leaves while the page is open shows up without a reload.
+    await page.click("nav a[data-page=workers]")
+    await page.locator("#live.on").wait_for()
+    rows = page.locator("#workers-table tbody tr")
+    async with sdk_worker(url_of(server), "late-joiner"):
+        await rows.filter(has_text="late-joiner").wait_for()
+        assert await rows.count() == 2
+    await rows.filter(has_text="late-joiner").wait_for(state="detached")
+    assert await rows.count() == 1
 
 
 async def _state(page: Any, base: str, worker: Worker) -> None:
