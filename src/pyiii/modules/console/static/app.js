@@ -469,14 +469,50 @@ async function dlqAction(functionId, messageId) {
 
 // Streams ------------------------------------------------------------------------------
 
+const streamState = { name: null, group: null, timer: null };
+const STREAM_POLL_MS = 1000;
+
 pages.streams = {
   async load() {
     const overview = await getJSON("/api/overview");
-    $("streams-status").textContent = overview.modules.stream
-      ? "The streams module is enabled; its live view is not part of this console yet."
-      : "The streams module is not enabled in this engine.";
+    const table = $("streams-table");
+    if (!overview.modules.stream) {
+      $("streams-status").textContent = "The streams module is not enabled in this engine.";
+      table.hidden = true;
+      return;
+    }
+    const listed = await result("stream::list_all", {});
+    const rows = [];
+    for (const stream of listed.stream || []) {
+      for (const group of stream.groups || []) {
+        rows.push(el("tr", {},
+          el("td", { className: "mono" }, stream.id),
+          el("td", { className: "mono" }, group),
+          el("td", {}, el("button", { onclick: () => watchGroup(stream.id, group) }, "Watch"))));
+      }
+    }
+    $("streams-status").textContent = rows.length ? "" : "No stream holds any item yet.";
+    table.hidden = rows.length === 0;
+    fill(table.tBodies[0], rows);
   },
 };
+
+function watchGroup(name, group) {
+  streamState.name = name;
+  streamState.group = group;
+  $("stream-group").textContent = `${name} / ${group}`;
+  if (streamState.timer) clearInterval(streamState.timer);
+  const poll = () => {
+    if (current !== "streams") return;
+    result("stream::list", { stream_name: name, group_id: group }).then((items) => {
+      fill($("stream-items").tBodies[0], (items || []).map((item) =>
+        el("tr", {}, el("td", { className: "mono small" }, preview(item, 400)))));
+      $("stream-polled").textContent = `${(items || []).length} items · ${new Date().toLocaleTimeString()}`;
+    }).catch(report);
+  };
+  poll();
+  streamState.timer = setInterval(poll, STREAM_POLL_MS);
+}
 
 // Logs ---------------------------------------------------------------------------------
 
