@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, Target, engine, free_port, measure_interleaved, print_rows, progress, run, with_ratio
 
 INFLIGHT = 64
+ROUNDS = 12
 CONSOLE = "  - name: iii-console\n    config: {port: 0}\n"
 
 
@@ -46,8 +47,10 @@ async def _measure(urls: dict[str, tuple[str, int]], seconds: float) -> list[Row
             closers.append(client.shutdown)
             await seed(client)
             targets.append(Target(name, state_calls(client)["state::get"], [pid]))
-        progress(f"metrics: {len(targets)} rows in alternating windows, {seconds:g} s each")
-        m = await measure_interleaved(targets, inflight=INFLIGHT, seconds=seconds)
+        # Twice the usual time in short alternating windows: the two rows differ by a few
+        # percent at most, less than a busy machine's swings between two long windows.
+        progress(f"metrics: {len(targets)} rows in {ROUNDS} alternating windows, {2 * seconds:g} s each")
+        m = await measure_interleaved(targets, inflight=INFLIGHT, seconds=2 * seconds, rounds=ROUNDS)
     finally:
         for close in reversed(closers):
             await close()

@@ -99,16 +99,12 @@ class ConsoleApi:
     def overview(self) -> bytes:
         engine = self.engine
         has = {
-            name: sampling.has(engine, fid)
-            for name, fid in (
-                ("state", "state::get"),
-                ("queue", "engine::queue::list_topics"),
-                ("stream", "stream::get"),
-                ("cron", ""),
-            )
+            "state": sampling.has(engine, "state::get"),
+            "queue": sampling.has(engine, "engine::queue::list_topics"),
+            "stream": sampling.has(engine, "stream::list_all"),
+            "cron": "cron" in engine.trigger_types,
+            "http": "iii-http" in engine.services,
         }
-        has["cron"] = "cron" in engine.trigger_types
-        has["http"] = "iii-http" in engine.services
         return msgspec.json.encode(
             {
                 "health": builtins.health(engine),
