@@ -109,6 +109,7 @@ async def test_console_in_chromium(
             await _state(page, base, worker)
             await _functions(page)
             await _logs(page)
+            await _expiry_kept(page, worker)
             await _xss(page)
             assert js_errors == []
             assert await page.evaluate("window.__pwned") is None
@@ -226,6 +227,24 @@ async def _logs(page: Any) -> None:
     assert await page.locator("#log-lines .log", has_text="greeting Grace").count() == 0
     await page.select_option("#log-level", "INFO")
     await page.locator("#log-lines .log", has_text="greeting Grace").wait_for()
+
+
+async def _expiry_kept(page: Any, worker: Worker) -> None:
+    # Editing a key that expires keeps it expiring at the same time (a plain set would drop the TTL).
+    key = {"scope": "notes", "key": "session", "with_meta": True}
+    await worker.trigger("state::set", {"scope": "notes", "key": "session", "value": 1, "ttl_ms": 3_600_000})
+    before = await worker.trigger("state::get", key)
+    await page.click("nav a[data-page=state]")
+    await page.locator("#scopes-table tbody tr", has_text="notes").click()
+    await page.locator("#keys-table tbody tr", has_text="session").click()
+    await page.locator("#value-version", has_text=str(before["version"])).wait_for()
+    assert await page.locator("#value-expiry").inner_text() != "never"
+    await page.fill("#value-editor", "2")
+    await page.click("#value-save")
+    await page.locator("#value-message", has_text="Saved").wait_for()
+    after = await worker.trigger("state::get", key)
+    assert after["value"] == 2
+    assert abs(after["expires_at_ms"] - before["expires_at_ms"]) < 5_000
 
 
 async def _xss(page: Any) -> None:

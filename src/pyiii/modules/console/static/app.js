@@ -288,7 +288,7 @@ async function runCron(trigger) {
 
 // State --------------------------------------------------------------------------------
 
-const st = { scope: null, cursors: [null], page: 0, next: null, total: 0, key: null, version: null };
+const st = { scope: null, cursors: [null], page: 0, next: null, total: 0, key: null, version: null, expiresAt: null };
 
 pages.state = {
   async load() {
@@ -361,6 +361,7 @@ async function openValue(key) {
     return;
   }
   st.version = got.version;
+  st.expiresAt = got.expires_at_ms || null;
   $("value-version").textContent = String(got.version);
   $("value-expiry").textContent = got.expires_at_ms ? when(got.expires_at_ms) : "never";
   $("value-view").textContent = JSON.stringify(got.value, null, 2);
@@ -381,9 +382,19 @@ async function saveValue() {
     return;
   }
   // The version read is the precondition: a change made since then is reported, never overwritten.
-  const out = await call("state::set", {
+  const request = {
     scope: st.scope, key: st.key, value: JSON.parse(editor.value), expect_version: st.version, with_meta: true,
-  });
+  };
+  if (st.expiresAt) {
+    // A set without ttl_ms would drop the expiry; keep the key expiring when it would have.
+    const left = st.expiresAt - Date.now();
+    if (left <= 0) {
+      valueMessage("This key has expired meanwhile; nothing was saved. Reload to see it.", "error");
+      return;
+    }
+    request.ttl_ms = Math.max(1, Math.round(left));
+  }
+  const out = await call("state::set", request);
   if (out.error) {
     if (out.error.code === "VERSION_MISMATCH") {
       valueMessage(`Conflict: the value changed since you opened it (now version ${out.error.current_version}). ` +
@@ -394,7 +405,9 @@ async function saveValue() {
     return;
   }
   st.version = out.result.version;
+  st.expiresAt = out.result.expires_at_ms || null;
   $("value-version").textContent = String(st.version);
+  $("value-expiry").textContent = st.expiresAt ? when(st.expiresAt) : "never";
   $("value-view").textContent = JSON.stringify(out.result.new_value, null, 2);
   valueMessage(`Saved: version ${st.version}`, "ok");
   loadKeys().catch(report);
