@@ -628,7 +628,7 @@ class Engine:
                 out = fn.handler(raw, ctx)
                 if inspect.isawaitable(out):
                     out = await out
-            except BaseException:
+            except Exception:
                 self._record(ctx, False)
                 raise
             self._record(ctx, True)
