@@ -6,8 +6,8 @@
     python benchmarks/run.py --skip dump            # everything but the 1M dump/restore
     python benchmarks/run.py --only dump --dump-values 100000   # a short dump/restore
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump, rbac, stream
-(see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump, rbac, stream,
+metrics (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     Row,
     Target,
+    cpu_per_op_us,
     engine,
     free_port,
     measure_interleaved,
@@ -54,6 +55,7 @@ SECTIONS = (
     "dump",
     "rbac",
     "stream",
+    "metrics",
 )
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
@@ -324,6 +326,13 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
+    from metrics_overhead import off_name, on_name
+
+    on, off = by.get(on_name()), by.get(off_name())
+    cpu = [cpu_per_op_us(r.server_cpu, r.ops_per_s) for r in (on, off) if r is not None]
+    cpu_note = f"engine CPU per op {cpu[0]:.1f} vs {cpu[1]:.1f} µs" if len(cpu) == 2 and all(cpu) else ""
+    out.append(at_least("state::get with metrics on >= 0.95x off (in_memory, 64 in flight)",
+                        ratio(on_name(), off_name()), 0.95, cpu_note))
     return out
 
 
@@ -403,6 +412,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from streams import stream_rows
 
         rows += stream_rows(args.seconds)
+    if "metrics" in selected:
+        from metrics_overhead import metrics_rows
+
+        rows += metrics_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

@@ -19,6 +19,9 @@ from support.engine_process import EngineProcess
 from support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
+# The repository's iii-config.yaml serves the console on ${III_CONSOLE_PORT:3113}: engines
+# started by tests (and their subprocesses) take a free port instead, so they never collide.
+os.environ.setdefault("III_CONSOLE_PORT", "0")
 
 
 @pytest.fixture

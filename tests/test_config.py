@@ -66,9 +66,14 @@ def test_root_config_file_is_the_seed() -> None:
     path = ROOT / "iii-config.yaml"
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     assert lines[0].startswith("#") and "127.0.0.1:49134" in lines[0]
-    assert "".join(lines[1:]) == SEED_CONFIG
+    # The State guide's seed, then the console (its own port; tests set III_CONSOLE_PORT=0).
+    assert "".join(lines[1:]).startswith(SEED_CONFIG)
     cfg = load_config(path, environ={})
     assert cfg.state is not None and cfg.state.store_method == "file_based"
+    console = next(entry.config for entry in cfg.modules if entry.spec.name == "iii-console")
+    assert console.port == 3113 and console.host == "127.0.0.1"
+    assert next(e.config for e in load_config(path, environ={"III_CONSOLE_PORT": "0"}).modules
+                if e.spec.name == "iii-console").port == 0
 
 
 def test_seed_config_found_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -87,6 +88,18 @@ class _LogType(TriggerProvider):
 
     def unregister(self, trigger_id: str) -> None:
         self.bindings.pop(trigger_id, None)
+
+
+def health(engine: Engine) -> dict[str, Any]:
+    """What ``engine::health::check`` and the console's ``/health`` answer."""
+    stats = engine.stats()
+    return {
+        "status": "ok" if engine.accepting else "shutting_down",
+        "uptime_s": round(time.time() - engine.started_at, 3),
+        "workers": stats["connections"],
+        "functions": stats["functions"] + stats["builtin_functions"],
+        "pending": stats["pending"],
+    }
 
 
 def install(engine: Engine) -> None:
@@ -299,6 +312,10 @@ def install(engine: Engine) -> None:
         _obj(data, ctx.function_id)
         return engine.stats()
 
+    def health_check(data: Raw, ctx: CallContext) -> Any:
+        _obj(data, ctx.function_id)
+        return health(engine)
+
     def make_log(level: int) -> Any:
         def log_fn(data: Raw, ctx: CallContext) -> Any:
             body = _obj(data, ctx.function_id)
@@ -326,6 +343,12 @@ def install(engine: Engine) -> None:
         stats,
         worker_name=ENGINE_WORKER,
         description="Sizes of the engine's tables: connections, functions, pending calls, triggers, tasks",
+    )
+    reg(
+        "engine::health::check",
+        health_check,
+        worker_name=ENGINE_WORKER,
+        description="Liveness: {status: ok|shutting_down, uptime_s, workers, functions, pending}",
     )
     for name, level in (
         ("trace", logging.DEBUG),

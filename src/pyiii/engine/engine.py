@@ -15,7 +15,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
@@ -50,6 +51,9 @@ from pyiii.protocol import (
     UnregisterFunction,
     UnregisterTrigger,
 )
+
+if TYPE_CHECKING:
+    from pyiii.metrics import Recorder
 
 log = logging.getLogger("pyiii.engine")
 
@@ -135,6 +139,14 @@ class Engine:
 
         # The gated dispatch for connections of RBAC/middleware listeners.
         self.access = Access(self)
+
+        # Set by a module that exposes metrics (the console); None: nothing is recorded.
+        self.metrics: Recorder | None = None
+        # The workers' auth token (the server sets it), for modules that serve people.
+        self.auth_token: str | None = None
+        # Modules that others may look into (the console reads them), by module name.
+        self.services: dict[str, Any] = {}
+        self.started_at = time.time()
 
     # --- connection lifecycle --------------------------------------------
 
@@ -428,6 +440,8 @@ class Engine:
         if fn.handler is not None:
             # A built-in knows its caller from ctx: no _caller_worker_id splice.
             ctx = CallContext(caller=conn, function_id=msg.function_id, metadata=msg.metadata)
+            if self.metrics is not None:
+                ctx.started = perf_counter()
             self._run_builtin(fn.handler, msg.data, ctx, conn, inv_id, fn.eager)
             return
         data = protocol.with_caller(msg.data, conn.worker_id)
@@ -455,6 +469,7 @@ class Engine:
             caller_invocation_id=inv_id,
             traceparent=msg.traceparent,
             baggage=msg.baggage,
+            started=perf_counter() if self.metrics is not None else 0.0,
         )
         fn.owner.serving.add(fwd_id)
         conn.calling.add(fwd_id)
@@ -506,6 +521,8 @@ class Engine:
         error = msg.error
         if error is not UNSET and protocol.raw_is_null(error):
             error = UNSET
+        if pending.started:
+            self._record_pending(pending, error is UNSET)
         if pending.future is not None:
             if not pending.future.done():
                 if error is not UNSET:
@@ -553,7 +570,17 @@ class Engine:
             )
         )
 
+    def _record_pending(self, pending: Pending, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.invocation(pending.function_id, ok, perf_counter() - pending.started)
+
+    def _record(self, ctx: CallContext, ok: bool) -> None:
+        if self.metrics is not None and ctx.started:
+            self.metrics.invocation(ctx.function_id, ok, perf_counter() - ctx.started)
+
     def _fail(self, pending: Pending, fwd_id: str, err: IIIError) -> None:
+        if pending.started:
+            self._record_pending(pending, False)
         if pending.future is not None:
             if not pending.future.done():
                 pending.future.set_exception(err)
@@ -613,23 +640,30 @@ class Engine:
                 try:
                     waiting_on = out.send(None)
                 except StopIteration as done:
+                    if ctx.started and (m := self.metrics) is not None:
+                        m.invocation(ctx.function_id, True, perf_counter() - ctx.started)
                     if conn is not None and inv_id is not None:
                         self._reply_result(conn, inv_id, ctx.function_id, done.value)
                     return
                 _Stepper(self, out, ctx, conn, inv_id).wait(waiting_on)
                 return
         except IIIError as err:
+            self._record(ctx, False)
             if conn is not None and inv_id is not None:
                 self._reply_error(conn, inv_id, ctx.function_id, err)
             return
         except Exception as exc:
+            self._record(ctx, False)
             log.exception("built-in %s failed", ctx.function_id)
             if conn is not None and inv_id is not None:
                 self._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))
             return
         if inspect.isawaitable(out):
             self.spawn(self._finish_builtin(out, ctx, conn, inv_id))
-        elif conn is not None and inv_id is not None:
+            return
+        if ctx.started:
+            self._record(ctx, True)
+        if conn is not None and inv_id is not None:
             self._reply_result(conn, inv_id, ctx.function_id, out)
 
     async def _finish_builtin(
@@ -642,14 +676,17 @@ class Engine:
         try:
             value = await out
         except IIIError as err:
+            self._record(ctx, False)
             if conn is not None and inv_id is not None and conn.open:
                 self._reply_error(conn, inv_id, ctx.function_id, err)
             return
         except Exception as exc:
+            self._record(ctx, False)
             log.exception("built-in %s failed", ctx.function_id)
             if conn is not None and inv_id is not None and conn.open:
                 self._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))
             return
+        self._record(ctx, True)
         if conn is not None and inv_id is not None and conn.open:
             self._reply_result(conn, inv_id, ctx.function_id, value)
 
@@ -681,17 +718,26 @@ class Engine:
             raise self._not_found(namespace, function_id)
         if not self.accepting and fn.handler is None:
             raise self._shutting_down()
+        started = perf_counter() if self.metrics is not None else 0.0
         if fn.handler is not None:
-            out = fn.handler(raw, CallContext(caller=None, function_id=function_id, metadata=metadata))
-            if inspect.isawaitable(out):
-                out = await out
+            ctx = CallContext(caller=None, function_id=function_id, metadata=metadata, started=started)
+            try:
+                out = fn.handler(raw, ctx)
+                if inspect.isawaitable(out):
+                    out = await out
+            except Exception:
+                self._record(ctx, False)
+                raise
+            self._record(ctx, True)
             if out is NO_RESULT or out is None:
                 return None
             return out if isinstance(out, Raw) else Raw(protocol.encode(out))
         assert fn.owner is not None
         inv_id = str(uuid.uuid4())
         future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
-        self.pending[inv_id] = Pending(target=fn.owner, function_id=function_id, future=future)
+        self.pending[inv_id] = Pending(
+            target=fn.owner, function_id=function_id, future=future, started=started
+        )
         fn.owner.serving.add(inv_id)
         self._send_invoke(fn.owner, inv_id, fn.wire_id or function_id, raw, metadata=metadata)
         try:
@@ -715,6 +761,8 @@ class Engine:
             return False
         if fn.handler is not None:
             ctx = CallContext(caller=None, function_id=function_id, metadata=metadata)
+            if self.metrics is not None:
+                ctx.started = perf_counter()
             self._run_builtin(fn.handler, raw, ctx, None, None)
         else:
             assert fn.owner is not None
@@ -908,14 +956,17 @@ class _Stepper:
             waiting_on = self.coro.send(None)
         except StopIteration as finished:
             self.done.set_result(None)
+            self.engine._record(ctx, True)
             if answer:
                 self.engine._reply_result(conn, inv_id, ctx.function_id, finished.value)  # type: ignore[arg-type]
         except IIIError as err:
             self.done.set_result(None)
+            self.engine._record(ctx, False)
             if answer:
                 self.engine._reply_error(conn, inv_id, ctx.function_id, err)  # type: ignore[arg-type]
         except Exception as exc:
             self.done.set_result(None)
+            self.engine._record(ctx, False)
             log.exception("built-in %s failed", ctx.function_id)
             if answer:
                 self.engine._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))  # type: ignore[arg-type]

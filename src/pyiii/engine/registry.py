@@ -22,6 +22,8 @@ class CallContext:
     caller: Connection | None
     function_id: str
     metadata: Raw | UnsetType = UNSET
+    # perf_counter() at the call's start when metrics are recorded, else 0.
+    started: float = 0.0
 
 
 # A built-in returns a value to encode, a Raw to embed as is, or NO_RESULT;
@@ -122,3 +124,4 @@ class Pending:
     future: asyncio.Future[Raw | None] | None = None
     traceparent: str | None | UnsetType = UNSET
     baggage: str | None | UnsetType = UNSET
+    started: float = 0.0  # perf_counter() when routed, if metrics are recorded

@@ -39,6 +39,7 @@ class Server:
             ),
             config.channels,
         )
+        self.engine.auth_token = config.auth_token
         self.modules = build_modules(config)
         self.listener: asyncio.Server | None = None  # the main listener
         self.listeners: list[asyncio.Server] = []  # every listener, the main one first

@@ -8,7 +8,7 @@ does not run yet. Adding a module is its package plus one line here.
 from __future__ import annotations
 
 from pyiii.engine.module import ModuleSpec
-from pyiii.modules import cron, http, http_functions, pubsub, queue, state, stream
+from pyiii.modules import console, cron, http, http_functions, pubsub, queue, state, stream
 
 CATALOG: tuple[ModuleSpec, ...] = (
     state.SPEC,
@@ -18,6 +18,7 @@ CATALOG: tuple[ModuleSpec, ...] = (
     queue.SPEC,
     http_functions.SPEC,
     stream.SPEC,
+    console.SPEC,
 )
 
 # Known, not built yet: canonical name -> (other names, old-shape classes).

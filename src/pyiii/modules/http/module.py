@@ -118,6 +118,7 @@ class HttpModule(Module, TriggerProvider):
 
     async def start(self, engine: Engine) -> None:
         self.engine = engine
+        engine.services[self.name] = self  # the console's HTTP tester finds the port here
         engine.register_trigger_type(
             "http", "HTTP route: api_path, http_method", self, worker_name=WORKER_NAME
         )
@@ -183,6 +184,10 @@ class HttpModule(Module, TriggerProvider):
                 self.in_flight -= 1
         if reply is not None:
             ex.respond(reply.status, reply.headers + self.cors.headers(origin), reply.body)
+        metrics = self.engine.metrics if self.engine is not None else None
+        if metrics is not None and ex.answered:
+            found = self.routes.match(ex.method, ex.path)  # matched again only when metrics are on
+            metrics.http_request(ex.method, found[0].spec.pattern if found else "(no route)", ex.status)
 
     async def _handle(self, ex: Exchange) -> rs.Reply | None:
         """The reply to send, or None when it was streamed or the client left."""

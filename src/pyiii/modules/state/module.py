@@ -135,6 +135,12 @@ class StateModule(Module):
         self._local_events = True
         self._found = ""  # what a durable local store held at start, for the start-up log
 
+    @property
+    def adapter_label(self) -> str:
+        """``kv_in_memory``, ``kv_file_based``, ``redis`` or ``bridge`` (a metrics label)."""
+        cfg = self.config
+        return f"kv_{cfg.store_method}" if cfg.adapter == "kv" else cfg.adapter
+
     def describe(self) -> str:
         cfg = self.config
         if cfg.adapter == "kv" and cfg.store_method == "file_based":
@@ -148,6 +154,7 @@ class StateModule(Module):
 
     async def start(self, engine: Engine) -> None:
         await self.adapter.open()
+        engine.services[self.name] = self  # the console labels state metrics with adapter_label
         if self.config.adapter == "kv" and self.config.store_method == "file_based":
             # Counted from the in-memory mirror (no disk reads); shared stores are not counted.
             scopes = await self.adapter.list_groups()
