@@ -103,7 +103,10 @@ install_browser() {  # Debian's chromium + Playwright for Python in their own ve
   local dst="$DEST/browser" req="$SRC/browser/requirements.txt" want
   if [[ ! -x /usr/bin/chromium ]]; then
     say "browser: installing Debian's chromium (apt-get)"
-    apt-get install -y --no-install-recommends chromium >/dev/null \
+    # Try the package lists as they are first; on a fresh machine they may be empty.
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+             --no-install-recommends chromium >/dev/null; }; } \
       || die "browser: apt-get install chromium failed (run it as root)"
   fi
   want="$(digest "$req")"
