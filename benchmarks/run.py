@@ -4,7 +4,7 @@
     python benchmarks/run.py --only state           # one section (its baselines come along)
     python benchmarks/run.py --only state,redis --seconds 1
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk (see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, http (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -39,7 +39,7 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk")
+SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk", "http")
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -279,10 +279,25 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
     out.append(at_most("p50 at 1 in flight <= 1.3x ceiling's (worst of in_memory get/set/update)",
                        known[worst] if worst else None, 1.3,
                        ", ".join(f"{op.split('::')[1]} {v:.2f}x" for op, v in known.items())))
+    out += _http_targets(ratio, at_least, at_most)
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
     return out
+
+
+def _http_targets(ratio: Any, at_least: Any, at_most: Any) -> list[TargetResult]:
+    from http_serving import ceiling_name as granian
+    from http_serving import fastapi_name as fastapi
+    from http_serving import pyiii_name as pyiii
+
+    return [
+        at_least("HTTP via engine + worker >= 0.5x granian alone (64 conns)",
+                 ratio(pyiii(64), granian(64)), 0.5, _detail("1 conn", ratio(pyiii(1), granian(1)))),
+        at_least("HTTP via engine + worker >= 1x FastAPI + uvicorn (64 conns)",
+                 ratio(pyiii(64), fastapi(64)), 1.0, _detail("1 conn", ratio(pyiii(1), fastapi(1)))),
+        at_most("HTTP p50 at 1 conn <= 2x granian alone's", ratio(pyiii(1), granian(1), "p50_us"), 2.0),
+    ]
 
 
 def _detail(label: str, value: float | None) -> str:
@@ -340,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from bulk_load import bulk_rows
 
         rows += bulk_rows(args.seconds, args.values)
+    if "http" in selected:
+        from http_serving import http_rows
+
+        rows += http_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

@@ -41,7 +41,7 @@ def test_same_shape_conflict_names_both_routes() -> None:
     with pytest.raises(RouteError) as err:
         table.add("b", spec("lists/:userId/:listId", fn="second"))
     message = str(err.value)
-    assert "conflicts with" in message
+    assert "conflicts with already-registered route" in message
     assert "/lists/:userId/:listId (function second)" in message
     assert "/lists/:listId/:userId (function first)" in message
     with pytest.raises(RouteError, match="conflicts with"):
