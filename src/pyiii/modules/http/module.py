@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Raw
 
 from pyiii import errors
+from pyiii.engine.channels import ChannelClosed
 from pyiii.engine.module import Module, TriggerProvider
 from pyiii.errors import ConfigError, IIIError
 from pyiii.httpserver import BodyTooLarge, Exchange, HttpServer
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyiii.http")
 
 WORKER_NAME = "iii-http"
+# The request body goes to the request_body channel in pieces of at most this size.
+BODY_CHUNK = 64 * 1024
 # Function errors that mean "nobody could answer", not "the function failed".
 _UNAVAILABLE = frozenset({errors.INVOCATION_STOPPED, errors.SHUTTING_DOWN})
 
@@ -97,6 +100,16 @@ class _Call:
     def close(self) -> None:
         if self.gone is not None:
             self.gone.cancel()
+
+
+async def _feed(channel: Any, body: bytes) -> None:
+    """Write ``body`` to ``channel`` in BODY_CHUNK pieces, then end it (stops if it is aborted)."""
+    try:
+        for start in range(0, len(body), BODY_CHUNK):
+            await channel.put(body[start : start + BODY_CHUNK])
+        channel.end()
+    except ChannelClosed:
+        pass
 
 
 class HttpModule(Module, TriggerProvider):
@@ -216,7 +229,7 @@ class HttpModule(Module, TriggerProvider):
                 await self._condition(call, spec, payload)
             for mw_id in spec.middleware_function_ids:
                 await self._middleware(call, spec, mw_id, path_params, query, headers, ex.method, context)
-            response = await self._open_channels(payload, body, channels)
+            response = self._open_channels(payload, body, channels)
             return await self._invoke(call, ex, spec, payload, response)
         except _Answered as answered:
             return answered.reply
@@ -318,16 +331,26 @@ class HttpModule(Module, TriggerProvider):
                 )
             )
 
-    async def _open_channels(self, payload: dict[str, Any], body: bytes, channels: list[Any]) -> Any:
-        """Add ``request_body`` (holding the raw body) and ``response`` refs; the response channel."""
+    def _open_channels(self, payload: dict[str, Any], body: bytes, channels: list[Any]) -> Any:
+        """Add ``request_body`` (holding the raw body) and ``response`` refs; the response channel.
+
+        A body up to BODY_CHUNK bytes is buffered at once; a larger one is fed in
+        BODY_CHUNK pieces as the function reads them, since the channel holds at
+        most its byte bound and clients cap the frames they take (Python's
+        ``websockets``: 1 MiB).
+        """
         hub = getattr(self.engine, "channels", None)
         if hub is None:
             return None
         request_body = hub.create()
         channels.append(request_body)
-        if body:
-            await request_body.put(body)
-        request_body.end()
+        if len(body) <= BODY_CHUNK:
+            if body:
+                request_body.offer(body)  # an empty channel always has room for one message
+            request_body.end()
+        else:
+            feeding = asyncio.ensure_future(_feed(request_body, body))
+            request_body.add_abort_callback(lambda _reason: feeding.cancel())
         response = hub.create()
         channels.append(response)
         payload["request_body"] = request_body.reader_ref
