@@ -25,11 +25,12 @@ side, nor a writer ref the read side.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import logging
+import os
 import secrets
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -46,6 +47,25 @@ log = logging.getLogger("pyiii.channels")
 Message = str | bytes
 READ = "read"
 WRITE = "write"
+
+# Every HTTP request opens two channels, so ids and keys come from a pool of
+# os.urandom bytes (the source secrets uses) instead of a syscall each.
+_ID_BYTES, _KEY_BYTES = 16, 32
+_PER_CHANNEL = _ID_BYTES + 2 * _KEY_BYTES
+_POOL_CHANNELS = 256
+_pool = memoryview(b"")
+
+
+def _fresh_id_and_keys() -> tuple[str, str, str]:
+    """A random uuid-4-shaped id and two 32-byte urlsafe access keys."""
+    global _pool
+    if len(_pool) < _PER_CHANNEL:
+        _pool = memoryview(os.urandom(_PER_CHANNEL * _POOL_CHANNELS))
+    raw, _pool = _pool[:_PER_CHANNEL], _pool[_PER_CHANNEL:]
+    h = raw[:_ID_BYTES].hex()
+    keys = base64.urlsafe_b64encode(raw[_ID_BYTES:]).decode()  # 2 x 43 characters, then "=="
+    channel_id = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[raw[8] & 3]}{h[17:20]}-{h[20:]}"
+    return channel_id, keys[:43], keys[43:86]
 
 
 class ChannelClosed(Exception):
@@ -110,7 +130,7 @@ class Channel:
 
     def __init__(
         self,
-        channel_id: str,
+        channel_id: str | None = None,
         *,
         max_messages: int,
         max_bytes: int,
@@ -118,9 +138,9 @@ class Channel:
         manager: ChannelManager | None = None,
         created_at: float = 0.0,
     ) -> None:
+        fresh_id, self._write_key, self._read_key = _fresh_id_and_keys()
+        channel_id = channel_id or fresh_id
         self.id = channel_id
-        self._write_key = secrets.token_urlsafe(32)
-        self._read_key = secrets.token_urlsafe(32)
         self.writer_ref = {"channel_id": channel_id, "access_key": self._write_key, "direction": WRITE}
         self.reader_ref = {"channel_id": channel_id, "access_key": self._read_key, "direction": READ}
         self.max_messages = max(1, max_messages)
@@ -310,6 +330,18 @@ class Channel:
                     self._wake_reader()  # a wake-up meant for us: pass it on
                 raise
 
+    def readable(self) -> asyncio.Future[None]:
+        """A future done once ``poll`` has something to say (a message, the end, or the abort).
+
+        For a reader that waits on several things at once without a task per wait.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._buffer or self._ended or self._reason is not None:
+            waiter.set_result(None)
+        else:
+            self._readers.append(waiter)
+        return waiter
+
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._iterate()
 
@@ -416,7 +448,6 @@ class ChannelManager:
                 "iii-worker-manager.config.channels.max_channels",
             )
         channel = Channel(
-            str(uuid.uuid4()),
             max_messages=size,
             max_bytes=s.max_buffer_bytes,
             owner=owner,

@@ -76,14 +76,39 @@ class _Call:
         return self.gone
 
     async def first(self, *futures: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
-        """Wait for the first of ``futures``; _Gone / _Timeout if the client or the clock wins."""
+        """Wait for the first of ``futures``; _Gone / _Timeout if the client or the clock wins.
+
+        One plain future woken by callbacks, not ``asyncio.wait``: this runs
+        on every request, and ``wait`` costs a set and a task's worth of work.
+        """
         gone = self.watch()
-        left = self.deadline - self.loop.time()
-        if left <= 0:
-            raise _Timeout
-        done, _ = await asyncio.wait({*futures, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        if gone in done:
+        if gone.done():
             raise _Gone
+        done = {f for f in futures if f.done()}
+        if done:
+            return done
+        if self.deadline <= self.loop.time():
+            raise _Timeout
+        waiter: asyncio.Future[None] = self.loop.create_future()
+
+        def wake(_: Any = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        for f in futures:
+            f.add_done_callback(wake)
+        gone.add_done_callback(wake)
+        timer = self.loop.call_at(self.deadline, wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            for f in futures:
+                f.remove_done_callback(wake)
+            gone.remove_done_callback(wake)
+        if gone.done():
+            raise _Gone
+        done = {f for f in futures if f.done()}
         if not done:
             raise _Timeout
         return done
@@ -362,17 +387,23 @@ class HttpModule(Module, TriggerProvider):
     ) -> rs.Reply | None:
         """Call the function; answer with what it returns or what it writes, whichever comes first."""
         assert self.engine is not None
-        task = asyncio.ensure_future(
-            self.engine.call(spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata)
-        )
+        try:
+            task = self.engine.call_future(
+                spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata
+            )
+        except IIIError as err:
+            self._failed(spec, "function", spec.function_id, err)
         head = rs.StreamHead()
-        item: asyncio.Future[Any] | None = None
+        item: asyncio.Future[Any] | None = None  # the response channel has something for us
         returned_nothing = False
         try:
             while True:
                 if item is None and response is not None:
-                    item = asyncio.ensure_future(response.get())
-                waiting = [f for f in (task, item) if f is not None and not f.done()] or [task]
+                    item = response.readable()
+                # Done futures stay in: ``first`` returns them at once.
+                waiting = [f for f in (item, None if returned_nothing else task) if f is not None]
+                if not waiting:
+                    return self._bad(spec, "it returned no response and has no response channel")
                 try:
                     done = await call.first(*waiting)
                 except _Timeout:
@@ -387,14 +418,16 @@ class HttpModule(Module, TriggerProvider):
                         ) from None
                     raise
                 if item is not None and item in done:
-                    got, item = item, None
+                    item = None
                     try:
-                        message = got.result()
-                    except Exception as exc:  # the response channel was aborted
+                        ready, message = response.poll()
+                    except ChannelClosed as exc:  # the response channel was aborted
                         log.debug("%s %s: response channel closed: %s", spec.method, spec.pattern, exc)
                         response = None
                         if returned_nothing:
                             return self._bad(spec, "its response channel closed before any response")
+                        continue
+                    if not ready:
                         continue
                     if isinstance(message, str):
                         head.apply(message)
