@@ -262,6 +262,13 @@ async def test_client_leaving_early_leaks_nothing(http_engine: HttpEngine) -> No
             await asyncio.wait_for(entered.wait(), 5)
             assert engine.stats()["pending"] == 1
             writer.close()
+            # Cancelled once noticed (the module watches a request's client after
+            # WATCH_AFTER_S), long before the handler's 3 s are up.
+            for _ in range(50):
+                if engine.stats()["pending"] == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert engine.stats()["pending"] == 0, "the invocation outlived its client by 1 s"
         for _ in range(100):
             if engine.stats()["pending"] == 0 and http_engine.http.in_flight == 0:
                 break
