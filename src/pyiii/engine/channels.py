@@ -25,10 +25,8 @@ side, nor a writer ref the read side.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
 import logging
-import os
 import secrets
 import time
 from collections import deque
@@ -38,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from pyiii import errors
 from pyiii.errors import IIIError
+from pyiii.ids import random_key, random_uuid
 
 if TYPE_CHECKING:
     from pyiii.engine.connection import Connection
@@ -47,26 +46,6 @@ log = logging.getLogger("pyiii.channels")
 Message = str | bytes
 READ = "read"
 WRITE = "write"
-
-# Every HTTP request opens two channels, so ids and keys come from a pool of
-# os.urandom bytes (the source secrets uses) instead of a syscall each.
-_ID_BYTES, _KEY_BYTES = 16, 32
-_PER_CHANNEL = _ID_BYTES + 2 * _KEY_BYTES
-_POOL_CHANNELS = 256
-_pool = memoryview(b"")
-
-
-def _fresh_id_and_keys() -> tuple[str, str, str]:
-    """A random uuid-4-shaped id and two 32-byte urlsafe access keys."""
-    global _pool
-    if len(_pool) < _PER_CHANNEL:
-        _pool = memoryview(os.urandom(_PER_CHANNEL * _POOL_CHANNELS))
-    raw, _pool = _pool[:_PER_CHANNEL], _pool[_PER_CHANNEL:]
-    h = raw[:_ID_BYTES].hex()
-    keys = base64.urlsafe_b64encode(raw[_ID_BYTES:]).decode()  # 2 x 43 characters, then "=="
-    channel_id = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[raw[8] & 3]}{h[17:20]}-{h[20:]}"
-    return channel_id, keys[:43], keys[43:86]
-
 
 class ChannelClosed(Exception):
     """The channel was aborted (or the writer already ended); ``reason`` says why."""
@@ -138,9 +117,10 @@ class Channel:
         manager: ChannelManager | None = None,
         created_at: float = 0.0,
     ) -> None:
-        fresh_id, self._write_key, self._read_key = _fresh_id_and_keys()
-        channel_id = channel_id or fresh_id
+        channel_id = channel_id or random_uuid()
         self.id = channel_id
+        self._write_key = random_key()
+        self._read_key = random_key()
         self.writer_ref = {"channel_id": channel_id, "access_key": self._write_key, "direction": WRITE}
         self.reader_ref = {"channel_id": channel_id, "access_key": self._read_key, "direction": READ}
         self.max_messages = max(1, max_messages)

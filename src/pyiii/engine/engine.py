@@ -38,6 +38,7 @@ from pyiii.engine.registry import (
 )
 from pyiii.engine.triggers import DEFAULT_NS, TriggerRegistry
 from pyiii.errors import IIIError
+from pyiii.ids import random_uuid
 from pyiii.protocol import (
     InvocationResult,
     InvokeFunction,
@@ -626,7 +627,7 @@ class Engine:
         assert fn.owner is not None
         raw = data if isinstance(data, Raw) else Raw(protocol.encode(data))
         owner = fn.owner
-        inv_id = str(uuid.uuid4())
+        inv_id = random_uuid()
         future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
         self.pending[inv_id] = Pending(target=owner, function_id=function_id, future=future)
         owner.serving.add(inv_id)
