@@ -17,6 +17,7 @@ import pytest
 from pyiii.engine import builtins
 from pyiii.engine.connection import Connection
 from pyiii.engine.engine import Engine, Limits
+from pyiii.errors import IIIError
 
 
 def is_uuid4(value: object) -> bool:
