@@ -544,12 +544,15 @@ async def test_a_second_worker_for_the_same_function_is_refused_and_the_first_se
     http_engine: HttpEngine,
 ) -> None:
     # The protocol gives a function one serving worker (FUNCTION_NAMESPACE_CONFLICT for another).
-    async with http_engine.client() as c:
-        async with sdk_worker(http_engine.url, "a") as a, sdk_worker(http_engine.url, "b") as b:
-            route(a, "shared", "/shared", handler=lambda req: {"body": "a"})
-            await http_engine.wait_route("GET", "/shared")
-            route(b, "shared", "/shared", handler=lambda req: {"body": "b"})
-            await asyncio.sleep(0.3)
-            fn = http_engine.server.engine.functions[("default", "shared")]
-            assert fn.owner is not None and fn.owner.name == "a"
-            assert [(await c.get("/shared")).json() for _ in range(6)] == ["a"] * 6
+    async with (
+        http_engine.client() as c,
+        sdk_worker(http_engine.url, "a") as a,
+        sdk_worker(http_engine.url, "b") as b,
+    ):
+        route(a, "shared", "/shared", handler=lambda req: {"body": "a"})
+        await http_engine.wait_route("GET", "/shared")
+        route(b, "shared", "/shared", handler=lambda req: {"body": "b"})
+        await asyncio.sleep(0.3)
+        fn = http_engine.server.engine.functions[("default", "shared")]
+        assert fn.owner is not None and fn.owner.name == "a"
+        assert [(await c.get("/shared")).json() for _ in range(6)] == ["a"] * 6
