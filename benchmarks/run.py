@@ -7,7 +7,7 @@
     python benchmarks/run.py --only dump --dump-values 100000   # a short dump/restore
 
 Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump, rbac, stream,
-metrics (see README.md).
+metrics, http (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -56,6 +56,7 @@ SECTIONS = (
     "rbac",
     "stream",
     "metrics",
+    "http",
 )
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
@@ -323,6 +324,7 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
                        stream_row.p99_us / stream_base.p99_us
                        if stream_row and stream_base and stream_row.p99_us and stream_base.p99_us else None,
                        2.0))
+    out += _http_targets(ratio, at_least, at_most)
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
@@ -334,6 +336,20 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
     out.append(at_least("state::get with metrics on >= 0.95x off (in_memory, 64 in flight)",
                         ratio(on_name(), off_name()), 0.95, cpu_note))
     return out
+
+
+def _http_targets(ratio: Any, at_least: Any, at_most: Any) -> list[TargetResult]:
+    from http_serving import ceiling_name as granian
+    from http_serving import fastapi_name as fastapi
+    from http_serving import pyiii_name as pyiii
+
+    return [
+        at_least("HTTP via engine + worker >= 0.5x granian alone (64 conns)",
+                 ratio(pyiii(64), granian(64)), 0.5, _detail("1 conn", ratio(pyiii(1), granian(1)))),
+        at_least("HTTP via engine + worker >= 1x FastAPI + uvicorn (64 conns)",
+                 ratio(pyiii(64), fastapi(64)), 1.0, _detail("1 conn", ratio(pyiii(1), fastapi(1)))),
+        at_most("HTTP p50 at 1 conn <= 2x granian alone's", ratio(pyiii(1), granian(1), "p50_us"), 2.0),
+    ]
 
 
 def _detail(label: str, value: float | None) -> str:
@@ -416,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from metrics_overhead import metrics_rows
 
         rows += metrics_rows(args.seconds)
+    if "http" in selected:
+        from http_serving import http_rows
+
+        rows += http_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

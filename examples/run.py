@@ -15,7 +15,11 @@ then, on an engine started with examples/background/iii-config.yaml (queue, pub/
 
 and on one started with examples/streams/iii-config.yaml (Streams, clients on port 3112):
 
-  5. examples/streams/live_progress.py ("Streams": an item updated, a client watching it)
+  6. examples/streams/live_progress.py ("Streams": an item updated, a client watching it)
+
+and on one started with examples/http/iii-config.yaml (State, the HTTP module on a free port):
+
+  7. examples/http/try_it.py ("Functions over HTTP": serves todos.py, sends requests.sh's curl lines)
 
 prints what each did (its output and the log lines its workers sent to the engine) and stops
 the engines. Exits 1 if any flow failed. Needs `.compat/` (`make compat`).
@@ -40,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seed"
 BACKGROUND = ROOT / "examples" / "background"
 STREAMS = ROOT / "examples" / "streams"
+HTTP = ROOT / "examples" / "http"
 COMPAT = Path(os.environ.get("III_COMPAT_DIR") or ROOT / ".compat")
 FLOW_TIMEOUT_S = 60
 # Said under the `users` entry that has no id, which puzzles everyone who sees it.
@@ -89,6 +94,11 @@ FLOWS = [
         [sys.executable, str(STREAMS / "live_progress.py")],
         config=STREAMS / "iii-config.yaml",
     ),
+    Flow(
+        "Functions over HTTP: a todo API and curl, pyiii SDK (examples/http/todos.py)",
+        [sys.executable, str(HTTP / "try_it.py")],
+        config=HTTP / "iii-config.yaml",
+    ),
 ]
 
 
@@ -104,19 +114,28 @@ def ensure_node_modules(directory: Path, version: str) -> None:
         link.symlink_to(target, target_is_directory=True)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
 class Engine:
-    """`pyiii serve --config iii-config.yaml` in `workdir`, console lines collected."""
+    """`pyiii serve --config iii-config.yaml` in `workdir`, console lines collected.
+
+    A config with iii-http reads its port from $III_HTTP_PORT: a free one, as the worker port.
+    """
 
     def __init__(self, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
+        self.http_port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyiii", "serve", "--port", str(self.port), "--config", "iii-config.yaml"],
             cwd=workdir,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "III_HTTP_PORT": str(self.http_port)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -179,7 +198,7 @@ def run_flow(flow: Flow, engine: Engine) -> bool:
         done = subprocess.run(
             flow.argv,
             cwd=ROOT,
-            env={**os.environ, "III_URL": engine.url},
+            env={**os.environ, "III_URL": engine.url, "III_HTTP_PORT": str(engine.http_port)},
             capture_output=True,
             text=True,
             timeout=FLOW_TIMEOUT_S,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from pyiii.config import parse_config
+from support.engines import free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TEXT = README.read_text()
@@ -25,13 +27,6 @@ SNIPPET_TIMEOUT_S = 30
 # Programs of these sections run against their own engine config (the default
 # engine has no queue module); every other block runs against the default engine.
 SECTION_CONFIGS = {"Background work": README.parent / "examples" / "background" / "iii-config.yaml"}
-
-
-def section_of(block: str) -> str:
-    """The ``## `` heading the block is under."""
-    before = TEXT[: TEXT.index(f"```python\n{block}```")]
-    headings = re.findall(r"^## (.+)$", before, flags=re.M)
-    return headings[-1] if headings else ""
 
 
 def unexpected_tracebacks(err: str, block: str) -> list[str]:
@@ -64,6 +59,56 @@ def serves(block: str) -> bool:
     return ".run()" in block or ".serve_forever()" in block
 
 
+def section_of(block: str) -> tuple[str, str]:
+    """(heading, text) of the README section (``## ...``) that holds ``block``."""
+    at = TEXT.index(block)
+    start = TEXT.rindex("\n## ", 0, at) + 1 if "\n## " in TEXT[:at] else 0
+    end = TEXT.find("\n## ", start + 1)
+    text = TEXT[start : end if end != -1 else len(TEXT)]
+    return text.splitlines()[0][3:], text
+
+
+def served_ids(block: str) -> list[str]:
+    """Function ids a snippet serves: ``@iii.function("id")`` and ``@iii.http("GET", "/p")``."""
+    ids = re.findall(r"\.function\(\"([^\"]+)\"", block)
+    ids += [f"http::{m} {p}" for m, p in re.findall(r"\.http\(\"([A-Z]+)\", \"([^\"]+)\"", block)]
+    return sorted(ids)
+
+
+HTTP_SECTION = "Functions over HTTP"
+README_HTTP_PORT = "3111"
+
+
+def curl_lines(section: str) -> list[tuple[str, str]]:
+    """The section's ``curl`` lines, each with the output its ``# `` line under it shows."""
+    shell = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    lines = [ln for block in shell for ln in block.splitlines() if ln.strip()]
+    pairs = []
+    for command, shown in itertools.pairwise(lines):
+        if command.startswith("curl ") and shown.startswith("# "):
+            pairs.append((command, shown[2:]))
+    return pairs
+
+
+def http_routes_bound(url: str, count: int) -> bool:
+    listed = trigger(url, "engine::registered-triggers::list", {"trigger_type": "http"})
+    return sum(1 for t in listed["registered_triggers"] if t["active"]) >= count
+
+
+def run_curls(section: str, http_port: int) -> None:
+    """Every curl line as written (but for the port), its output as the README shows it."""
+    pairs = curl_lines(section)
+    assert len(pairs) >= 4, "the section shows curl lines, each followed by its output"
+    for command, shown in pairs:
+        assert f"localhost:{README_HTTP_PORT}/" in command, command
+        done = subprocess.run(
+            ["bash", "-c", command.replace(f"localhost:{README_HTTP_PORT}/", f"localhost:{http_port}/")],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+        assert done.stdout.strip() == shown, f"{command}\nprinted {done.stdout!r}, README shows {shown!r}"
+
+
 def expected_prints(block: str) -> list[Any]:
     """``print(...)  # <literal>`` lines whose comment is a plain Python literal."""
     out = []
@@ -92,12 +137,19 @@ def test_readme_has_python_examples() -> None:
 
 
 @pytest.mark.parametrize("block", PY_BLOCKS, ids=[f"python{i}" for i in range(len(PY_BLOCKS))])
-def test_readme_python_runs_as_written(block: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    config = SECTION_CONFIGS.get(section_of(block))
-    if config is None:
-        engine_proc = request.getfixturevalue("engine_proc")
+def test_readme_python_runs_as_written(block: str, make_engine_proc: Any, tmp_path: Path) -> None:
+    heading, section = section_of(block)
+    http_port = 0
+    if heading == HTTP_SECTION:
+        # The section's own engine config, on a free HTTP port (the README's says ${III_HTTP_PORT:3111}).
+        config = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)[0]
+        assert "${III_HTTP_PORT:3111}" in config
+        http_port = free_port()
+        engine_proc = make_engine_proc(config, env={"III_HTTP_PORT": str(http_port)}).start()
+    elif heading in SECTION_CONFIGS:
+        engine_proc = make_engine_proc(SECTION_CONFIGS[heading].read_text()).start()
     else:
-        engine_proc = request.getfixturevalue("make_engine_proc")(config.read_text()).start()
+        engine_proc = make_engine_proc().start()
     script = tmp_path / "snippet.py"
     script.write_text(block)
     env = {**os.environ, "III_URL": engine_proc.url, "PYTHONUNBUFFERED": "1"}
@@ -108,7 +160,7 @@ def test_readme_python_runs_as_written(block: str, request: pytest.FixtureReques
     )  # fmt: skip
     try:
         if serves(block):
-            ids = sorted(re.findall(r"\.function\(\"([^\"]+)\"", block))
+            ids = served_ids(block)
             assert ids, "a serving snippet registers functions"
             deadline = time.monotonic() + SNIPPET_TIMEOUT_S
             while True:
@@ -120,6 +172,12 @@ def test_readme_python_runs_as_written(block: str, request: pytest.FixtureReques
                 time.sleep(0.1)
             if "math::add" in ids:
                 assert trigger(engine_proc.url, "math::add", {"a": 1, "b": 2}) == {"c": 3}
+            if http_port:
+                routes = [i for i in ids if i.startswith("http::")]
+                while not http_routes_bound(engine_proc.url, len(routes)):
+                    assert time.monotonic() < deadline, f"{routes} never bound"
+                    time.sleep(0.1)
+                run_curls(section, http_port)
             time.sleep(0.3)
             assert proc.poll() is None, "a serving snippet keeps serving"
             proc.send_signal(signal.SIGINT)  # Ctrl-C

@@ -90,9 +90,14 @@ class Exchange:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def disconnected(self) -> None:
-        """Returns when the client has gone away (closed or reset its connection)."""
-        await self._proto.client_disconnect()
+    def disconnected(self) -> Awaitable[None]:
+        """Done when the client has gone away (closed or reset its connection).
+
+        granian hands out a future-like object: ``asyncio.ensure_future`` takes it
+        as it is, without a task.
+        """
+        waiter: Awaitable[None] = self._proto.client_disconnect()
+        return waiter
 
     def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         """Send a complete response."""

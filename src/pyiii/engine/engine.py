@@ -41,6 +41,7 @@ from pyiii.engine.registry import (
 )
 from pyiii.engine.triggers import DEFAULT_NS, TriggerRegistry
 from pyiii.errors import IIIError
+from pyiii.ids import random_uuid
 from pyiii.protocol import (
     InvocationResult,
     InvokeFunction,
@@ -745,6 +746,41 @@ class Engine:
         finally:
             if self.pending.pop(inv_id, None) is not None:
                 fn.owner.serving.discard(inv_id)
+
+    def call_future(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        namespace: str = DEFAULT_NS,
+        metadata: Raw | UnsetType = UNSET,
+    ) -> asyncio.Future[Raw | None]:
+        """``call`` as a future, without a task when a worker serves the function.
+
+        For the HTTP module, which waits on a call and other things at once on
+        every request. Cancelling the future forgets the invocation. Raises
+        (not through the future) when the function is unknown.
+        """
+        fn = self.functions.get((namespace, function_id))
+        if fn is None:
+            raise self._not_found(namespace, function_id)
+        if fn.handler is not None or not self.accepting:
+            return asyncio.ensure_future(self.call(function_id, data, namespace=namespace, metadata=metadata))
+        assert fn.owner is not None
+        raw = data if isinstance(data, Raw) else Raw(protocol.encode(data))
+        owner = fn.owner
+        inv_id = random_uuid()
+        future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
+        self.pending[inv_id] = Pending(target=owner, function_id=function_id, future=future)
+        owner.serving.add(inv_id)
+
+        def forget(_: asyncio.Future[Raw | None]) -> None:
+            if self.pending.pop(inv_id, None) is not None:
+                owner.serving.discard(inv_id)
+
+        future.add_done_callback(forget)
+        self._send_invoke(owner, inv_id, function_id, raw, metadata=metadata)
+        return future
 
     def call_void(
         self,
