@@ -771,7 +771,8 @@ class Engine:
         owner = fn.owner
         inv_id = random_uuid()
         future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
-        self.pending[inv_id] = Pending(target=owner, function_id=function_id, future=future)
+        started = perf_counter() if self.metrics is not None else 0.0
+        self.pending[inv_id] = Pending(target=owner, function_id=function_id, future=future, started=started)
         owner.serving.add(inv_id)
 
         def forget(_: asyncio.Future[Raw | None]) -> None:
@@ -779,7 +780,7 @@ class Engine:
                 owner.serving.discard(inv_id)
 
         future.add_done_callback(forget)
-        self._send_invoke(owner, inv_id, function_id, raw, metadata=metadata)
+        self._send_invoke(owner, inv_id, fn.wire_id or function_id, raw, metadata=metadata)
         return future
 
     def call_void(
