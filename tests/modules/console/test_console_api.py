@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -336,3 +337,116 @@ async def test_cron_run_now_and_http_tester() -> None:
         assert out["status"] == 200 and json.loads(out["body"]) == {"got": {"a": 1}}
         bad = await client.post("/api/http-test", json={"method": "GET"})
         assert bad.status_code == 400 and "not what /api/http-test takes" in bad.json()["error"]["message"]
+
+
+STREAMS = """\
+workers:
+  - name: iii-stream
+    config: {port: 0}
+  - name: iii-console
+    config: {port: 0}
+"""
+
+
+def sse_events(lines: list[str]) -> list[tuple[str, Any]]:
+    """Server-sent events as a browser reads them: data lines joined by newlines."""
+    out, event, data = [], "message", []
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "" and data:
+            out.append((event, json.loads("\n".join(data))))
+            event, data = "message", []
+    return out
+
+
+def test_sse_keeps_line_breaks_of_a_json_text() -> None:
+    from pyiii.modules.console.api import _sse
+
+    text = b'{"a":\n [1,\n  2]}'
+    lines = _sse(b"stream", text).decode().split("\n")
+    assert lines[0] == "event: stream" and lines[-2:] == ["", ""]
+    assert sse_events(lines[:-1]) == [("stream", {"a": [1, 2]})]
+
+
+async def test_stream_watch_relays_sync_and_changes() -> None:
+    async with console(STREAMS) as (server, client), sdk_worker(url_of(server), "board") as w:
+        stream = server.module("iii-stream")
+        item = {"stream_name": "board", "group_id": "g1"}
+        await w.trigger("stream::set", {**item, "item_id": "b", "data": {"text": "bee"}})
+        await w.trigger("stream::set", {**item, "item_id": "a", "data": {"id": "not-the-key", "n": 1}})
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def listen() -> None:
+            params = {"stream_name": "board", "group_id": "g1"}
+            async with client.stream("GET", "/api/streams/watch", params=params) as resp:
+                assert resp.status_code == 200
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                lines: list[str] = []
+                async for line in resp.aiter_lines():
+                    lines.append(line)
+                    if line == "":
+                        for ev in sse_events(lines):
+                            events.put_nowait(ev)
+                        lines = []
+
+        async def next_event() -> tuple[str, Any]:
+            return await asyncio.wait_for(events.get(), 5)
+
+        task = asyncio.ensure_future(listen())
+        try:
+            kind, sync = await next_event()
+            assert kind == "stream" and sync["streamName"] == "board" and sync["groupId"] == "g1"
+            # The first view names every item by its key (by id order), whatever its value holds.
+            assert sync["event"] == {
+                "type": "sync",
+                "data": [{"id": "not-the-key", "n": 1}, {"text": "bee"}],
+                "ids": ["a", "b"],
+                "more": False,
+            }
+            assert stream.stats()["subscriptions"] == 1
+            await w.trigger("stream::set", {**item, "item_id": "c", "data": {"text": "sea"}})
+            await w.trigger(
+                "stream::set", {"stream_name": "board", "group_id": "g2", "item_id": "x", "data": 0}
+            )
+            await w.trigger(
+                "stream::update",
+                {**item, "item_id": "b", "ops": [{"type": "increment", "path": "n", "by": 2}]},
+            )
+            await w.trigger("stream::delete", {**item, "item_id": "a"})
+            await w.trigger("stream::send", {**item, "type": "ping", "data": {"at": 1}})
+            seen = [(await next_event())[1] for _ in range(4)]
+            assert [(f["id"], f["event"]["type"]) for f in seen] == [
+                ("c", "create"),
+                ("b", "update"),
+                ("a", "delete"),
+                (None, "event"),
+            ]  # g2's item is not in this group: never relayed
+            assert seen[1]["event"]["data"] == {"text": "bee", "n": 2}
+            assert seen[3]["event"]["event"] == {"type": "ping", "data": {"at": 1}}
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # The page went away: the console stops following the group.
+        for _ in range(100):
+            if stream.stats()["subscriptions"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert stream.stats()["subscriptions"] == 0
+
+
+async def test_stream_watch_refusals() -> None:
+    async with console(STREAMS) as (_server, client):
+        resp = await client.get("/api/streams/watch", params={"stream_name": "board"})
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_request"
+        resp = await client.post("/api/streams/watch?stream_name=a&group_id=b", json={})
+        assert resp.status_code == 405
+    async with console() as (_server, client):
+        resp = await client.get("/api/streams/watch", params={"stream_name": "a", "group_id": "b"})
+        assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_enabled"
+    async with console(f"auth_token: {TOKEN}\n" + STREAMS) as (_server, client):
+        resp = await client.get("/api/streams/watch", params={"stream_name": "a", "group_id": "b"})
+        assert resp.status_code == 401

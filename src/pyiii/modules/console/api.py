@@ -36,6 +36,15 @@ MAX_BODY = 16 * 1024 * 1024
 KEEPALIVE_S = 15.0
 HTTP_TEST_TIMEOUT_S = 30.0
 HTTP_TEST_MAX_BODY = 1024 * 1024
+# A watched group's first view holds at most this many items (the page says when there are more).
+WATCH_ITEMS = 1000
+# Frames a watching page has not read yet, above which its stream ends (it reconnects to a fresh sync).
+WATCH_MAX_UNSENT = 4 * 1024 * 1024
+SSE_HEADERS = [
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-store"),
+    ("x-content-type-options", "nosniff"),
+]
 
 
 class _CallInput(msgspec.Struct):
@@ -208,14 +217,7 @@ class ConsoleApi:
 
         engine.on_workers_changed.append(workers_changed)
         engine.on_functions_changed.append(functions_changed)
-        send = ex.stream(
-            200,
-            [
-                ("content-type", "text/event-stream; charset=utf-8"),
-                ("cache-control", "no-store"),
-                ("x-content-type-options", "nosniff"),
-            ],
-        )
+        send = ex.stream(200, SSE_HEADERS)
         gone = asyncio.ensure_future(ex.disconnected())
         closing = asyncio.ensure_future(self.module.closing.wait())
         try:
@@ -247,6 +249,79 @@ class ConsoleApi:
                 engine.on_functions_changed.remove(functions_changed)
             gone.cancel()
             closing.cancel()
+
+    async def stream_watch(self, ex: Exchange) -> None:
+        """Server-sent events of one stream group: ``stream`` frames (a sync, then each change).
+
+        The frames are those a client of the stream port gets (clients.py),
+        relayed from inside the engine, so the page needs no second port,
+        origin or credential: the console's own token guards it.
+        """
+        params = query(ex)
+        stream_name, group_id = params.get("stream_name", ""), params.get("group_id", "")
+        if not stream_name or not group_id:
+            raise Refused(400, "invalid_request", "give ?stream_name=...&group_id=... (both non-empty)")
+        streams = self.engine.services.get("iii-stream")
+        if streams is None or not hasattr(streams, "watch"):
+            raise Refused(404, "not_enabled", "the streams module is not enabled in this engine")
+        frames: list[bytes] = []
+        unsent = 0
+        wake = asyncio.Event()
+        overflow = False
+
+        def push(frame: bytes) -> None:
+            nonlocal unsent, overflow
+            if overflow:
+                return
+            frames.append(frame)
+            unsent += len(frame)
+            overflow = unsent > WATCH_MAX_UNSENT
+            wake.set()
+
+        try:
+            stop = await streams.watch(stream_name, group_id, push, WATCH_ITEMS)
+        except IIIError as err:
+            raise Refused(503, err.code, f"cannot watch {stream_name} / {group_id}: {err.message}") from None
+        send = ex.stream(200, SSE_HEADERS)
+        gone = asyncio.ensure_future(ex.disconnected())
+        closing = asyncio.ensure_future(self.module.closing.wait())
+        try:
+            while True:
+                if frames:
+                    batch, frames[:] = list(frames), []
+                    unsent = 0
+                    await send(b"".join(_sse(b"stream", f) for f in batch))
+                    continue
+                if overflow:
+                    message = (
+                        f"this page fell more than {WATCH_MAX_UNSENT} bytes of changes behind; "
+                        "it reconnects to a fresh view"
+                    )
+                    body = msgspec.json.encode({"code": "limit_exceeded", "message": message})
+                    await send(_sse(b"error", body))
+                    return
+                wake.clear()
+                waiter = asyncio.ensure_future(wake.wait())
+                done, _ = await asyncio.wait(
+                    {waiter, gone, closing}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if waiter not in done:
+                    waiter.cancel()
+                    if gone in done or closing in done:
+                        return
+                    await send(b": keep-alive\n\n")
+        except Exception:  # the browser went away mid-send
+            return
+        finally:
+            stop()
+            gone.cancel()
+            closing.cancel()
+
+
+def _sse(event: bytes, data: bytes) -> bytes:
+    """One server-sent event; a JSON text with line breaks (a worker's own) spans data lines."""
+    lines = b"\n".join(b"data: " + line for line in data.split(b"\n"))
+    return b"event: " + event + b"\n" + lines + b"\n\n"
 
 
 def _request(

@@ -7,6 +7,7 @@ Routes (everything else is 404):
 * ``GET /health``: liveness (``engine::health::check``), no token needed;
 * ``GET /metrics``: the Prometheus text format;
 * ``GET /api/overview|scopes|logs|events``: reads (events is a live stream);
+* ``GET /api/streams/watch?stream_name&group_id``: one stream group, live;
 * ``POST /api/call|http-test|cron/run``: calls and changes, JSON bodies only.
 
 guard.py says who may do what; api.py has the handlers.
@@ -172,11 +173,14 @@ class ConsoleModule(Module):
         if not path.startswith("/api/"):
             raise guard.Refused(404, "not_found", f"no page {path}; the console is at /")
         guard.check_token(ex, token)
-        reads = {"/api/overview", "/api/scopes", "/api/logs", "/api/events"}
+        reads = {"/api/overview", "/api/scopes", "/api/logs", "/api/events", "/api/streams/watch"}
         if path in reads:
             self._only_get(ex)
             if path == "/api/events":
                 await self.api.events(ex)
+                return
+            if path == "/api/streams/watch":
+                await self.api.stream_watch(ex)
                 return
             if path == "/api/overview":
                 body = self.api.overview()

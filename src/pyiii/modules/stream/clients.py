@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote
 
 import msgspec
@@ -94,9 +94,15 @@ def error_frame(code: str, message: str) -> bytes:
     return _enc({"type": "error", "error": {"code": code, "message": message}})
 
 
+class Sink(Protocol):
+    """Where a subscription's frames go: a client socket, or an in-process watcher (the console)."""
+
+    def send(self, data: bytes) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Subscription:
-    client: Client
+    client: Sink
     subscription_id: str
     stream_name: str
     group_id: str

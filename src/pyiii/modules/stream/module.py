@@ -182,6 +182,7 @@ class StreamModule(Module):
             await self.bridge.open(self._bridged)
         else:
             await self.adapter.open()
+        engine.services[self.name] = self  # the console's Streams page follows groups through watch()
         self.triggers = StreamTriggers(engine)
         self.joins = JoinLeaveTriggers(engine, "stream:join")
         self.leaves = JoinLeaveTriggers(engine, "stream:leave")
@@ -351,6 +352,57 @@ class StreamModule(Module):
             return b"null" if out is NO_RESULT else bytes(out)
         payload = Raw(_enc({"stream_name": stream_name, "group_id": group_id}))
         return bytes(await self.list(payload, CallContext(caller=None, function_id="stream::list")))
+
+    # --- an in-process watcher (the console) ------------------------------------------
+
+    async def watch(
+        self, stream_name: str, group_id: str, send: Callable[[bytes], None], limit: int
+    ) -> Callable[[], None]:
+        """Follow one group from inside the engine; returns the function that stops it.
+
+        ``send`` gets what a joined client gets, in the same order: first a
+        ``sync`` frame, then one frame per change. This sync also names the
+        items: ``{"type": "sync", "data": [values], "ids": [ids], "more": bool}``
+        (at most ``limit`` items; an id is null where the store cannot tell
+        it, as for a stream a worker serves). Not a client join: neither the
+        ``auth_function`` nor the ``stream:join`` triggers run (the caller
+        checks who may watch). Store errors raise IIIError, nothing follows.
+        """
+        sub = clients.Subscription(_Watcher(send), "", stream_name, group_id, None)
+        self.hub.add(sub)
+        try:
+            items = await self._read_named(stream_name, group_id, limit)
+        except BaseException:
+            self.hub.remove(sub)
+            raise
+        held, sub.held = sub.held, None
+        send(clients.frame(stream_name, group_id, None, items))
+        for data in held or ():
+            send(data)
+        return lambda: self.hub.remove(sub)
+
+    async def _read_named(self, stream_name: str, group_id: str, limit: int) -> bytes:
+        """A group's items with their ids: the watcher's ``sync`` event."""
+        if self.bridge is None and self._override("list", stream_name) is None:
+            try:
+                pairs, more = await self.adapter.list_page(scope_of(stream_name, group_id), "", None, limit)
+            except AdapterError as exc:
+                raise IIIError(LIST_ERROR, f"Failed to get group: {exc}") from None
+            return b"".join(
+                (
+                    b'{"type":"sync","data":[',
+                    b",".join(entry.raw for _, entry in pairs),
+                    b'],"ids":',
+                    _enc([key for key, _ in pairs]),
+                    b',"more":true}' if more else b',"more":false}',
+                )
+            )
+        # Served elsewhere: only values come back; an item's own "id" field names it if it has one.
+        values = msgspec.json.decode(await self._read(stream_name, group_id, None))
+        values = values if isinstance(values, builtins.list) else []
+        ids = [v.get("id") if isinstance(v, dict) and isinstance(v.get("id"), str) else None for v in values]
+        body = {"type": "sync", "data": values[:limit], "ids": ids[:limit], "more": len(values) > limit}
+        return _enc(body)
 
     # --- functions --------------------------------------------------------------------
 
@@ -553,3 +605,12 @@ class StreamModule(Module):
 
     def stats(self) -> dict[str, Any]:
         return {**clients.describe(self.hub), **(self.triggers.describe() if self.triggers else {})}
+
+
+class _Watcher:
+    """The sink of an in-process watcher: its frames go to a plain callback."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self.send = send

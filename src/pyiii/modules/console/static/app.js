@@ -76,6 +76,30 @@ function errorText(err) {
 
 // --- live events (fetch-streamed server-sent events, so the token can be sent) -------
 
+// Calls onEvent(name, parsed JSON) for each event of a text/event-stream response, until it ends.
+async function readEvents(resp, onEvent) {
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const chunk = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message";
+      const data = [];
+      for (const line of chunk.split("\n")) {
+        if (line.startsWith("event: ")) event = line.slice(7);
+        else if (line.startsWith("data: ")) data.push(line.slice(6));
+      }
+      if (data.length) onEvent(event, JSON.parse(data.join("\n")));
+    }
+  }
+}
+
 const listeners = { log: [], workers: [], functions: [] };
 let streamBackoff = 500;
 
@@ -86,28 +110,9 @@ async function openStream() {
     if (!resp.ok || !resp.body) throw new Error("stream refused: " + resp.status);
     live.classList.add("on");
     streamBackoff = 500;
-    const reader = resp.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const chunk = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        let event = "message";
-        let data = "";
-        for (const line of chunk.split("\n")) {
-          if (line.startsWith("event: ")) event = line.slice(7);
-          else if (line.startsWith("data: ")) data += line.slice(6);
-        }
-        if (!listeners[event] || !data) continue;
-        const parsed = JSON.parse(data);
-        for (const fn of listeners[event]) fn(parsed);
-      }
-    }
+    await readEvents(resp, (event, parsed) => {
+      for (const fn of listeners[event] || []) fn(parsed);
+    });
   } catch (err) {
     // reconnect below
   }
@@ -123,6 +128,7 @@ let current = null;
 
 function show(name) {
   if (!pages[name]) name = "workers";
+  if (current && current !== name && pages[current].leave) pages[current].leave();
   for (const section of document.querySelectorAll(".page")) section.hidden = section.id !== "page-" + name;
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === name);
   current = name;
@@ -481,9 +487,10 @@ async function dlqAction(functionId, messageId) {
 }
 
 // Streams ------------------------------------------------------------------------------
+// A watched group comes over /api/streams/watch: the frames a stream client gets (a sync,
+// then one per change), relayed by the console, so the page needs no second port or token.
 
-const streamState = { name: null, group: null, timer: null };
-const STREAM_POLL_MS = 1000;
+const sw = { name: null, group: null, items: new Map(), more: false, abort: null, backoff: 500, retry: null };
 
 pages.streams = {
   async load() {
@@ -495,36 +502,136 @@ pages.streams = {
       return;
     }
     const listed = await result("stream::list_all", {});
-    const rows = [];
-    for (const stream of listed.stream || []) {
-      for (const group of stream.groups || []) {
-        rows.push(el("tr", {},
-          el("td", { className: "mono" }, stream.id),
-          el("td", { className: "mono" }, group),
-          el("td", {}, el("button", { onclick: () => watchGroup(stream.id, group) }, "Watch"))));
-      }
-    }
-    $("streams-status").textContent = rows.length ? "" : "No stream holds any item yet.";
-    table.hidden = rows.length === 0;
-    fill(table.tBodies[0], rows);
+    const streams = listed.stream || [];
+    $("streams-status").textContent = streams.length ? "" : "No stream holds any item yet.";
+    table.hidden = streams.length === 0;
+    fill(table.tBodies[0], streams.map((stream) => {
+      const row = el("tr", { className: "pick" + (stream.id === sw.name ? " selected" : "") },
+        el("td", { className: "mono" }, stream.id), el("td", { className: "num" }, (stream.groups || []).length));
+      row.dataset.stream = stream.id;
+      row.addEventListener("click", () => openStreamGroups(stream.id).catch(report));
+      return row;
+    }));
+    if (sw.name) await openStreamGroups(sw.name);
+    if (sw.group && !sw.abort) watchGroup(sw.name, sw.group);
+  },
+  leave() {
+    stopWatching(); // the group stays chosen: it is watched again when the page is shown
   },
 };
 
+async function openStreamGroups(name) {
+  if (name !== sw.name) {
+    stopWatching();
+    sw.group = null;
+    sw.items.clear();
+    renderItems();
+    $("stream-group").textContent = "";
+    $("stream-live").textContent = "";
+  }
+  sw.name = name;
+  $("groups-stream").textContent = name;
+  for (const row of $("streams-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.stream === name);
+  const groups = await result("stream::list_groups", { stream_name: name });
+  fill($("groups-table").tBodies[0], (groups || []).map((group) => {
+    const row = el("tr", { className: group === sw.group ? "selected" : "" },
+      el("td", { className: "mono" }, group),
+      el("td", {}, el("button", { onclick: () => watchGroup(name, group) }, "Watch")));
+    row.dataset.group = group;
+    return row;
+  }));
+}
+
+function stopWatching() {
+  if (sw.retry) clearTimeout(sw.retry);
+  sw.retry = null;
+  if (sw.abort) sw.abort.abort();
+  sw.abort = null;
+}
+
+function itemKey(value, index) {
+  return value && typeof value === "object" && typeof value.id === "string" ? value.id : "#" + index;
+}
+
+function applyFrame(frame) {
+  const event = frame.event || {};
+  if (event.type === "sync") {
+    sw.items.clear();
+    (event.data || []).forEach((value, i) => {
+      const id = event.ids && event.ids[i] != null ? event.ids[i] : itemKey(value, i);
+      sw.items.set(id, value);
+    });
+    sw.more = Boolean(event.more);
+  } else if (event.type === "create" || event.type === "update") {
+    sw.items.set(frame.id, event.data);
+  } else if (event.type === "delete") {
+    sw.items.delete(frame.id);
+  } else if (event.type === "event" && event.event) {
+    $("stream-event").textContent = `event ${event.event.type}${frame.id ? " (" + frame.id + ")" : ""}: ` +
+      preview(event.event.data, 300) + " · " + new Date(frame.timestamp).toLocaleTimeString();
+    return;
+  } else {
+    return;
+  }
+  renderItems();
+}
+
+function renderItems() {
+  const ids = [...sw.items.keys()].sort();
+  fill($("stream-items").tBodies[0], ids.map((id) => {
+    const row = el("tr", {}, el("td", { className: "mono" }, id),
+      el("td", { className: "mono small" }, preview(sw.items.get(id), 400)));
+    row.dataset.id = id;
+    return row;
+  }));
+  if (sw.group) {
+    $("stream-live").textContent = `${ids.length} items${sw.more ? " (the first 1000 of more)" : ""}` +
+      (sw.abort ? " · live" : "");
+  }
+}
+
 function watchGroup(name, group) {
-  streamState.name = name;
-  streamState.group = group;
+  stopWatching();
+  sw.name = name;
+  sw.group = group;
+  sw.items.clear();
   $("stream-group").textContent = `${name} / ${group}`;
-  if (streamState.timer) clearInterval(streamState.timer);
-  const poll = () => {
-    if (current !== "streams") return;
-    result("stream::list", { stream_name: name, group_id: group }).then((items) => {
-      fill($("stream-items").tBodies[0], (items || []).map((item) =>
-        el("tr", {}, el("td", { className: "mono small" }, preview(item, 400)))));
-      $("stream-polled").textContent = `${(items || []).length} items · ${new Date().toLocaleTimeString()}`;
-    }).catch(report);
-  };
-  poll();
-  streamState.timer = setInterval(poll, STREAM_POLL_MS);
+  $("stream-message").textContent = "";
+  $("stream-event").textContent = "";
+  for (const row of $("groups-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.group === group);
+  const abort = new AbortController();
+  sw.abort = abort;
+  renderItems();
+  const params = new URLSearchParams({ stream_name: name, group_id: group });
+  (async () => {
+    const resp = await fetch("/api/streams/watch?" + params, { headers: headers(), signal: abort.signal });
+    if (resp.status === 401) throw new Unauthorized("token needed");
+    if (!resp.ok || !resp.body) {
+      const body = await resp.json().catch(() => ({}));
+      throw Object.assign(new Error(body.error ? body.error.message : "refused: " + resp.status),
+        { code: body.error && body.error.code, final: resp.status < 500 });
+    }
+    sw.backoff = 500;
+    await readEvents(resp, (event, data) => {
+      if (event === "stream") applyFrame(data);
+      else if (event === "error") $("stream-message").textContent = errorText(data);
+    });
+  })().catch((err) => {
+    if (abort.signal.aborted) return;
+    if (err instanceof Unauthorized || err.final) abort.abort(); // asking again would not help
+    if (err instanceof Unauthorized) report(err);
+    else $("stream-message").textContent = errorText(err);
+  }).finally(() => {
+    if (abort.signal.aborted || sw.abort !== abort) {
+      if (sw.abort === abort) { sw.abort = null; renderItems(); }
+      return;
+    }
+    // The stream ended (engine restart, page fell behind): watch again, from a fresh sync.
+    sw.abort = null;
+    renderItems();
+    sw.retry = setTimeout(() => { if (current === "streams" && sw.group === group) watchGroup(name, group); }, sw.backoff);
+    sw.backoff = Math.min(sw.backoff * 2, 10000);
+  });
 }
 
 // Logs ---------------------------------------------------------------------------------
@@ -637,6 +744,7 @@ function wire() {
   $("value-reload").addEventListener("click", () => openValue(st.key).catch(report));
   $("value-delete").addEventListener("click", () => deleteValue().catch(report));
   $("dlq-redrive-all").addEventListener("click", () => dlqAction("iii::queue::redrive", null).catch(report));
+  $("streams-refresh").addEventListener("click", () => pages.streams.load().catch(report));
   $("log-level").addEventListener("change", () => pages.logs.load().catch(report));
   $("log-worker").addEventListener("change", () => pages.logs.load().catch(report));
   $("log-clear").addEventListener("click", () => { $("log-lines").replaceChildren(); $("log-count").textContent = ""; });
