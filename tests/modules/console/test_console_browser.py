@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -368,3 +369,113 @@ async def _ops_pages(server: Server, worker: Worker) -> None:
             assert js_errors == []
         finally:
             await browser.close()
+
+
+STREAM_CONFIG = """\
+workers:
+  - name: iii-stream
+    config: {port: 0}
+  - name: iii-console
+    config: {port: 0}
+"""
+LIVE_WITHIN_S = 1.0
+
+
+async def test_streams_page_watches_a_group_live() -> None:
+    async with running_server(STREAM_CONFIG) as server, sdk_worker(url_of(server), "board") as worker:
+        g1 = {"stream_name": "board", "group_id": "g1"}
+        await worker.trigger("stream::set", {**g1, "item_id": "a", "data": {"text": "first"}})
+        await worker.trigger("stream::set", {**g1, "item_id": "evil", "data": {"text": XSS}})
+        await worker.trigger(
+            "stream::set", {"stream_name": "board", "group_id": "g2", "item_id": "z", "data": 1}
+        )
+        await worker.trigger(
+            "stream::set", {"stream_name": "chat", "group_id": "room", "item_id": "m", "data": 2}
+        )
+        module = server.module("iii-console")
+        assert isinstance(module, ConsoleModule)
+        stream = server.module("iii-stream")
+        async with _playwright()() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+            try:
+                page = await browser.new_page(viewport={"width": 1400, "height": 860})
+                js_errors: list[str] = []
+                page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
+                page.on(
+                    "console",
+                    lambda msg: js_errors.append(f"console: {msg.text}") if msg.type == "error" else None,
+                )
+                await page.goto(f"http://127.0.0.1:{module.port}/#streams")
+                await _watch_board(page, worker, stream)
+                assert js_errors == []
+                assert await page.evaluate("window.__pwned") is None
+            finally:
+                await browser.close()
+
+
+async def _watch_board(page: Any, worker: Worker, stream: Any) -> None:
+    g1 = {"stream_name": "board", "group_id": "g1"}
+    streams = page.locator("#streams-table tbody tr")
+    await streams.filter(has_text="chat").wait_for()
+    assert await streams.all_inner_texts() == ["board\t2", "chat\t1"]
+    await streams.filter(has_text="board").click()
+    groups = page.locator("#groups-table tbody tr")
+    await groups.filter(has_text="g2").wait_for()
+    await groups.filter(has_text="g1").locator("button", has_text="Watch").click()
+    items = page.locator("#stream-items tbody tr")
+    await items.filter(has_text="first").wait_for()
+    await page.locator("#stream-live", has_text="2 items · live").wait_for()
+    # A value is text on the page, never markup.
+    assert XSS in await items.filter(has_text="evil").inner_text()
+    assert await page.locator("#stream-items img").count() == 0
+    assert stream.stats()["subscriptions"] == 1
+
+    async def shown_within(change: Any, locator: Any, state: str = "visible") -> float:
+        started = time.perf_counter()
+        await change
+        await locator.wait_for(state=state, timeout=5_000)
+        return time.perf_counter() - started
+
+    row = page.locator('#stream-items tbody tr[data-id="b"]')
+    lags = [
+        await shown_within(
+            worker.trigger("stream::set", {**g1, "item_id": "b", "data": {"text": "bee"}}), row
+        )
+    ]
+    assert await row.inner_text() == 'b\t{"text":"bee"}'
+    ops = [{"type": "set", "path": "text", "value": "changed"}]
+    a_changed = page.locator('#stream-items tbody tr[data-id="a"]', has_text="changed")
+    lags.append(
+        await shown_within(worker.trigger("stream::update", {**g1, "item_id": "a", "ops": ops}), a_changed)
+    )
+    a_row = page.locator('#stream-items tbody tr[data-id="a"]')
+    lags.append(
+        await shown_within(worker.trigger("stream::delete", {**g1, "item_id": "a"}), a_row, "detached")
+    )
+    event = page.locator("#stream-event", has_text='event ping: {"n":7}')
+    lags.append(
+        await shown_within(worker.trigger("stream::send", {**g1, "type": "ping", "data": {"n": 7}}), event)
+    )
+    assert max(lags) < LIVE_WITHIN_S, lags
+    # Another group's change is not this group's.
+    await worker.trigger("stream::set", {"stream_name": "board", "group_id": "g2", "item_id": "y", "data": 3})
+    await worker.trigger("stream::set", {**g1, "item_id": "c", "data": "sea"})
+    await page.locator('#stream-items tbody tr[data-id="c"]').wait_for()
+    assert await page.locator("#stream-items tbody tr td:first-child").all_inner_texts() == ["b", "c", "evil"]
+    await page.locator("#stream-live", has_text="3 items · live").wait_for()
+
+    # Away from the page the group is not followed; back on it, it shows what changed meanwhile.
+    await page.click("nav a[data-page=workers]")
+    await _until(lambda: stream.stats()["subscriptions"] == 0)
+    await worker.trigger("stream::delete", {**g1, "item_id": "evil"})
+    await page.click("nav a[data-page=streams]")
+    await page.locator("#stream-live", has_text="2 items · live").wait_for()
+    assert await page.locator("#stream-items tbody tr td:first-child").all_inner_texts() == ["b", "c"]
+    assert stream.stats()["subscriptions"] == 1
+
+
+async def _until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        assert time.perf_counter() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
