@@ -450,3 +450,50 @@ async def test_stream_watch_refusals() -> None:
     async with console(f"auth_token: {TOKEN}\n" + STREAMS) as (_server, client):
         resp = await client.get("/api/streams/watch", params={"stream_name": "a", "group_id": "b"})
         assert resp.status_code == 401
+
+
+async def test_stream_watch_of_a_stream_a_worker_serves() -> None:
+    # Only values come back from a worker's stream::list(<name>): an item's own "id" names it.
+    async with console(STREAMS) as (server, client), sdk_worker(url_of(server), "served") as w:
+        w.register_function("stream::list(live)", lambda data: [{"id": "p", "v": 1}, {"v": data["group_id"]}])
+        await asyncio.sleep(0.2)
+        params = {"stream_name": "live", "group_id": "g"}
+        async with client.stream("GET", "/api/streams/watch", params=params) as resp:
+            assert resp.status_code == 200
+            lines: list[str] = []
+            async for line in resp.aiter_lines():
+                lines.append(line)
+                if line == "" and sse_events(lines):
+                    break
+        ((kind, frame),) = sse_events(lines)
+        assert kind == "stream"
+        assert frame["event"] == {
+            "type": "sync",
+            "data": [{"id": "p", "v": 1}, {"v": "g"}],
+            "ids": ["p", None],
+            "more": False,
+        }
+
+
+async def test_stream_watch_first_view_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyiii.modules.console import api
+
+    monkeypatch.setattr(api, "WATCH_ITEMS", 2)
+    async with console(STREAMS) as (server, client), sdk_worker(url_of(server), "many") as w:
+        g = {"stream_name": "s", "group_id": "g"}
+        for key in ("c", "a", "b"):
+            await w.trigger("stream::set", {**g, "item_id": key, "data": key.upper()})
+        async with client.stream("GET", "/api/streams/watch", params=g) as resp:
+            lines = resp.aiter_lines()
+            head: list[str] = []
+            while not sse_events(head):
+                head.append(await asyncio.wait_for(anext(lines), 5))
+            # At most WATCH_ITEMS items, by key order, and a flag saying there are more.
+            ((_, first),) = sse_events(head)
+            assert first["event"] == {"type": "sync", "data": ["A", "B"], "ids": ["a", "b"], "more": True}
+            # An item past the bound still reaches the page when it changes.
+            await w.trigger("stream::set", {**g, "item_id": "c", "data": "C2"})
+            while len(sse_events(head)) < 2:
+                head.append(await asyncio.wait_for(anext(lines), 5))
+            change = sse_events(head)[1][1]
+            assert (change["id"], change["event"]) == ("c", {"type": "update", "data": "C2"})

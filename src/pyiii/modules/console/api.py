@@ -38,8 +38,6 @@ HTTP_TEST_TIMEOUT_S = 30.0
 HTTP_TEST_MAX_BODY = 1024 * 1024
 # A watched group's first view holds at most this many items (the page says when there are more).
 WATCH_ITEMS = 1000
-# Frames a watching page has not read yet, above which its stream ends (it reconnects to a fresh sync).
-WATCH_MAX_UNSENT = 4 * 1024 * 1024
 SSE_HEADERS = [
     ("content-type", "text/event-stream; charset=utf-8"),
     ("cache-control", "no-store"),
@@ -265,17 +263,10 @@ class ConsoleApi:
         if streams is None or not hasattr(streams, "watch"):
             raise Refused(404, "not_enabled", "the streams module is not enabled in this engine")
         frames: list[bytes] = []
-        unsent = 0
         wake = asyncio.Event()
-        overflow = False
 
         def push(frame: bytes) -> None:
-            nonlocal unsent, overflow
-            if overflow:
-                return
             frames.append(frame)
-            unsent += len(frame)
-            overflow = unsent > WATCH_MAX_UNSENT
             wake.set()
 
         try:
@@ -289,17 +280,8 @@ class ConsoleApi:
             while True:
                 if frames:
                     batch, frames[:] = list(frames), []
-                    unsent = 0
                     await send(b"".join(_sse(b"stream", f) for f in batch))
                     continue
-                if overflow:
-                    message = (
-                        f"this page fell more than {WATCH_MAX_UNSENT} bytes of changes behind; "
-                        "it reconnects to a fresh view"
-                    )
-                    body = msgspec.json.encode({"code": "limit_exceeded", "message": message})
-                    await send(_sse(b"error", body))
-                    return
                 wake.clear()
                 waiter = asyncio.ensure_future(wake.wait())
                 done, _ = await asyncio.wait(

@@ -612,10 +612,7 @@ function watchGroup(name, group) {
         { code: body.error && body.error.code, final: resp.status < 500 });
     }
     sw.backoff = 500;
-    await readEvents(resp, (event, data) => {
-      if (event === "stream") applyFrame(data);
-      else if (event === "error") $("stream-message").textContent = errorText(data);
-    });
+    await readEvents(resp, (event, data) => { if (event === "stream") applyFrame(data); });
   })().catch((err) => {
     if (abort.signal.aborted) return;
     if (err instanceof Unauthorized || err.final) abort.abort(); // asking again would not help
