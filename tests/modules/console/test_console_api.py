@@ -497,3 +497,9 @@ async def test_stream_watch_first_view_is_bounded(monkeypatch: pytest.MonkeyPatc
                 head.append(await asyncio.wait_for(anext(lines), 5))
             change = sse_events(head)[1][1]
             assert (change["id"], change["event"]) == ("c", {"type": "update", "data": "C2"})
+            # When a shared store's change feed comes back, the fresh view names the items too.
+            await server.module("iii-stream")._resync()  # type: ignore[attr-defined]
+            while len(sse_events(head)) < 3:
+                head.append(await asyncio.wait_for(anext(lines), 5))
+            again = sse_events(head)[2][1]["event"]
+            assert again == {"type": "sync", "data": ["A", "B"], "ids": ["a", "b"], "more": True}

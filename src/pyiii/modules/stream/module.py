@@ -332,16 +332,17 @@ class StreamModule(Module):
         subs = [sub for subs in self.hub.groups.values() for sub in subs if sub.held is None]
         log.warning("stream: change feed restored; sending %d subscription(s) a fresh sync", len(subs))
         for sub in subs:
+            watcher = sub.client if isinstance(sub.client, _Watcher) else None
             try:
-                current = await self._read(sub.stream_name, sub.group_id, sub.item_id)
+                if watcher is not None:  # the console: a view that names the items, as watch() gives
+                    event = await self._read_named(sub.stream_name, sub.group_id, watcher.limit)
+                else:
+                    current = await self._read(sub.stream_name, sub.group_id, sub.item_id)
+                    event = b'{"type":"sync","data":' + current + b"}"
             except IIIError as err:
-                log.warning("stream: no fresh sync for %s: %s", sub.subscription_id, err)
+                log.warning("stream: no fresh sync for %s: %s", sub.subscription_id or "a watcher", err)
                 continue
-            sub.client.send(
-                clients.frame(
-                    sub.stream_name, sub.group_id, sub.item_id, b'{"type":"sync","data":' + current + b"}"
-                )
-            )
+            sub.client.send(clients.frame(sub.stream_name, sub.group_id, sub.item_id, event))
 
     # --- reads for a client's sync ----------------------------------------------------
 
@@ -368,7 +369,7 @@ class StreamModule(Module):
         ``auth_function`` nor the ``stream:join`` triggers run (the caller
         checks who may watch). Store errors raise IIIError, nothing follows.
         """
-        sub = clients.Subscription(_Watcher(send), "", stream_name, group_id, None)
+        sub = clients.Subscription(_Watcher(send, limit), "", stream_name, group_id, None)
         self.hub.add(sub)
         try:
             items = await self._read_named(stream_name, group_id, limit)
@@ -610,7 +611,8 @@ class StreamModule(Module):
 class _Watcher:
     """The sink of an in-process watcher: its frames go to a plain callback."""
 
-    __slots__ = ("send",)
+    __slots__ = ("limit", "send")
 
-    def __init__(self, send: Callable[[bytes], None]) -> None:
+    def __init__(self, send: Callable[[bytes], None], limit: int) -> None:
         self.send = send
+        self.limit = limit
