@@ -271,6 +271,8 @@ workers:
   - name: iii-cron
   - name: iii-http
     config: {{port: 0}}
+  - name: iii-stream
+    config: {{port: 0}}
   - name: iii-console
     config: {{port: 0}}
 """
@@ -366,6 +368,19 @@ async def _ops_pages(server: Server, worker: Worker) -> None:
             await page.click("#http-send")
             await page.locator("#http-status", has_text="200").wait_for()
             assert '"hi": "ada"' in await page.locator("#http-output").inner_text()
+
+            # The live stream of a group is behind the token too (the page sends it).
+            await worker.trigger(
+                "stream::set", {"stream_name": "ops", "group_id": "runs", "item_id": "r1", "data": 1}
+            )
+            await page.click("nav a[data-page=streams]")
+            await page.locator("#streams-table tbody tr", has_text="ops").click()
+            await page.locator("#groups-table tbody tr", has_text="runs").locator("button").click()
+            await page.locator("#stream-live", has_text="1 item · live").wait_for()
+            await worker.trigger(
+                "stream::set", {"stream_name": "ops", "group_id": "runs", "item_id": "r2", "data": 2}
+            )
+            await page.locator('#stream-items tbody tr[data-id="r2"]').wait_for(timeout=2_000)
             assert js_errors == []
         finally:
             await browser.close()

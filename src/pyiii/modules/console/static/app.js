@@ -585,7 +585,7 @@ function renderItems() {
     return row;
   }));
   if (sw.group) {
-    $("stream-live").textContent = `${ids.length} items${sw.more ? " (the first 1000 of more)" : ""}` +
+    $("stream-live").textContent = `${ids.length} item${ids.length === 1 ? "" : "s"}${sw.more ? " (the first 1000 of more)" : ""}` +
       (sw.abort ? " · live" : "");
   }
 }
