@@ -41,6 +41,7 @@ from common import cpu_times, engine, free_port, measure, process, run
 from state import CONFIGS, seed, state_calls
 
 VENV_BIN = Path(sys.executable).parent
+PERF_SYMBOLS = 25
 
 
 def py_spy() -> str | None:
@@ -150,6 +151,15 @@ def print_perf(data: Path) -> None:
     print("\nperf: the engine's CPU by shared object (kernel = syscalls, TCP loopback, scheduling)")
     for line in lines[:8]:
         print(f"  {line}")
+    symbols = subprocess.run(
+        ["perf", "report", "-i", str(data), "--sort", "dso,sym", "--stdio", "-g", "none"],
+        capture_output=True, text=True, check=False,
+    )
+    top = [ln.strip() for ln in symbols.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    if top:
+        print("perf: top symbols")
+        for line in top[:PERF_SYMBOLS]:
+            print(f"  {line}")
 
 
 def with_py_spy(exe: str, args: argparse.Namespace) -> None:

@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyiii.errors import ConfigError
 from pyiii.sqlite_writer import SYNCHRONOUS_MODES, Schema, SqliteWriter
@@ -90,6 +92,37 @@ _UPSERT = (
     " version = excluded.version, value = excluded.value, expires_at = excluded.expires_at"
 )
 _DELETE = "DELETE FROM kv WHERE scope = ? AND key = ?"
+# Rows per multi-row statement are powers of two up to this (a handful of
+# cached statements; 512 * 6 parameters stays far below SQLite's limit).
+_MAX_ROWS = 512
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert_sql(rows: int) -> str:
+    """``_UPSERT`` for ``rows`` rows (each: ord = version, scope, key, version, value, expires_at)."""
+    values = ",".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO kv (ord, scope, key, version, value, expires_at) VALUES {values}"
+        " ON CONFLICT (scope, key) DO UPDATE SET"
+        " version = excluded.version, value = excluded.value, expires_at = excluded.expires_at"
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _delete_sql(rows: int) -> str:
+    values = ",".join(["(?, ?)"] * rows)
+    return f"DELETE FROM kv WHERE (scope, key) IN (VALUES {values})"
+
+
+def _run(conn: sqlite3.Connection, sql: Callable[[int], str], params: list[Any], width: int) -> None:
+    """Execute ``sql(n)`` over the flat ``params`` (``width`` per row) in power-of-two chunks."""
+    rows = len(params) // width
+    start = 0
+    while rows:
+        n = min(_MAX_ROWS, 1 << (rows.bit_length() - 1))
+        conn.execute(sql(n), params[start : start + n * width])
+        start += n * width
+        rows -= n
 # Persisted so a key deleted at the highest version cannot get a smaller
 # version after a restart.
 _SET_LAST_VERSION = "UPDATE meta SET value = ? WHERE name = 'last_version'"
@@ -310,16 +343,33 @@ class SqliteAdapter(StateAdapter):
     # -- writer thread -------------------------------------------------------
 
     def _write_rows(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> None:
-        cur = conn.cursor()
+        # A run of consecutive upserts (or deletes) is one multi-row statement:
+        # the thread releases and retakes the GIL around every SQLite step,
+        # and retaking it while the event loop runs Python costs a forced
+        # switch, so a commit takes a handful of steps, not one per row.
+        # Runs keep the rows' order, so a delete followed by a re-insert of
+        # the same key still re-creates it (new ``ord``).
+        upserts: builtins.list[bytes | int | None] = []
+        deletes: builtins.list[bytes] = []
         for write in batch:
             for scope_text, key_text, value, version, expires_at in write.rows:
                 scope, key = _blob(scope_text), _blob(key_text)
                 if value is None:
-                    cur.execute(_DELETE, (scope, key))
+                    if upserts:
+                        _run(conn, _upsert_sql, upserts, 6)
+                        upserts = []
+                    deletes += (scope, key)
                 else:
-                    cur.execute(_UPSERT, (version, scope, key, value, expires_at))
+                    if deletes:
+                        _run(conn, _delete_sql, deletes, 2)
+                        deletes = []
+                    upserts += (version, scope, key, version, value, expires_at)
+        if upserts:
+            _run(conn, _upsert_sql, upserts, 6)
+        if deletes:
+            _run(conn, _delete_sql, deletes, 2)
         # Writes are queued in version order, so the last one is the highest.
-        cur.execute(_SET_LAST_VERSION, (batch[-1].version,))
+        conn.execute(_SET_LAST_VERSION, (batch[-1].version,))
 
     def _load(self, conn: sqlite3.Connection) -> MemoryStore:
         (last_version,) = conn.execute("SELECT value FROM meta WHERE name = 'last_version'").fetchone()

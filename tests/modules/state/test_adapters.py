@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pyiii.errors import ConfigError
-from pyiii.stores.base import KEEP, AdapterError, Entry, Mutation, StateAdapter
+from pyiii.stores.base import KEEP, AdapterError, Entry, Mutation, Put, StateAdapter
 from pyiii.stores.memory import MemoryAdapter
 from pyiii.stores.redis import RedisAdapter
 from pyiii.stores.sqlite import DB_FILE_NAME, SqliteAdapter
@@ -221,6 +221,41 @@ async def test_sqlite_reopen_keeps_content_order_and_versions(tmp_path: Path) ->
             assert entry is not None and json.loads(entry.raw) == i
         _, new = await b.mutate("gone", "k", put("back"))
         assert top is not None and new is not None and new.version > top.version + 1
+    finally:
+        await b.close()
+
+
+async def test_sqlite_one_commit_of_interleaved_writes_reopens_identically(tmp_path: Path) -> None:
+    """Writes issued in one loop turn share a commit, written as runs of multi-row
+    statements: deletes, re-creates, overwrites and TTLs of the same keys, mixed
+    with transactions, must come back exactly (values, versions, expiry, order)."""
+    a = SqliteAdapter(tmp_path / "db")
+    await a.open()
+    for i in range(40):
+        await a.mutate("s", f"k{i}", put(i))
+    commits = a.commits
+    far = 4_102_444_800_000  # 2100-01-01
+    calls = []
+    for round_ in range(3):
+        for i in range(0, 40, 3):
+            calls.append(a.mutate("s", f"k{i}", delete))
+            calls.append(a.mutate("s", f"k{i + 1}", put([round_, i])))
+            calls.append(a.mutate("s", f"k{i}", put({"back": round_})))  # re-created: moves to the end
+            calls.append(a.mutate("t", f"k{i}", lambda _c, r=round_: Put(b"%d" % r, far + r)))
+        calls.append(a.mutate_many([("s", "new", put("n")), ("s", "k2", delete), ("u", "x", put(1))]))
+    await asyncio.gather(*calls)
+    assert a.commits - commits < len(calls) / 4  # they did share commits
+    before = {scope: await a.list_page(scope, "", None, None) for scope in await a.list_groups()}
+    order = {scope: await a.list(scope) for scope in before}
+    await a.close()
+
+    b = SqliteAdapter(tmp_path / "db")
+    await b.open()
+    try:
+        assert {scope: await b.list_page(scope, "", None, None) for scope in await b.list_groups()} == before
+        assert {scope: await b.list(scope) for scope in before} == order
+        expiring = await b.get("t", "k0")
+        assert expiring is not None and (expiring.raw, expiring.expires_at) == (b"2", far + 2)
     finally:
         await b.close()
 
