@@ -2,6 +2,7 @@
 
     python benchmarks/profile.py                          # state::get in_memory, 64 in flight, py-spy
     python benchmarks/profile.py --op set --store file_based
+    python benchmarks/profile.py --op set --store redis   # the redis adapter (private redis-server)
     python benchmarks/profile.py --native                 # C frames too (pauses the engine per sample)
     python benchmarks/profile.py --tool cprofile          # no py-spy: cProfile inside the engine
 
@@ -33,6 +34,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -162,11 +165,28 @@ def print_perf(data: Path) -> None:
             print(f"  {line}")
 
 
+@contextmanager
+def store_config(store: str) -> Iterator[str]:
+    """The engine config of ``store``; for ``redis``, with a private redis-server running."""
+    if store != "redis":
+        yield CONFIGS[store]
+        return
+    from redis_baseline import redis_server
+    from run import REDIS_CONFIG
+
+    with redis_server() as server:
+        yield REDIS_CONFIG.format(url=f"redis://127.0.0.1:{server.port}")
+
+
 def with_py_spy(exe: str, args: argparse.Namespace) -> None:
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
     window = int(args.seconds)
-    with tempfile.TemporaryDirectory() as tmp, engine(port, Path(tmp), CONFIGS[args.store]) as eng:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        store_config(args.store) as config,
+        engine(port, Path(tmp), config) as eng,
+    ):
         out, perf_data = Path(tmp) / "py-spy.txt", Path(tmp) / "perf.data"
         cmd = [exe, "record", "--pid", str(eng.pid), "--duration", str(window),
                "--rate", str(args.rate), "--format", "raw", "--function", "--output", str(out)]
@@ -218,9 +238,9 @@ def with_py_spy(exe: str, args: argparse.Namespace) -> None:
 def with_cprofile(args: argparse.Namespace) -> None:
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, store_config(args.store) as config:
         workdir = Path(tmp)
-        (workdir / "iii-config.yaml").write_text(CONFIGS[args.store])
+        (workdir / "iii-config.yaml").write_text(config)
         stats = workdir / "engine.prof"
         cmd = [sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "pyiii", "serve",
                "--port", str(port), "--log-level", "warning", "--config", str(workdir / "iii-config.yaml")]
@@ -241,7 +261,8 @@ def with_cprofile(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--op", choices=("get", "set", "update"), default="get")
-    parser.add_argument("--store", choices=tuple(CONFIGS), default="in_memory")
+    parser.add_argument("--store", choices=(*CONFIGS, "redis"), default="in_memory",
+                        help="redis: the redis adapter, on a private redis-server started here")
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")

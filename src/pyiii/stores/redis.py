@@ -149,9 +149,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from pyiii.redis_conn import FAILURES, OPEN_TIMEOUT_S, RedisConnection
+from pyiii.redis_pipe import RedisPipe
 from pyiii.stores.base import (
     AdapterError,
     ChangeListener,
@@ -166,6 +167,8 @@ from pyiii.stores.base import (
     stored,
 )
 from pyiii.stores.events import CREATED, DELETED, EXPIRED, UPDATED
+from pyiii.stores.mutations import DeleteFn, SetFn
+from pyiii.stores.redis_scripts import APPLY, APPLY_SHA, SETS, SETS_SHA
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +436,85 @@ def _plan(
     return _Plan(outcomes, taken, writes, events, expiring)
 
 
+def _settle(batch: Sequence[_Unit], plan: _Plan) -> None:
+    """Hand every waiting unit its pairs or its exception."""
+    for unit, outcome in zip(batch, plan.outcomes, strict=True):
+        if unit.future.done():
+            continue
+        if isinstance(outcome, Exception):
+            unit.future.set_exception(outcome)
+        else:
+            unit.future.set_result(outcome)
+
+
+def _gave_up(batch: Sequence[_Unit], where: str) -> None:
+    for unit in batch:
+        if len(unit.items) == 1:
+            scope, key, _ = unit.items[0]
+            what, whose = f"writing {scope!r}/{key!r}", "the scope"
+        else:
+            what, whose = "the transaction", "its scopes"
+        _fail(
+            [unit],
+            f"Redis at {where}: gave up {what} after {MAX_ATTEMPTS} attempts, other engines"
+            f" kept changing {whose} at the same time; retry the call",
+        )
+
+
+def _plain(unit: _Unit) -> bool:
+    """A lone set or delete (any precondition, any TTL): what the SETS script runs itself."""
+    return len(unit.items) == 1 and type(unit.items[0][2]) in (SetFn, DeleteFn)
+
+
+async def _gather(futures: list[asyncio.Future[Any]]) -> list[Any]:
+    """The results of pipelined commands, in order; the first failure raises
+    (after every reply is in, so no failure goes unretrieved)."""
+    results: list[Any] = []
+    error: BaseException | None = None
+    for future in futures:
+        try:
+            results.append(await future)
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+    return results
+
+
+class _Recorder:
+    """Collects what ``_queue_plan`` would queue in a MULTI, as raw commands for ``APPLY``."""
+
+    __slots__ = ("commands",)
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def multi(self) -> None:
+        pass
+
+    def incrby(self, key: bytes, amount: int) -> None:
+        self.commands.append((b"INCRBY", key, amount))
+
+    def hset(self, key: bytes, field: bytes, value: bytes) -> None:
+        self.commands.append((b"HSET", key, field, value))
+
+    def hdel(self, key: bytes, field: bytes) -> None:
+        self.commands.append((b"HDEL", key, field))
+
+    def zrem(self, key: bytes, member: bytes) -> None:
+        self.commands.append((b"ZREM", key, member))
+
+    def zadd(self, key: bytes, mapping: dict[bytes, int], lt: bool = False) -> None:
+        for member, score in mapping.items():
+            if lt:
+                self.commands.append((b"ZADD", key, b"LT", score, member))
+            else:
+                self.commands.append((b"ZADD", key, score, member))
+
+    def execute_command(self, *args: Any) -> None:
+        self.commands.append(args)
+
+
 class RedisAdapter(StateAdapter):
     """State in a Redis server, shared by several engines (see module docstring)."""
 
@@ -504,8 +586,12 @@ class RedisAdapter(StateAdapter):
     async def publish(self, kind: bytes, scope: str, key: str, old: bytes | None, new: bytes | None) -> bool:
         # The scope's own channel: subscribers get it in order with the scope's changes.
         event = _event_encoder.encode((kind, _b(scope), _b(key), old, new))
+        pipe = self._conn.pipe
         try:
-            await self._client().execute_command("PUBLISH", self._key(scope, b"events"), event)
+            if pipe is not None:
+                await pipe.call(b"PUBLISH", self._key(scope, b"events"), event)
+            else:
+                await self._client().execute_command("PUBLISH", self._key(scope, b"events"), event)
         except _FAILURES as exc:
             raise self._failure(exc) from None
         return True
@@ -535,9 +621,12 @@ class RedisAdapter(StateAdapter):
         return self._redis
 
     async def get(self, scope: str, key: str) -> Entry | None:
-        client = self._client()
+        pipe = self._conn.pipe
         try:
-            stored_value = await client.hget(self._kv(scope), _b(key))
+            if pipe is not None:
+                stored_value = await pipe.call(b"HGET", self._kv(scope), _b(key))
+            else:
+                stored_value = await self._client().hget(self._kv(scope), _b(key))
         except _FAILURES as exc:
             raise self._failure(exc) from None
         return _live(_parse(stored_value)[0], now_ms())
@@ -545,9 +634,12 @@ class RedisAdapter(StateAdapter):
     async def get_many(self, scope: str, keys: Sequence[str]) -> builtins.list[Entry | None]:
         if not keys:
             return []
-        client = self._client()
+        pipe = self._conn.pipe
         try:
-            values = await client.hmget(self._kv(scope), [_b(k) for k in keys])
+            if pipe is not None:
+                values = await pipe.call(b"HMGET", self._kv(scope), *(_b(k) for k in keys))
+            else:
+                values = await self._client().hmget(self._kv(scope), [_b(k) for k in keys])
         except _FAILURES as exc:
             raise self._failure(exc) from None
         now = now_ms()
@@ -758,6 +850,155 @@ class RedisAdapter(StateAdapter):
                 del self._queues[scope]
 
     async def _write(self, scopes: Sequence[str], batch: Sequence[_Unit]) -> None:
+        """Apply ``batch`` (units on ``scopes``); settle every unit.
+
+        On a plain Redis each write is one script: a batch of plain sets and
+        deletes is one ``SETS`` call (one round trip), anything else one
+        pipelined read and one ``APPLY`` (two). On a cluster (or without a
+        pipe), WATCH/MULTI/EXEC through redis-py.
+        """
+        pipe = self._conn.pipe
+        if pipe is None:
+            await self._write_watched(scopes, batch)
+        elif len(scopes) == 1 and all(_plain(unit) for unit in batch):
+            await self._write_sets(pipe, scopes[0], batch)
+        else:
+            await self._write_applied(pipe, scopes, batch)
+
+    async def _eval(
+        self, pipe: RedisPipe, script: str, sha: str, keys: builtins.list[bytes], args: builtins.list[Any]
+    ) -> Any:
+        """Run ``script`` by its SHA1, loading it when Redis does not know it yet."""
+        try:
+            return await pipe.call(b"EVALSHA", sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await pipe.call(b"EVAL", script, len(keys), *keys, *args)
+
+    def _scope_keys(self, scope: str) -> builtins.list[bytes]:
+        return [self._kv(scope), self._key(scope, b"version"), self._key(scope, b"keys"),
+                self._key(scope, b"ttl")]
+
+    async def _write_sets(self, pipe: RedisPipe, scope: str, batch: Sequence[_Unit]) -> None:
+        """One ``SETS`` script for a batch of plain sets/deletes of one scope (one round trip)."""
+        now = now_ms()
+        args: builtins.list[Any] = [self._key(scope, b"events"), _b(scope), _tag(scope), now]
+        expiries: builtins.list[int | None] = []
+        for unit in batch:
+            _, key, fn = unit.items[0]
+            pre = fn.pre  # type: ignore[attr-defined]
+            expires_at = None
+            if type(fn) is SetFn:
+                if fn.ttl_ms is not None:
+                    expires_at = now + fn.ttl_ms
+                args += (_b(key), b"s", fn.raw, b"" if expires_at is None else expires_at)
+            else:
+                args += (_b(key), b"d", b"", b"")
+            if pre is None:
+                args += (b"", b"")
+            else:
+                args.append(b"" if pre.expect_version is None else pre.expect_version)
+                args.append(b"" if pre.expect_exists is None else b"1" if pre.expect_exists else b"0")
+            expiries.append(expires_at)
+        try:
+            reply = await self._eval(pipe, SETS, SETS_SHA, [*self._scope_keys(scope), self._ttl_scopes], args)
+        except _FAILURES as exc:
+            _fail(batch, str(self._failure(exc)))
+            return
+        wrote = False
+        for i, (unit, expires_at) in enumerate(zip(batch, expiries, strict=True)):
+            status, before, version = reply[3 * i : 3 * i + 3]
+            if unit.future.done():
+                wrote = wrote or status == 1
+                continue
+            try:
+                old = _live(_parse(before)[0], now)
+            except AdapterError as exc:
+                unit.future.set_exception(exc)
+                continue
+            fn = unit.items[0][2]
+            if status == 0:  # the precondition failed: let it say why
+                try:
+                    fn(old)
+                except Exception as exc:
+                    unit.future.set_exception(exc)
+                else:
+                    unit.future.set_exception(AdapterError(f"Redis at {self._where}: precondition mismatch"))
+                continue
+            if status == 2:
+                unit.future.set_result([(old, old)])
+                continue
+            wrote = True
+            new = Entry(fn.raw, version, expires_at) if type(fn) is SetFn else None  # type: ignore[attr-defined]
+            unit.future.set_result([(old, new)])
+            if expires_at is not None and expires_at < self._wake_at:
+                self._wake.set()
+        if wrote:
+            self.commits += 1
+
+    async def _write_applied(self, pipe: RedisPipe, scopes: Sequence[str], batch: Sequence[_Unit]) -> None:
+        """Read (one pipelined round trip), plan in Python, then one ``APPLY`` that checks
+        nothing read has changed and writes; on a change, again (like ``_write_watched``)."""
+        wanted: dict[str, dict[str, None]] = {scope: {} for scope in scopes}
+        for unit in batch:
+            for scope, key, _ in unit.items:
+                wanted[scope][key] = None
+        keys = [k for scope in scopes for k in self._scope_keys(scope)] + [self._ttl_scopes]
+        delay = BACKOFF_START_S
+        for _ in range(MAX_ATTEMPTS):
+            reads = [pipe.call(b"HMGET", self._kv(scope), *(_b(k) for k in names))
+                     for scope, names in wanted.items()]
+            reads += [pipe.call(b"GET", self._key(scope, b"version")) for scope in scopes]
+            try:
+                replies = await _gather(reads)
+                held: dict[_Key, tuple[Entry | None, int] | AdapterError] = {}
+                checks: builtins.list[Any] = []
+                for (scope, names), values in zip(wanted.items(), replies, strict=False):
+                    kv = self._kv(scope)
+                    for key, value in zip(names, values, strict=True):
+                        checks += (b"h", kv, _b(key), b"" if value is None else value)
+                        try:
+                            held[(scope, key)] = _parse(value)
+                        except AdapterError as exc:  # fails the units that touch this key
+                            held[(scope, key)] = exc
+                counters: dict[str, int] = {}
+                for scope, value in zip(scopes, replies[len(wanted) :], strict=True):
+                    checks += (b"k", self._key(scope, b"version"), b"" if value is None else value)
+                    counters[scope] = self._counter(value)
+            except _FAILURES as exc:
+                _fail(batch, str(self._failure(exc)))
+                return
+            except AdapterError as exc:
+                _fail(batch, str(exc))
+                return
+            plan = _plan(batch, held, counters, now_ms())
+            if plan.events:
+                record = _Recorder()
+                self._queue_plan(record, plan)
+                for scope, expires_at in plan.expiring.items():
+                    record.zadd(self._ttl_scopes, {_tag(scope): expires_at}, lt=True)
+                args: builtins.list[Any] = [len(held) + len(scopes), *checks, len(record.commands)]
+                for command in record.commands:
+                    args.append(len(command))
+                    args += command
+                try:
+                    applied = await self._eval(pipe, APPLY, APPLY_SHA, keys, args)
+                except _FAILURES as exc:
+                    _fail(batch, str(self._failure(exc)))
+                    return
+                if not applied:
+                    await asyncio.sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, BACKOFF_MAX_S)
+                    continue
+                self.commits += 1
+                if plan.expiring and min(plan.expiring.values()) < self._wake_at:
+                    self._wake.set()
+            _settle(batch, plan)
+            return
+        _gave_up(batch, self._where)
+
+    async def _write_watched(self, scopes: Sequence[str], batch: Sequence[_Unit]) -> None:
         """Apply ``batch`` (units on ``scopes``) in one optimistic cycle; settle every unit.
 
         WATCH the scope hashes, read every key involved (one HMGET per
@@ -813,27 +1054,11 @@ class RedisAdapter(StateAdapter):
                         self.commits += 1
                     for scope, expires_at in plan.expiring.items():
                         await self._hint(scope, expires_at)
-                    for unit, outcome in zip(batch, plan.outcomes, strict=True):
-                        if unit.future.done():
-                            continue
-                        if isinstance(outcome, Exception):
-                            unit.future.set_exception(outcome)
-                        else:
-                            unit.future.set_result(outcome)
+                    _settle(batch, plan)
                     return
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, BACKOFF_MAX_S)
-        for unit in batch:
-            if len(unit.items) == 1:
-                scope, key, _ = unit.items[0]
-                what, whose = f"writing {scope!r}/{key!r}", "the scope"
-            else:
-                what, whose = "the transaction", "its scopes"
-            _fail(
-                [unit],
-                f"Redis at {self._where}: gave up {what} after {MAX_ATTEMPTS} attempts, other engines"
-                f" kept changing {whose} at the same time; retry the call",
-            )
+        _gave_up(batch, self._where)
 
     def _counter(self, value: bytes | None) -> int:
         if value is None:

@@ -210,6 +210,9 @@ def record_pipelines(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[Any, ..
 async def test_every_transaction_stays_in_one_slot(
     adapter: RedisAdapter, raw_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The WATCH/MULTI path is the one a Redis Cluster takes (plain servers run
+    # scripts on the shared pipe instead); without the pipe, this server takes it too.
+    monkeypatch.setattr(adapter._conn, "pipe", None)
     pipelines = record_pipelines(monkeypatch)
     ops = [{"type": "increment", "path": "n", "by": 1}]
     for scope in WEIRD_SCOPES:
@@ -296,21 +299,22 @@ async def test_list_groups_is_exactly_the_non_empty_scopes(
 async def test_conflicts_rerun_fn_then_give_up(
     adapter: RedisAdapter, raw_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kv = adapter._prefix + b":{s}:kv"
+    kv, counter = adapter._prefix + b":{s}:kv", adapter._prefix + b":{s}:version"
     await adapter.mutate("s", "k", lambda _: b"0")
     seen: list[bytes | None] = []
 
-    def meddling(times: int) -> Any:
+    def meddling(times: int, key: str = "k") -> Any:
         def fn(current: Entry | None) -> bytes:
             seen.append(None if current is None else current.raw)
-            if len(seen) <= times:  # another client changes the scope mid-transaction
-                raw_redis.hset(kv, "other", b"1:1:%d" % len(seen))
+            if len(seen) <= times:  # another client writes the key mid-transaction
+                version = raw_redis.incr(counter)
+                raw_redis.hset(kv, key, b"%d:1:%d" % (version, len(seen)))
             return b"42"
 
         return fn
 
     old, new = await adapter.mutate("s", "k", meddling(2))
-    assert len(seen) == 3 and old is not None and old.raw == b"0"
+    assert seen == [b"0", b"1", b"2"] and old is not None and old.raw == b"2"
     assert new is not None and (await adapter.get("s", "k")) == new
 
     monkeypatch.setattr(redis_adapter, "MAX_ATTEMPTS", 3)
@@ -318,7 +322,16 @@ async def test_conflicts_rerun_fn_then_give_up(
     with pytest.raises(AdapterError, match=r"gave up .* after 3 attempts"):
         await adapter.mutate("s", "k", meddling(99))
     assert len(seen) == 3
-    assert await adapter.get("s", "k") == new
+    stored = await adapter.get("s", "k")
+    assert stored is not None and stored.raw == b"3"  # the meddler's last write, not ours
+    # Another key of the scope written meanwhile (taking a version) reruns it too:
+    # the versions this write took would no longer be the scope's next ones.
+    seen.clear()
+    monkeypatch.setattr(redis_adapter, "MAX_ATTEMPTS", 100)
+    _, new = await adapter.mutate("s", "k", meddling(1, key="other"))
+    other = raw_redis.hget(kv, "other")
+    assert len(seen) == 2 and new is not None and other is not None
+    assert new.version > int(other.split(b":")[0])
 
 
 async def test_open_fails_fast_with_config_error() -> None:
