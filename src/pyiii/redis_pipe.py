@@ -245,3 +245,72 @@ class RedisPipe:
             self._fail_all(RedisTimeoutError(f"Timeout reading from {self.host}:{self.port}"))
             return
         self._watchdog = asyncio.get_running_loop().call_later(self.timeout - waited, self._check)
+
+
+class _Listener(asyncio.Protocol):
+    """A connection in subscribe mode: hands every ``pmessage`` payload on."""
+
+    def __init__(self, on_message: Any, on_subscribed: Any, lost: asyncio.Future[Exception | None]) -> None:
+        self.reader = hiredis.Reader(replyError=ResponseError)
+        self.on_message, self.on_subscribed, self.lost = on_message, on_subscribed, lost
+        self.seen = time.monotonic()
+
+    def data_received(self, data: bytes) -> None:
+        self.seen = time.monotonic()
+        self.reader.feed(data)
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            if isinstance(reply, ResponseError):
+                if not self.lost.done():
+                    self.lost.set_result(reply)
+                return
+            kind = reply[0] if isinstance(reply, list) and reply else None
+            if kind == b"pmessage":
+                self.on_message(reply[3])
+            elif kind == b"psubscribe":
+                self.on_subscribed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def listen(
+    pipe: RedisPipe,
+    pattern: bytes,
+    on_message: Any,
+    on_subscribed: Any,
+    health_check_s: float = 10.0,
+) -> None:
+    """``PSUBSCRIBE pattern`` on a connection of its own (the server of ``pipe``) and
+    call ``on_message(payload)`` per message, in order, straight from the socket
+    (no task, no per-message timeout). Returns never; raises ``ConnectionError``
+    once the connection is lost. A ``PING`` every ``health_check_s`` notices a
+    dead peer (no reply within two more intervals drops the connection)."""
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[Exception | None] = loop.create_future()
+    try:
+        async with asyncio.timeout(pipe.connect_timeout):
+            transport, protocol = await loop.create_connection(
+                lambda: _Listener(on_message, on_subscribed, lost), pipe.host, pipe.port
+            )
+    except Exception as exc:
+        raise RedisConnectionError(
+            f"Error connecting to {pipe.host}:{pipe.port}: {exc or type(exc).__name__}"
+        ) from None
+    try:
+        commands: list[list[Arg]] = [*pipe._hello, ["PSUBSCRIBE", pattern]]
+        transport.write(b"".join(encode_command(args) for args in commands))
+        while not lost.done():
+            await asyncio.wait([lost], timeout=health_check_s)
+            if lost.done():
+                break
+            if time.monotonic() - protocol.seen > 3 * health_check_s:
+                raise RedisTimeoutError(f"no reply from {pipe.host}:{pipe.port} in {3 * health_check_s:g} s")
+            transport.write(encode_command(["PING"]))
+        reason = lost.result()
+        raise RedisConnectionError(f"Connection to Redis lost ({reason or 'closed by the server'})")
+    finally:
+        transport.close()

@@ -152,7 +152,7 @@ import msgspec
 from redis.exceptions import ResponseError, WatchError
 
 from pyiii.redis_conn import FAILURES, OPEN_TIMEOUT_S, RedisConnection
-from pyiii.redis_pipe import RedisPipe
+from pyiii.redis_pipe import RedisPipe, listen
 from pyiii.stores.base import (
     AdapterError,
     ChangeListener,
@@ -176,6 +176,7 @@ MAX_ATTEMPTS = 100
 BACKOFF_START_S = 0.001
 BACKOFF_MAX_S = 0.05
 SUBSCRIBER_BACKOFF_MAX_S = 1.0
+SUBSCRIBER_HEALTH_CHECK_S = 10.0
 # The sweeper looks at <p>:ttl-scopes at least this often (other engines'
 # expiries), and SCANs for every <p>:{*}:ttl this often (lost hints).
 SWEEP_POLL_S = 1.0
@@ -294,11 +295,12 @@ class _Unit:
 class _Queue:
     """A scope's units waiting for its next batch, and the task that writes them."""
 
-    __slots__ = ("pending", "task")
+    __slots__ = ("leading", "pending", "task")
 
     def __init__(self) -> None:
         self.pending: list[_Unit] = []
         self.task: asyncio.Task[None] | None = None
+        self.leading = False  # a caller is writing its own unit (see _enqueue)
 
 
 @dataclasses.dataclass(slots=True)
@@ -540,11 +542,17 @@ class RedisAdapter(StateAdapter):
         self._closing = False
         self._wake = asyncio.Event()
         self._wake_at = 0  # ms: when the sweeper looks next
+        self._events_lost = False  # the subscription dropped (and was reported)
+        self._events_delay = 0.05  # before the next resubscribe
 
     # --- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
         await self._conn.open()
+        if self._conn.pipe is not None:
+            # These await only the pipe's plain futures (and asyncio locks,
+            # sleeps, tasks they start), never redis-py: no Task needed.
+            self.eager_methods = frozenset({"get", "get_many", "mutate", "mutate_many"})
         try:
             self._reader = asyncio.create_task(self._read_events(), name="pyiii-redis-events")
             await asyncio.wait_for(self._subscribed.wait(), OPEN_TIMEOUT_S)
@@ -612,7 +620,10 @@ class RedisAdapter(StateAdapter):
     def _kv(self, scope: str) -> bytes:
         return self._key(scope, b"kv")
 
-    def _failure(self, exc: Exception) -> AdapterError:
+    def _failure(self, exc: Exception, write: bool = False) -> AdapterError:
+        if self._closing:  # close() dropped the connection under the call
+            during = "during the write (it may have committed)" if write else "during the call"
+            return AdapterError(f"the Redis adapter for {self._where} was closed {during}")
         return AdapterError(self._conn.failure(exc))
 
     def _client(self) -> Any:
@@ -817,8 +828,28 @@ class RedisAdapter(StateAdapter):
         queue = self._queues.get(scope)
         if queue is None:
             queue = self._queues[scope] = _Queue()
+            if self._conn.pipe is not None and scope not in self._locks:
+                # An idle scope: the caller writes its unit itself, without a
+                # task (at 1 in flight every write goes this way). Units that
+                # arrive meanwhile queue, and a drain task takes them after.
+                queue.leading = True
+                try:
+                    await self._write([scope], [unit])
+                except Exception as exc:  # a bug: fail the write rather than hang
+                    log.exception("state: writing to Redis at %s failed", self._where)
+                    _fail([unit], f"Redis at {self._where}: the write failed ({exc!r})")
+                finally:
+                    queue.leading = False
+                    if queue.pending and not self._closing:
+                        queue.task = asyncio.create_task(self._drain(scope, queue), name="pyiii-redis-writer")
+                    elif self._queues.get(scope) is queue:
+                        _fail(queue.pending, f"the Redis adapter for {self._where} was closed")
+                        del self._queues[scope]
+                    if not unit.future.done():  # cancelled mid-write: it may have committed
+                        _fail([unit], f"Redis at {self._where}: the write was interrupted")
+                return await unit.future
         queue.pending.append(unit)
-        if queue.task is None:
+        if queue.task is None and not queue.leading:
             queue.task = asyncio.create_task(self._drain(scope, queue), name="pyiii-redis-writer")
         # A caller cancelled before its batch starts is dropped (_take skips
         # it); once the batch runs, the write goes ahead without it.
@@ -904,7 +935,7 @@ class RedisAdapter(StateAdapter):
         try:
             reply = await self._eval(pipe, SETS, SETS_SHA, [*self._scope_keys(scope), self._ttl_scopes], args)
         except _FAILURES as exc:
-            _fail(batch, str(self._failure(exc)))
+            _fail(batch, str(self._failure(exc, write=True)))
             return
         wrote = False
         for i, (unit, expires_at) in enumerate(zip(batch, expiries, strict=True)):
@@ -967,7 +998,7 @@ class RedisAdapter(StateAdapter):
                     checks += (b"k", self._key(scope, b"version"), b"" if value is None else value)
                     counters[scope] = self._counter(value)
             except _FAILURES as exc:
-                _fail(batch, str(self._failure(exc)))
+                _fail(batch, str(self._failure(exc, write=True)))
                 return
             except AdapterError as exc:
                 _fail(batch, str(exc))
@@ -985,7 +1016,7 @@ class RedisAdapter(StateAdapter):
                 try:
                     applied = await self._eval(pipe, APPLY, APPLY_SHA, keys, args)
                 except _FAILURES as exc:
-                    _fail(batch, str(self._failure(exc)))
+                    _fail(batch, str(self._failure(exc, write=True)))
                     return
                 if not applied:
                     await asyncio.sleep(random.uniform(0, delay))
@@ -1234,42 +1265,60 @@ class RedisAdapter(StateAdapter):
     # --- change events ----------------------------------------------------------
 
     async def _read_events(self) -> None:
-        """Subscribe, deliver events, and resubscribe after any connection loss."""
-        delay = 0.05
-        lost = False
+        """Subscribe, deliver events, and resubscribe after any connection loss.
+
+        On a plain Redis the subscription is a bare hiredis connection that
+        hands each message to ``_deliver`` as it is parsed; otherwise
+        redis-py's pubsub client.
+        """
+        self._events_lost = False
+        self._events_delay = 0.05
         while not self._closing:
-            pubsub = self._conn.subscriber.pubsub()
+            pipe = self._conn.pipe
             try:
-                await pubsub.psubscribe(self.channel_pattern)
-                while not self._closing:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    if kind == "pmessage" or kind == b"pmessage":
-                        self._deliver(message["data"])
-                    elif kind in ("psubscribe", b"psubscribe"):
-                        if lost:
-                            log.warning("state events from Redis at %s flow again", self._where)
-                        lost = False
-                        delay = 0.05
-                        self._subscribed.set()
+                if pipe is not None:
+                    await listen(pipe, self.channel_pattern, self._deliver, self._events_flow,
+                                 SUBSCRIBER_HEALTH_CHECK_S)
+                else:
+                    await self._read_events_pubsub()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not lost:
+                if not self._events_lost:
                     log.warning(
                         "state events from Redis at %s interrupted (%s); changes made until the"
                         " subscription is back will not fire triggers on this engine",
                         self._where,
                         exc or type(exc).__name__,
                     )
-                lost = True
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(pubsub.aclose())
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SUBSCRIBER_BACKOFF_MAX_S)
+                self._events_lost = True
+            await asyncio.sleep(self._events_delay)
+            self._events_delay = min(self._events_delay * 2, SUBSCRIBER_BACKOFF_MAX_S)
+
+    def _events_flow(self) -> None:
+        """The subscription is (again) in place."""
+        if self._events_lost:
+            log.warning("state events from Redis at %s flow again", self._where)
+        self._events_lost = False
+        self._events_delay = 0.05
+        self._subscribed.set()
+
+    async def _read_events_pubsub(self) -> None:
+        pubsub = self._conn.subscriber.pubsub()
+        try:
+            await pubsub.psubscribe(self.channel_pattern)
+            while not self._closing:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                kind = message["type"]
+                if kind == "pmessage" or kind == b"pmessage":
+                    self._deliver(message["data"])
+                elif kind in ("psubscribe", b"psubscribe"):
+                    self._events_flow()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pubsub.aclose())
 
     def _deliver(self, data: bytes) -> None:
         listener = self._listener

@@ -403,7 +403,8 @@ async def test_writes_of_one_key_in_a_batch_compose(adapter: RedisAdapter) -> No
         adapter.mutate("c", "k", lambda _: None),
         adapter.mutate("c", "k", put(20)),
     )
-    assert adapter.commits - before == 1
+    # The first goes out at once (the scope was idle), the rest queue behind it: one batch.
+    assert adapter.commits - before == 2
     assert old_a == first and new_a is not None and new_a.raw == b"10"
     assert old_b == new_a and new_b is not None and new_b.raw == b"11"
     assert old_c == new_b and new_c is None
@@ -448,7 +449,7 @@ async def test_a_failing_write_fails_alone(adapter: RedisAdapter) -> None:
         adapter.mutate_many([("f", "e", put("e")), ("f", "e", put("e2"))]),
         return_exceptions=True,
     )
-    assert adapter.commits - before == 1
+    assert adapter.commits - before == 2  # the first alone, then one batch
     assert isinstance(results[1], PreconditionFailed) and results[1].current_version == stored.version
     assert isinstance(results[2], IIIError) and results[2].code == "VALUE_TOO_LARGE"
     assert isinstance(results[3], IIIError)
@@ -513,30 +514,18 @@ async def test_increments_from_two_engines_add_up(adapter: RedisAdapter) -> None
         await other.close()
 
 
-def gate_writes(a: RedisAdapter, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Hold every batch of ``a`` before its first round trip until the event is set."""
-    gate = asyncio.Event()
-    real_write = a._write
-
-    async def gated(*args: Any) -> None:
-        await gate.wait()
-        await real_write(*args)
-
-    monkeypatch.setattr(a, "_write", gated)
-    return gate
-
-
 async def test_cancelled_callers_and_close(
-    adapter: RedisAdapter, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    adapter: RedisAdapter, redis_url: str, raw_redis: redis.Redis
 ) -> None:
     # A caller cancelled while queued is dropped; the others are written.
-    gate = gate_writes(adapter, monkeypatch)
+    # Redis itself holds the first write (CLIENT PAUSE WRITE delays scripts).
+    raw_redis.client_pause(5000, all=False)
     first = asyncio.create_task(adapter.mutate("q", "first", put(0)))
-    await asyncio.sleep(0.01)  # its batch is held at the gate
+    await asyncio.sleep(0.05)  # sent, held by Redis
     tasks = [asyncio.create_task(adapter.mutate("q", f"k{i}", put(i))) for i in range(10)]
     await asyncio.sleep(0.01)
     tasks[5].cancel()
-    gate.set()
+    raw_redis.client_unpause()
     done = await asyncio.gather(first, *tasks, return_exceptions=True)
     assert isinstance(done[6], asyncio.CancelledError)
     assert [not isinstance(result, BaseException) for result in done] == [i != 6 for i in range(11)]
@@ -545,13 +534,16 @@ async def test_cancelled_callers_and_close(
     # Closing fails what is in flight or queued instead of leaving callers waiting.
     other = RedisAdapter(redis_url, prefix=adapter._prefix.decode())
     await other.open()
-    gate_writes(other, monkeypatch)
-    first = asyncio.create_task(other.mutate("q", "first", put(1)))
-    await asyncio.sleep(0.01)
-    tasks = [asyncio.create_task(other.mutate("q", f"k{i}", put(-i))) for i in range(10)]
-    await asyncio.sleep(0.01)
-    await other.close()
-    results = await asyncio.gather(first, *tasks, return_exceptions=True)
+    raw_redis.client_pause(5000, all=False)
+    try:
+        first = asyncio.create_task(other.mutate("q", "first", put(1)))
+        await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(other.mutate("q", f"k{i}", put(-i))) for i in range(10)]
+        await asyncio.sleep(0.01)
+        await other.close()
+        results = await asyncio.gather(first, *tasks, return_exceptions=True)
+    finally:
+        raw_redis.client_unpause()
     assert "during the write" in str(results[0])
     for result in results:
         assert isinstance(result, AdapterError) and "was closed" in str(result), result
