@@ -22,7 +22,10 @@ What the writer guarantees, whatever the store:
 * ``close()`` commits everything queued, then closes the file.
 
 The store supplies its schema (``Schema``), ``load(conn)`` (read everything
-at open) and ``write(conn, items)`` (the statements of one transaction).
+at open) and ``write(conn, items)`` (the statements of one transaction), and
+optionally ``write_alone(conn, items)``: write the batch as one statement in
+autocommit mode (its own transaction) and return True, or return False
+without touching the database to get ``BEGIN``/``write``/``COMMIT``.
 Messages name the store (``Schema.what``, e.g. ``state store``).
 """
 
@@ -109,6 +112,7 @@ class SqliteWriter(Generic[W, L]):
         write: Callable[[sqlite3.Connection, list[W]], None],
         on_failed: Callable[[list[W], str, L | None], None],
         error: Callable[[str], BaseException],
+        write_alone: Callable[[sqlite3.Connection, list[W]], bool] | None = None,
         synchronous: str = "FULL",
         reload_on_failure: bool = True,
         thread_name: str = "pyiii-sqlite",
@@ -122,6 +126,7 @@ class SqliteWriter(Generic[W, L]):
         self._synchronous = mode
         self._load = load
         self._write = write
+        self._write_alone = write_alone
         self._on_failed = on_failed
         self._error = error
         self._reload_on_failure = reload_on_failure
@@ -281,9 +286,14 @@ class SqliteWriter(Generic[W, L]):
     def _commit(self, conn: sqlite3.Connection, batch: list[W]) -> str | None:
         """Write ``batch`` in one transaction; return the reason if it failed."""
         try:
-            conn.execute("BEGIN")
-            self._write(conn, batch)
-            conn.execute("COMMIT")
+            # One statement outside BEGIN is a transaction of its own: one
+            # SQLite step, so the thread retakes the GIL once per commit
+            # instead of once per statement (each retake may wait for the
+            # event loop's switch interval while it is busy).
+            if self._write_alone is None or not self._write_alone(conn, batch):
+                conn.execute("BEGIN")
+                self._write(conn, batch)
+                conn.execute("COMMIT")
         except Exception as exc:
             what = self.schema.what
             reason = f"could not commit to {self.path}: {exc}"

@@ -180,6 +180,7 @@ class SqliteAdapter(StateAdapter):
             Schema(WHAT, self._prepare, _check_schema),
             load=lambda conn: self._load(conn),
             write=lambda conn, batch: self._write_rows(conn, batch),
+            write_alone=lambda conn, batch: self._write_upserts(conn, batch),
             on_failed=self._commit_failed,
             error=AdapterError,
             synchronous=synchronous,
@@ -341,6 +342,32 @@ class SqliteAdapter(StateAdapter):
         self._writer.resume()
 
     # -- writer thread -------------------------------------------------------
+
+    def _write_upserts(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> bool:
+        """A batch of up to ``_MAX_ROWS`` upserts ending in the batch's top version as one
+        statement; False (nothing done) for anything else.
+
+        ``last_version`` in meta is only needed for a version no row keeps
+        (a delete's): loading takes the larger of it and the rows' largest, so
+        when the last row written carries the batch's version it can stay."""
+        last = batch[-1]
+        if not last.rows or last.rows[-1][2] is None or last.rows[-1][3] != last.version:
+            return False
+        params: builtins.list[bytes | int | None] = []
+        for write in batch:
+            for scope_text, key_text, value, version, expires_at in write.rows:
+                if value is None:
+                    return False
+                params += (version, _blob(scope_text), _blob(key_text), version, value, expires_at)
+        rows = len(params) // 6
+        if rows > _MAX_ROWS:
+            return False
+        # Padded to a power of two (a handful of cached statements) by writing
+        # the last row again: the same values, so the same result.
+        size = 1 << (rows - 1).bit_length()
+        params += params[-6:] * (size - rows)
+        conn.execute(_upsert_sql(size), params)
+        return True
 
     def _write_rows(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> None:
         # A run of consecutive upserts (or deletes) is one multi-row statement:

@@ -424,28 +424,45 @@ async def test_sqlite_group_commit_batches(tmp_path: Path) -> None:
         await a.close()
 
 
+@pytest.mark.parametrize("path", ["transaction", "one statement"])
 async def test_sqlite_commit_failure_fails_callers_and_restores_disk_state(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     a = SqliteAdapter(tmp_path / "db")
     await a.open()
     await a.mutate("s", "a", put(1))
     await a.mutate("s", "n", increment)
     await a.mutate("s", "gone", put("x"))
-    original = a._write_rows
     entered, release = threading.Event(), threading.Event()
     failures = 1
 
-    def failing(conn: sqlite3.Connection, batch: list[object]) -> None:
-        nonlocal failures
-        original(conn, batch)  # type: ignore[arg-type]
-        if failures:
-            failures -= 1
-            entered.set()
-            release.wait(10)  # let more writes queue up behind this transaction
-            raise sqlite3.OperationalError("disk I/O error (injected)")
+    if path == "transaction":  # BEGIN, the rows, then a failure before COMMIT
+        original = a._write_rows
+        monkeypatch.setattr(a, "_write_upserts", lambda conn, batch: False)
 
-    monkeypatch.setattr(a, "_write_rows", failing)
+        def failing(conn: sqlite3.Connection, batch: list[object]) -> None:
+            nonlocal failures
+            original(conn, batch)  # type: ignore[arg-type]
+            if failures:
+                failures -= 1
+                entered.set()
+                release.wait(10)  # let more writes queue up behind this transaction
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+
+        monkeypatch.setattr(a, "_write_rows", failing)
+    else:  # the single autocommit statement of a batch of sets fails (SQLite rolls it back)
+        original_alone = a._write_upserts
+
+        def failing_alone(conn: sqlite3.Connection, batch: list[object]) -> bool:
+            nonlocal failures
+            if failures:
+                failures -= 1
+                entered.set()
+                release.wait(10)
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+            return original_alone(conn, batch)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(a, "_write_upserts", failing_alone)
     first = asyncio.ensure_future(a.mutate("s", "a", put(2)))
     assert await asyncio.to_thread(entered.wait, 10)
     # Queued behind the failing commit, computed from its uncommitted value.
@@ -488,6 +505,7 @@ async def test_sqlite_unrecoverable_failure_refuses_further_use(
         raise sqlite3.OperationalError("disk I/O error (injected)")
 
     monkeypatch.setattr(a, "_write_rows", fail)
+    monkeypatch.setattr(a, "_write_upserts", fail)
     monkeypatch.setattr(a, "_load", fail)
     with pytest.raises(AdapterError, match="injected"):
         await a.mutate("s", "k", put(1))
