@@ -112,11 +112,17 @@ class RedisPipe:
         if self._closed:
             future.set_exception(RedisConnectionError("the Redis connection is closed"))
             return future
-        if not self._pending:
+        idle = not self._pending
+        if idle:
             self._progress = time.monotonic()
         self._pending.append(future)
         out = self._out
-        out.append(command)
+        if idle and not out and self._transport is not None:
+            # Nothing in flight: likely a lone caller, so send now rather than
+            # at the end of the loop turn (busy pipes still coalesce).
+            self._transport.write(command)
+        else:
+            out.append(command)
         if len(out) == 1:
             if self._transport is not None:
                 loop.call_soon(self._flush)

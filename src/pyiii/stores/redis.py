@@ -23,7 +23,9 @@ with ``CROSSSLOT``):
   larger than that of every earlier committed write of the same key (a
   write that committed before us changed the watched hash, so either our
   watch started after it and we read the counter it raised, or our
-  ``EXEC`` fails). Versions are monotonic per key (per scope, even), not
+  ``EXEC`` fails; the ``SETS`` script takes it with ``INCRBY`` itself, and
+  ``APPLY`` runs only if the counter still holds what was read). Versions
+  are monotonic per key (per scope, even), not
   store-wide; a write that fails or writes nothing takes no number.
   The counter outlives the scope's last key, so a key deleted and created
   again still gets a larger version (no ABA for compare-and-set); this costs
@@ -65,34 +67,50 @@ node of ``redis_url`` (classic pub/sub messages reach every node of a
 cluster). Nothing else changes. (redis-py runs each command of a cluster transaction
 through a helper thread, so a cluster write costs a few milliseconds.)
 
-Why WATCH/MULTI/EXEC instead of a Lua script: ``mutate`` gets a pure Python
-function (set, delete, update ops). We read the field under ``WATCH``, run the
-function client-side, and write the result in ``MULTI``/``EXEC``; if another
-client changed the hash meanwhile, ``EXEC`` fails and we run the function
-again on the new value. Update-op semantics therefore live only in ``ops.py``;
-the reference's Lua port of the ops is where its Redis adapter diverges from
-its in-memory one (``[]`` becomes ``{}``, numbers lose precision, absent-key
-defaults do not apply). The cost is four round trips (WATCH, HMGET, GET of
-the counter, MULTI..EXEC) and optimistic conflicts between writers of the
-same scope (``WATCH`` covers the whole hash). Conflicts retry with
-full-jitter backoff (1 ms doubling to 50 ms) up to ``MAX_ATTEMPTS`` times,
-then fail with ``AdapterError``.
+How a write commits. ``mutate`` gets a pure Python function (set, delete,
+update ops); update-op semantics live only in ``ops.py`` (the reference's Lua
+port of the ops is where its Redis adapter diverges from its in-memory one:
+``[]`` becomes ``{}``, numbers lose precision, absent-key defaults do not
+apply). On a plain Redis every command goes over one shared pipelined
+connection (``pyiii.redis_pipe``: concurrent callers share each send, one
+command is one round trip) and each write is one atomic Lua script
+(``redis_scripts.py``):
+
+* a plain set or delete (``mutations.SetFn``/``DeleteFn``: the value, TTL and
+  ``expect_version``/``expect_exists`` are data the script can check) is the
+  ``SETS`` script: it reads the field, checks the precondition, takes the next
+  version, writes value, indexes and TTL hint and publishes the event, all in
+  one round trip; a failed precondition returns the stored entry and the
+  Python precondition raises from it (same message);
+* anything else (update ops, transactions) reads the fields and the scope
+  counter (one pipelined round trip), runs the functions in Python, and sends
+  one ``APPLY`` script holding the expected stored values and the writes; it
+  runs them only if nothing read has changed (each stored value carries a
+  version that changes on every write), else the cycle runs again.
+
+On a Redis Cluster (or a TLS/Unix URL) the same plan runs through redis-py
+as WATCH, HMGET, GET of the counter, MULTI..EXEC: four round trips and
+conflicts on any write to the scope's hash. Conflicts retry with full-jitter
+backoff (1 ms doubling to 50 ms) up to ``MAX_ATTEMPTS`` times, then fail with
+``AdapterError``.
 
 Group commit: writers of one scope on one engine would only conflict, so
-they queue. While a scope's write is in flight, further ``mutate`` calls
-(and one-scope ``mutate_many`` calls, each one unit) for it wait; then one
-task applies everything queued (up to ``BATCH_MAX_ITEMS`` items) in one
-cycle of the four round trips above: every unit's functions run in queue
-order on a private view (a unit sees the keys as the units before it left
-them, so two writes of one key in a batch compose), and one ``MULTI`` holds
-the net writes, the counter's ``INCRBY`` and every unit's events in queue
-order. A unit whose function raises (a failed precondition, a value too
-large, anything) fails alone, with its exception; the others are written.
-A conflict reruns the whole batch. Each caller gets its (old, new) once
-``EXEC`` succeeded. ``commits`` counts the ``EXEC``s that wrote. Only
-writers on different engines ever conflict.
+they queue. A write to an idle scope goes out at once from its caller;
+while a scope's write is in flight, further ``mutate`` calls (and one-scope
+``mutate_many`` calls, each one unit) for it wait; then one task applies
+everything queued (up to ``BATCH_MAX_ITEMS`` items) in one cycle (one
+``SETS`` call when every unit is a plain set/delete): every unit's functions
+run in queue order on a private view (a unit sees the keys as the units
+before it left them, so two writes of one key in a batch compose), and one
+script (or ``MULTI``) holds the net writes, the counter's ``INCRBY`` and
+every unit's events in queue order. A unit whose function raises (a failed
+precondition, a value too large, anything) fails alone, with its exception;
+the others are written. A conflict reruns the whole batch. Each caller gets
+its (old, new) once the script (or ``EXEC``) succeeded. ``commits`` counts
+the scripts (``EXEC``s) that wrote. Only writers on different engines ever
+conflict.
 
-Change events: the transaction that writes a key also ``PUBLISH``es the
+Change events: the script (transaction) that writes a key also ``PUBLISH``es the
 change (msgpack ``[event_type, scope, key, old, new]``), so an event exists
 iff the write committed, in commit order (per scope). Each engine subscribes
 once and hands every event, its own included, to its State triggers, so a
