@@ -14,7 +14,7 @@ set up on its own:
   command to its slot's primary), with no retries, because redis-py would
   re-send a ``MULTI``..``EXEC`` on a new socket without the ``WATCH`` the old
   one held;
-* ``pipe``: for a plain (non-cluster, TCP) server, one shared pipelined
+* ``pipe`` (when asked for with ``pipe=True``): for a plain (non-cluster, TCP) server, one shared pipelined
   connection (``pyiii.redis_pipe``) for the hot paths: one round trip per
   command, concurrent callers pipelined, nothing but plain futures to await;
   None otherwise (TLS, Unix socket, cluster), and the adapter then uses
@@ -102,8 +102,11 @@ class RedisConnection:
     says which kind of server was found.
     """
 
-    def __init__(self, url: str, *, owner: str, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self, url: str, *, owner: str, max_connections: int = MAX_CONNECTIONS, pipe: bool = False
+    ) -> None:
         self.url = url
+        self._want_pipe = pipe
         self.where = redact(url)
         self.owner = owner
         self.max_connections = max_connections
@@ -151,7 +154,7 @@ class RedisConnection:
                     retry=Retry(NoBackoff(), 0),
                 )
                 await asyncio.wait_for(self._client.initialize(), OPEN_TIMEOUT_S)
-            else:
+            elif self._want_pipe:
                 self.pipe = _pipe_for(pool)
                 if self.pipe is not None:
                     await asyncio.wait_for(self.pipe.open(), OPEN_TIMEOUT_S)

@@ -92,7 +92,7 @@ async def test_password_and_database_from_the_url(private_redis: RedisServer) ->
     admin = redis.Redis(port=private_redis.port, password="s3cret")
     try:
         url = private_redis.url.replace("redis://", "redis://:s3cret@") + "/3"
-        conn = RedisConnection(url, owner="test")
+        conn = RedisConnection(url, owner="test", pipe=True)
         await conn.open()
         try:
             assert conn.pipe is not None
@@ -100,7 +100,9 @@ async def test_password_and_database_from_the_url(private_redis: RedisServer) ->
             assert redis.Redis(port=private_redis.port, password="s3cret", db=3).get("k") == b"v"
         finally:
             await conn.close()
-        wrong = RedisConnection(private_redis.url.replace("redis://", "redis://:nope@"), owner="test adapter")
+        wrong = RedisConnection(
+            private_redis.url.replace("redis://", "redis://:nope@"), owner="test adapter", pipe=True
+        )
         with pytest.raises(ConfigError, match="test adapter"):
             await wrong.open()
     finally:

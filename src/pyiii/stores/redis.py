@@ -542,7 +542,7 @@ class RedisAdapter(StateAdapter):
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"Redis key prefix {prefix!r} must not contain braces (they move the hash tag)")
         self.url = redis_url
-        self._conn = RedisConnection(redis_url, owner="state adapter redis")
+        self._conn = RedisConnection(redis_url, owner="state adapter redis", pipe=True)
         self._where = self._conn.where
         self._prefix = _b(prefix)
         escaped = _glob_escape(self._prefix)
