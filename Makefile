@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak example install compat redis clean profile
+.PHONY: run test lint bench soak example install compat redis wrk clean profile
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,12 +30,18 @@ redis:
 compat:
 	bash scripts/install-compat.sh
 
+# wrk drives the http benchmark section (Debian package).
+wrk:
+	@command -v wrk >/dev/null || { \
+	  echo "installing wrk (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts examples
 	$(VENV)/bin/mypy
 
 ## Benchmarks: one table of ratios against baselines measured in the same run (< 5 min).
-bench: $(STAMP) redis
+bench: $(STAMP) redis wrk
 	bash scripts/install-compat.sh node-0.22 bench-arq
 	$(PY) benchmarks/run.py
 

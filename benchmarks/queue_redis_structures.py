@@ -13,13 +13,16 @@ process with redis-py + hiredis, and prints jobs/s and latency:
 
 Neither includes delayed retries, FIFO groups or the dead-letter queue;
 those need the same extra sorted sets and lists on both. The numbers decide
-only what the hot path costs. Usage: ``python benchmarks/queue_redis_structures.py``.
+only what the hot path costs. Each structure runs in five alternating 1 s
+windows per in-flight count; the figures are medians (~25 s in all).
+Usage: ``python benchmarks/queue_redis_structures.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +34,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds
 from support.redis_server import RedisServer
 
 LEASE_MS = 30_000
@@ -133,7 +138,7 @@ class Streams:
         await self.block.aclose()
 
 
-async def run(kind: type[Any], url: str, in_flight: int, seconds: float) -> tuple[float, float]:
+async def run(kind: type[Any], url: str, in_flight: int, seconds: float) -> tuple[float, float, int]:
     q = kind(url)
     await q.start()
     done: dict[str, asyncio.Future[None]] = {}
@@ -191,18 +196,37 @@ async def run(kind: type[Any], url: str, in_flight: int, seconds: float) -> tupl
     stop = True
     task.cancel()
     await q.close()
-    return sum(counts) / elapsed, statistics.median(latencies) * 1000
+    return sum(counts) / elapsed, statistics.median(latencies) * 1000, sum(counts)
+
+
+ROUNDS = 5
+WINDOW_S = 1.0
 
 
 async def main() -> None:
+    # Alternating 1 s windows (lists, streams, lists, ...) and medians over them, so
+    # that load from other processes on the machine hits both alike; CPU per job
+    # (this process + redis-server) is the figure least moved by that load.
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp)).start()
+        assert server.proc is not None
         try:
-            print(f"{'structure':10} {'in flight':>9} {'jobs/s':>9} {'p50 ms':>8}")
+            head = ("structure", "in flight", "jobs/s", "p50 ms", "cli µs/job", "redis µs/job")
+            print("{:10} {:>9} {:>9} {:>8} {:>10} {:>12}".format(*head))
             for in_flight in (1, 64):
-                for kind in (Lists, Streams):
-                    rate, p50 = await run(kind, server.url, in_flight, 3.0)
-                    print(f"{kind.__name__.lower():10} {in_flight:9d} {rate:9.0f} {p50:8.3f}")
+                got: dict[str, list[tuple[float, float, float, float]]] = {"lists": [], "streams": []}
+                for _ in range(ROUNDS):
+                    for kind in (Lists, Streams):
+                        cli0, srv0 = time.process_time(), cpu_seconds(server.proc.pid)
+                        rate, p50, jobs = await run(kind, server.url, in_flight, WINDOW_S)
+                        cli = (time.process_time() - cli0) / jobs * 1e6
+                        srv = (cpu_seconds(server.proc.pid) - srv0) / jobs * 1e6
+                        got[kind.__name__.lower()].append((rate, p50, cli, srv))
+                for name, windows in got.items():
+                    rate, p50, cli, srv = (statistics.median(w[i] for w in windows) for i in range(4))
+                    print(f"{name:10} {in_flight:9d} {rate:9.0f} {p50:8.3f} {cli:10.0f} {srv:12.0f}")
+            print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         finally:
             server.stop()
 

@@ -3,8 +3,11 @@
     python benchmarks/run.py                        # everything (~3-4 min on 2 cores)
     python benchmarks/run.py --only state           # one section (its baselines come along)
     python benchmarks/run.py --only state,redis --seconds 1
+    python benchmarks/run.py --skip dump            # everything but the 1M dump/restore
+    python benchmarks/run.py --only dump --dump-values 100000   # a short dump/restore
 
-Sections: ceiling, state, invoke, redis, node, workers, bulk (see README.md).
+Sections: ceiling, state, invoke, redis, node, workers, bulk, queue, dump, rbac, stream,
+metrics, http (see README.md).
 A full run writes benchmarks/results/latest.json; a partial run writes
 benchmarks/results/only-<sections>.json. Progress goes to stderr.
 """
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     Row,
     Target,
+    cpu_per_op_us,
     engine,
     free_port,
     measure_interleaved,
@@ -39,7 +43,21 @@ from common import (
     with_ratio,
 )
 
-SECTIONS = ("ceiling", "state", "invoke", "redis", "node", "workers", "bulk")
+SECTIONS = (
+    "ceiling",
+    "state",
+    "invoke",
+    "redis",
+    "node",
+    "workers",
+    "bulk",
+    "queue",
+    "dump",
+    "rbac",
+    "stream",
+    "metrics",
+    "http",
+)
 CORE = {"ceiling", "state", "invoke", "redis"}
 INFLIGHTS = (1, 64)
 STORES = ("in_memory", "file_based")
@@ -258,6 +276,7 @@ class TargetResult:
     limit: float
     met: bool | None
     detail: str = ""
+    unit: str = "x"
 
 
 def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
@@ -324,10 +343,58 @@ def evaluate(rows: Sequence[Row]) -> list[TargetResult]:
     out.append(at_most("p50 at 1 in flight <= 1.15x ceiling's (worst of in_memory get/set/update)",
                        known[worst] if worst else None, 1.15,
                        ", ".join(f"{op.split('::')[1]} {v:.2f}x" for op, v in known.items())))
+    if any(r.section == "queue" for r in rows):
+        from queues import arq_name, queue_name
+
+        redis_vs_arq = [ratio(queue_name("redis", n), arq_name(n)) for n in INFLIGHTS]
+        out.append(at_least("queue redis >= 1x arq jobs/s (64 in flight)", redis_vs_arq[1], 1.0,
+                            _detail("1 in flight", redis_vs_arq[0])))
+        file_vs_mem = [ratio(queue_name("file_based", n), queue_name("in_memory", n)) for n in INFLIGHTS]
+        out.append(at_least("queue file_based >= 0.8x in_memory jobs/s (64 in flight)", file_vs_mem[1], 0.8,
+                            _detail("1 in flight, one fsync per publish", file_vs_mem[0])))
+        p50_file = by.get(queue_name("file_based", 1))
+        p50_ms = at_most("queue publish -> handler p50 at 1 in flight <= 2 ms (file_based)",
+                         p50_file.p50_us / 1000 if p50_file else None, 2.0)
+        out.append(dataclasses.replace(p50_ms, unit=" ms"))
+    from rbac_listener import INFLIGHT as RBAC_INFLIGHT
+    from rbac_listener import internal_name, rbac_name
+
+    out.append(at_least("state::get via an RBAC listener >= 0.9x the internal listener (64 in flight)",
+                        ratio(rbac_name(RBAC_INFLIGHT), internal_name(RBAC_INFLIGHT)), 0.9))
+    stream_row = next((r for r in rows if r.section == "stream" and r.baseline), None)
+    stream_base = by.get(stream_row.baseline) if stream_row and stream_row.baseline else None
+    out.append(at_least("stream: delivered msgs/s >= 0.5x bare picows broadcast (1,000 clients)",
+                        stream_row.ratio if stream_row else None, 0.5))
+    out.append(at_most("stream: p99 write acked -> client <= 2x bare broadcast's",
+                       stream_row.p99_us / stream_base.p99_us
+                       if stream_row and stream_base and stream_row.p99_us and stream_base.p99_us else None,
+                       2.0))
+    out += _http_targets(ratio, at_least, at_most)
     rss = next((r for r in rows if r.name.startswith("engine RSS with")), None)
     out.append(at_most("engine RSS at 1M small values <= 2x raw dict's",
                        rss.ratio if rss else None, 2.0, rss.note if rss else ""))
+    from metrics_overhead import off_name, on_name
+
+    on, off = by.get(on_name()), by.get(off_name())
+    cpu = [cpu_per_op_us(r.server_cpu, r.ops_per_s) for r in (on, off) if r is not None]
+    cpu_note = f"engine CPU per op {cpu[0]:.1f} vs {cpu[1]:.1f} µs" if len(cpu) == 2 and all(cpu) else ""
+    out.append(at_least("state::get with metrics on >= 0.95x off (in_memory, 64 in flight)",
+                        ratio(on_name(), off_name()), 0.95, cpu_note))
     return out
+
+
+def _http_targets(ratio: Any, at_least: Any, at_most: Any) -> list[TargetResult]:
+    from http_serving import ceiling_name as granian
+    from http_serving import fastapi_name as fastapi
+    from http_serving import pyiii_name as pyiii
+
+    return [
+        at_least("HTTP via engine + worker >= 0.5x granian alone (64 conns)",
+                 ratio(pyiii(64), granian(64)), 0.5, _detail("1 conn", ratio(pyiii(1), granian(1)))),
+        at_least("HTTP via engine + worker >= 1x FastAPI + uvicorn (64 conns)",
+                 ratio(pyiii(64), fastapi(64)), 1.0, _detail("1 conn", ratio(pyiii(1), fastapi(1)))),
+        at_most("HTTP p50 at 1 conn <= 2x granian alone's", ratio(pyiii(1), granian(1), "p50_us"), 2.0),
+    ]
 
 
 def _detail(label: str, value: float | None) -> str:
@@ -338,7 +405,7 @@ def print_targets(results: list[TargetResult]) -> None:
     print("\ntargets")
     for t in results:
         status = "not measured" if t.met is None else ("met" if t.met else "NOT MET")
-        value = "-" if t.value is None else f"{t.value:.2f}x"
+        value = "-" if t.value is None else f"{t.value:.2f}{t.unit}"
         detail = f"  ({t.detail})" if t.detail else ""
         print(f"  {status:12} {value:>7}  {t.target}{detail}")
 
@@ -353,13 +420,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="measured seconds per row, in 4 alternating windows (default 2)")
     parser.add_argument("--values", type=int, default=1_000_000, help="values for the bulk section")
+    parser.add_argument("--dump-values", type=int, default=1_000_000,
+                        help="values for the dump section (pyiii state dump / restore)")
+    parser.add_argument("--skip", action="append", default=[],
+                        help="comma-separated sections not to run, e.g. --skip dump")
     args = parser.parse_args(argv)
     selected = {s.strip() for arg in args.only for s in arg.split(",") if s.strip()}
-    unknown = selected - set(SECTIONS)
+    skipped = {s.strip() for arg in args.skip for s in arg.split(",") if s.strip()}
+    unknown = (selected | skipped) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; expected: {', '.join(SECTIONS)}")
-    full = not selected
-    selected = selected or set(SECTIONS)
+    full = not selected and not skipped
+    selected = (selected or set(SECTIONS)) - skipped
 
     started = time.time()
     load_before = os.getloadavg()
@@ -385,6 +457,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         from bulk_load import bulk_rows
 
         rows += bulk_rows(args.seconds, args.values)
+    if "queue" in selected:
+        from queues import queue_rows
+
+        rows += queue_rows(args.seconds)
+    if "dump" in selected:
+        from dump_restore import dump_restore_rows
+
+        rows += dump_restore_rows(args.dump_values)
+    if "rbac" in selected:
+        from rbac_listener import rbac_rows
+
+        rows += rbac_rows(args.seconds)
+    if "stream" in selected:
+        from streams import stream_rows
+
+        rows += stream_rows(args.seconds)
+    if "metrics" in selected:
+        from metrics_overhead import metrics_rows
+
+        rows += metrics_rows(args.seconds)
+    if "http" in selected:
+        from http_serving import http_rows
+
+        rows += http_rows(args.seconds)
 
     elapsed = time.time() - started
     load_after = os.getloadavg()

@@ -7,9 +7,19 @@ Starts `pyiii serve` with the repository's iii-config.yaml (file_based state at
   2. examples/seed/latest/state-*.ts, the same flows adapted to npm iii-sdk@0.22.1
   3. examples/seed/state_flows.py, the same flows with the pyiii SDK
 
-then, on an engine started with examples/background/iii-config.yaml (pub/sub and cron):
+then, on an engine started with examples/background/iii-config.yaml (queue, pub/sub, cron):
 
-  4. examples/background/pubsub_cron.py ("Background work": publish/subscribe, a cron job)
+  4. examples/background/durable_queue.py ("Background work": a durable topic, retries, a
+     dead letter, a named queue)
+  5. examples/background/pubsub_cron.py ("Background work": publish/subscribe, a cron job)
+
+and on one started with examples/streams/iii-config.yaml (Streams, clients on port 3112):
+
+  6. examples/streams/live_progress.py ("Streams": an item updated, a client watching it)
+
+and on one started with examples/http/iii-config.yaml (State, the HTTP module on a free port):
+
+  7. examples/http/try_it.py ("Functions over HTTP": serves todos.py, sends requests.sh's curl lines)
 
 prints what each did (its output and the log lines its workers sent to the engine) and stops
 the engines. Exits 1 if any flow failed. Needs `.compat/` (`make compat`).
@@ -33,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seed"
 BACKGROUND = ROOT / "examples" / "background"
+STREAMS = ROOT / "examples" / "streams"
+HTTP = ROOT / "examples" / "http"
 COMPAT = Path(os.environ.get("III_COMPAT_DIR") or ROOT / ".compat")
 FLOW_TIMEOUT_S = 60
 # Said under the `users` entry that has no id, which puzzles everyone who sees it.
@@ -68,9 +80,24 @@ FLOWS = [
     ),
     Flow("Python, pyiii SDK (examples/seed/state_flows.py)", [sys.executable, str(SEED / "state_flows.py")]),
     Flow(
+        "Background work: a durable queue, pyiii SDK (examples/background/durable_queue.py)",
+        [sys.executable, str(BACKGROUND / "durable_queue.py")],
+        config=BACKGROUND / "iii-config.yaml",
+    ),
+    Flow(
         "Background work: pub/sub and cron, pyiii SDK (examples/background/pubsub_cron.py)",
         [sys.executable, str(BACKGROUND / "pubsub_cron.py")],
         config=BACKGROUND / "iii-config.yaml",
+    ),
+    Flow(
+        "Streams: an item and a client watching it, pyiii SDK (examples/streams/live_progress.py)",
+        [sys.executable, str(STREAMS / "live_progress.py")],
+        config=STREAMS / "iii-config.yaml",
+    ),
+    Flow(
+        "Functions over HTTP: a todo API and curl, pyiii SDK (examples/http/todos.py)",
+        [sys.executable, str(HTTP / "try_it.py")],
+        config=HTTP / "iii-config.yaml",
     ),
 ]
 
@@ -87,19 +114,28 @@ def ensure_node_modules(directory: Path, version: str) -> None:
         link.symlink_to(target, target_is_directory=True)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
 class Engine:
-    """`pyiii serve --config iii-config.yaml` in `workdir`, console lines collected."""
+    """`pyiii serve --config iii-config.yaml` in `workdir`, console lines collected.
+
+    A config with iii-http reads its port from $III_HTTP_PORT: a free one, as the worker port.
+    """
 
     def __init__(self, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
+        self.http_port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyiii", "serve", "--port", str(self.port), "--config", "iii-config.yaml"],
             cwd=workdir,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "III_HTTP_PORT": str(self.http_port)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -162,7 +198,7 @@ def run_flow(flow: Flow, engine: Engine) -> bool:
         done = subprocess.run(
             flow.argv,
             cwd=ROOT,
-            env={**os.environ, "III_URL": engine.url},
+            env={**os.environ, "III_URL": engine.url, "III_HTTP_PORT": str(engine.http_port)},
             capture_output=True,
             text=True,
             timeout=FLOW_TIMEOUT_S,

@@ -23,7 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$ROOT/tests/compat"
 DEST="${III_COMPAT_DIR:-$ROOT/.compat}"
 PYTHON="${PYTHON:-python3.11}"
-ALL=(node-0.9 node-0.22 py-0.11.6 py-0.25.0 py-motia)
+ALL=(node-0.9 node-0.22 py-0.11.6 py-0.25.0 py-motia browser)
 
 die() { echo "install-compat: $*" >&2; exit 1; }
 say() { echo "install-compat: $*"; }
@@ -99,6 +99,30 @@ install_arq() {  # the queue benchmark's baseline (arq needs redis-py < 6, so no
   say "bench-arq installed"
 }
 
+install_browser() {  # Debian's chromium + Playwright for Python in their own venv (browser tests)
+  local dst="$DEST/browser" req="$SRC/browser/requirements.txt" want
+  if [[ ! -x /usr/bin/chromium ]]; then
+    say "browser: installing Debian's chromium (apt-get)"
+    # Try the package lists as they are first; on a fresh machine they may be empty.
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+             --no-install-recommends chromium >/dev/null; }; } \
+      || die "browser: apt-get install chromium failed (run it as root)"
+  fi
+  want="$(digest "$req")"
+  if [[ -x "$dst/bin/python" && "$(cat "$dst/.installed" 2>/dev/null)" == "$want" ]]; then
+    say "browser up to date"
+    return
+  fi
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
+  say "browser: creating venv with $PYTHON"
+  rm -rf "$dst"
+  "$PYTHON" -m venv "$dst" || die "venv failed (Debian: apt-get install python3.11-venv)"
+  "$dst/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  "$dst/bin/python" -c "import playwright.async_api" || die "browser: playwright does not import"
+  echo "$want" > "$dst/.installed"
+  say "browser installed"
+}
 targets=("$@")
 (( ${#targets[@]} )) || targets=("${ALL[@]}")
 mkdir -p "$DEST"
@@ -107,6 +131,7 @@ for t in "${targets[@]}"; do
     node-0.9|node-0.22) install_node "$t" ;;
     py-0.11.6|py-0.25.0|py-motia) install_py "$t" ;;
     bench-arq) install_arq ;;
-    *) die "unknown target '$t' (expected one of: ${ALL[*]} bench-arq)" ;;
+    browser) install_browser ;;
+    *) die "unknown target '$t' (expected one of: ${ALL[*]} bench-arq browser)" ;;
   esac
 done

@@ -250,10 +250,10 @@ TOKEN_CONFIG = "workers:\n  - name: iii-worker-manager\n    config: { auth_token
 def test_trigger_sends_the_token_from_the_flag_or_the_environment(make_engine_proc: Any) -> None:
     eng = make_engine_proc(TOKEN_CONFIG).start()
     refused = run("trigger", "engine::functions::list", "--url", eng.url)
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.returncode == 3 and "Traceback" not in refused.stderr
     assert "--token or $III_TOKEN" in refused.stderr, refused.stderr
     wrong = run("trigger", "engine::functions::list", "--url", eng.url, "--token", "nope")
-    assert wrong.returncode == 1 and "--token or $III_TOKEN" in wrong.stderr
+    assert wrong.returncode == 3 and "--token or $III_TOKEN" in wrong.stderr
     by_flag = run("trigger", "engine::functions::list", "--url", eng.url, "--token", "tok-123")
     assert by_flag.returncode == 0, by_flag.stderr
     assert "functions" in json.loads(by_flag.stdout)
@@ -262,7 +262,7 @@ def test_trigger_sends_the_token_from_the_flag_or_the_environment(make_engine_pr
     # the flag wins over the environment
     env = {"III_URL": eng.url, "III_TOKEN": "tok-123"}
     both = run("trigger", "engine::functions::list", "--token", "nope", env=env)
-    assert both.returncode == 1
+    assert both.returncode == 3
 
 
 def test_trigger_help_names_its_flags_and_environment() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from pyiii.config import EngineConfig, Limits, load_config, parse_config
 from pyiii.engine.channels import ChannelSettings
+from pyiii.engine.rbac import RbacPolicy
 from pyiii.errors import ConfigError
 from pyiii.modules.state.config import StateConfig
 
@@ -65,9 +66,14 @@ def test_root_config_file_is_the_seed() -> None:
     path = ROOT / "iii-config.yaml"
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     assert lines[0].startswith("#") and "127.0.0.1:49134" in lines[0]
-    assert "".join(lines[1:]) == SEED_CONFIG
+    # The State guide's seed, then the console (its own port; tests set III_CONSOLE_PORT=0).
+    assert "".join(lines[1:]).startswith(SEED_CONFIG)
     cfg = load_config(path, environ={})
     assert cfg.state is not None and cfg.state.store_method == "file_based"
+    console = next(entry.config for entry in cfg.modules if entry.spec.name == "iii-console")
+    assert console.port == 3113 and console.host == "127.0.0.1"
+    assert next(e.config for e in load_config(path, environ={"III_CONSOLE_PORT": "0"}).modules
+                if e.spec.name == "iii-console").port == 0
 
 
 def test_seed_config_found_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +163,7 @@ def test_new_shape_with_every_state_field(tmp_path: Path) -> None:
     assert (cfg.host, cfg.port, cfg.auth_token) == ("0.0.0.0", 50000, "s3cret")
     assert cfg.handshake_timeout_ms == 2000
     assert cfg.middleware_function_id == "mw::check"
-    assert cfg.rbac == {"auth_function_id": "auth::fn"}
+    assert cfg.rbac == RbacPolicy(auth_function_id="auth::fn")
     assert cfg.registration_namespace_grace_ms == 5000
     assert cfg.limits == Limits(
         max_frame_bytes=1048576, max_connections=10, max_pending_per_worker=20, max_nesting_depth=32
@@ -310,9 +316,7 @@ def test_old_shape_port_host_and_adapters(tmp_path: Path) -> None:
 
 def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     classes = [
-        "modules::stream::StreamModule",
         "modules::observability::OtelModule",
-        "modules::http_functions::HttpFunctionsModule",
         "modules::shell::ExecModule",
         "modules::bridge_client::BridgeClientModule",
     ]
@@ -321,22 +325,18 @@ def test_known_old_modules_give_warnings(tmp_path: Path) -> None:
     assert cfg.state is not None
     assert cfg.modules_seen[0] == "iii-state"
     assert cfg.modules_seen[1:] == [
-        "iii-stream",
         "iii-observability",
-        "iii-http-functions",
         "iii-exec",
         "iii-bridge",
     ]
     assert len(cfg.warnings) == len(classes)
-    assert "modules[2] (class: modules::observability::OtelModule)" in cfg.warnings[1]
-    assert "module iii-observability is not implemented by pyiii; ignored" in cfg.warnings[1]
+    assert "modules[1] (class: modules::observability::OtelModule)" in cfg.warnings[0]
+    assert "module iii-observability is not implemented by pyiii; ignored" in cfg.warnings[0]
 
 
 def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     names = [
-        "iii-stream",
         "iii-observability",
-        "iii-http-functions",
         "iii-exec",
         "iii-bridge",
         "iii-engine-functions",
@@ -347,7 +347,38 @@ def test_known_new_names_give_warnings(tmp_path: Path) -> None:
     assert cfg.state is None
     assert len(cfg.warnings) == len(names)
     assert all("is not implemented by pyiii; ignored" in w for w in cfg.warnings)
-    assert "iii-stream" in cfg.modules_seen
+    assert "iii-observability" in cfg.modules_seen
+
+
+def test_stream_module_config(tmp_path: Path) -> None:
+    from pyiii.modules.stream.config import StreamConfig
+
+    cfg = load(
+        tmp_path,
+        "workers:\n  - name: stream\n    config: {port: 4000, auth_function: auth::fn,"
+        " adapter: {name: redis, config: {redis_url: 'redis://127.0.0.1:7000'}}}\n",
+    )
+    (entry,) = cfg.modules
+    assert entry.spec.name == "iii-stream"
+    assert entry.config == StreamConfig(
+        port=4000, auth_function="auth::fn", adapter="redis", redis_url="redis://127.0.0.1:7000"
+    )
+    old = load(tmp_path, "modules:\n  - class: modules::stream::StreamModule\n")
+    assert old.modules[0].config == StreamConfig()  # port 3112 on 127.0.0.1, kv in memory
+    bridged = load(
+        tmp_path,
+        "workers:\n  - name: iii-stream\n    config: {adapter: {name: bridge, config: {bridge_url: 'ws://127.0.0.1:9'}}}\n",
+    )
+    assert bridged.modules[0].config == StreamConfig(adapter="bridge", bridge_url="ws://127.0.0.1:9")
+
+
+def test_stream_module_bad_config(tmp_path: Path) -> None:
+    from pyiii.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prt"):
+        load(tmp_path, "workers:\n  - name: iii-stream\n    config: {prt: 1}\n")
+    with pytest.raises(ConfigError, match="postgres"):
+        load(tmp_path, "workers:\n  - name: iii-stream\n    config: {adapter: {name: postgres}}\n")
 
 
 # --------------------------------------------------------------------------- env placeholders

@@ -1,4 +1,4 @@
-"""Pub/sub and cron with the pyiii SDK: the program shown in README.md, "Background work".
+"""Pub/sub and cron with the pyiii SDK: the second program shown in README.md, "Background work".
 
 Start an engine with the pubsub and cron modules (`pyiii serve --config
 examples/background/iii-config.yaml`), then `python examples/background/pubsub_cron.py`

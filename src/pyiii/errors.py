@@ -25,6 +25,8 @@ TRIGGER_REGISTRATION_FAILED = "trigger_registration_failed"
 FUNCTION_NAMESPACE_CONFLICT = "FUNCTION_NAMESPACE_CONFLICT"
 LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 SHUTTING_DOWN = "SHUTTING_DOWN"
+INVOCATION_UNSUPPORTED = "invocation_unsupported"  # `invocation` given, no module serves it
+FUNCTION_NOT_INVOKABLE = "function_not_invokable"  # an HTTP-invoked function was invoked on its worker
 
 # SDK-local codes (never sent by the engine)
 TIMEOUT = "TIMEOUT"

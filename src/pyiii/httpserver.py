@@ -42,7 +42,7 @@ class BodyTooLarge(Exception):
 class Exchange:
     """One HTTP request and the means to answer it (exactly once)."""
 
-    __slots__ = ("_proto", "_scope", "answered", "client", "method", "path", "query_string")
+    __slots__ = ("_proto", "_scope", "answered", "client", "method", "path", "query_string", "status")
 
     def __init__(self, scope: Any, proto: Any) -> None:
         self._scope = scope
@@ -52,6 +52,7 @@ class Exchange:
         self.query_string: str = scope.query_string
         self.client: str = scope.client
         self.answered = False
+        self.status = 0  # the status sent, once answered
 
     def headers(self) -> list[tuple[str, str]]:
         """Request headers in arrival order; names are lower-case."""
@@ -89,18 +90,25 @@ class Exchange:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def disconnected(self) -> None:
-        """Returns when the client has gone away (closed or reset its connection)."""
-        await self._proto.client_disconnect()
+    def disconnected(self) -> Awaitable[None]:
+        """Done when the client has gone away (closed or reset its connection).
+
+        granian hands out a future-like object: ``asyncio.ensure_future`` takes it
+        as it is, without a task.
+        """
+        waiter: Awaitable[None] = self._proto.client_disconnect()
+        return waiter
 
     def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         """Send a complete response."""
         self.answered = True
+        self.status = status
         self._proto.response_bytes(status, headers, body)
 
     def stream(self, status: int, headers: list[tuple[str, str]]) -> Callable[[bytes], Awaitable[None]]:
         """Start a streamed (chunked) response; returns ``send(chunk)``. Ends when the handler returns."""
         self.answered = True
+        self.status = status
         transport = self._proto.response_stream(status, headers)
         send: Callable[[bytes], Awaitable[None]] = transport.send_bytes
         return send

@@ -1,8 +1,8 @@
-"""A Motia app's queue (event) steps run on pyiii (Motia 1.0.4rc1 on iii-sdk 0.11.3).
+"""A Motia app's queue (event) and cron steps run on pyiii (Motia 1.0.4rc1 on iii-sdk 0.11.3).
 
 `motia run --dir steps` runs tests/compat/motia_queue_app as a subprocess; the test
 publishes the way Motia's own steps do (`enqueue {topic, data}`) and reads what the
-steps wrote to State.
+steps wrote to State; the app's cron step enqueues on its own every second.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ pytestmark = pytest.mark.timeout(120)
 
 APP = ROOT / "tests" / "compat" / "motia_queue_app"
 MOTIA = COMPAT / "py-motia" / "bin" / "motia"
-TOPICS = ("order.created", "order.shipped", "payment.requested")
+TOPICS = ("order.created", "order.shipped", "payment.requested", "inventory.restock")
 
 
 def config(tmp_path: Path) -> str:
     return f"""\
 workers:
   - name: iii-state
+  - name: iii-cron
   - name: iii-queue
     config:
       adapter:
@@ -87,6 +88,22 @@ async def test_motia_queue_steps_run(spawn: Spawner, tmp_path: Path) -> None:
         assert await w.trigger("state::get", {"scope": "charges", "key": "p1"}) == {"attempts": 2}
         stats = await w.trigger("engine::queue::topic_stats", {"topic": "payment.requested"})
         assert stats["dlq_depth"] == 0 and stats["depth"] == 0
+        # The cron step (every second) enqueues inventory.restock; a queue step counts them.
+        assert eng.server is not None
+        [cron] = [t for t in eng.server.engine.triggers.values() if t.trigger_type == "cron"]
+        assert cron.function_id == "steps::Restock::trigger::cron(* * * * * *)"
+        restocks_key = {"scope": "inventory", "key": "restocks"}
+        deadline = time.monotonic() + 10
+        while (restocks := await w.trigger("state::get", restocks_key)) is None or restocks["count"] < 2:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the cron step did not run twice: {restocks!r}\n{app.describe()}")
+            await asyncio.sleep(0.1)
+        assert restocks["requested_by"] == "cron"
+        first = time.monotonic()
+        await asyncio.sleep(2.2)
+        later = await w.trigger("state::get", restocks_key)
+        # once per second: two or three more runs in 2.2 s, never a burst
+        assert 2 <= later["count"] - restocks["count"] <= 3, (restocks, later, time.monotonic() - first)
     finally:
         await w.shutdown()
         await app.stop()

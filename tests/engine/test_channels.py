@@ -277,3 +277,38 @@ def test_key_check_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
     # An unknown id is compared against a decoy of a real key's length.
     assert len(calls[2][0]) == len(key)
+
+
+# --- readable(): waiting without a task ------------------------------------------
+
+
+async def test_readable_is_done_when_poll_has_something_to_say() -> None:
+    channel = ChannelManager().create()
+    waiting = channel.readable()
+    await asyncio.sleep(0)
+    assert not waiting.done() and channel.poll() == (False, None)
+    await channel.put("status")
+    assert waiting.done()  # woken by the message, which is still there
+    assert channel.readable().done()  # something buffered: done at once
+    assert channel.poll() == (True, "status")
+    ended = channel.readable()
+    channel.end()
+    assert ended.done() and channel.poll() == (True, None)
+
+
+async def test_readable_is_done_on_abort_and_poll_then_raises() -> None:
+    channel = ChannelManager().create()
+    waiting = channel.readable()
+    channel.abort("client left")
+    assert waiting.done()
+    with pytest.raises(ChannelClosed, match="client left"):
+        channel.poll()
+
+
+async def test_a_cancelled_readable_does_not_swallow_the_next_wake_up() -> None:
+    channel = ChannelManager().create()
+    channel.readable().cancel()
+    getter = asyncio.ensure_future(channel.get())
+    await asyncio.sleep(0)
+    await channel.put(b"x")
+    assert await asyncio.wait_for(getter, 1) == b"x"

@@ -17,6 +17,7 @@ import pytest
 from pyiii.engine import builtins
 from pyiii.engine.connection import Connection
 from pyiii.engine.engine import Engine, Limits
+from pyiii.errors import IIIError
 
 
 def is_uuid4(value: object) -> bool:
@@ -985,3 +986,26 @@ async def test_engine_register_trigger_is_durable(engine: Engine) -> None:
     assert p.take_one() == {"type": "unregistertrigger", "id": trigger_id, "trigger_type": "webhook"}
     res = await b.call("engine::unregister_trigger", {"id": trigger_id})
     assert res["result"] == {"removed": False}
+
+
+async def test_call_future_resolves_with_the_result_and_forgets_on_cancel(engine: Engine) -> None:
+    b = peer(engine)
+    b.register("f")
+    fut = engine.call_future("f", {"n": 1})
+    (invoke,) = b.take()
+    assert invoke["type"] == "invokefunction" and invoke["data"] == {"n": 1}
+    assert is_uuid4(invoke["invocation_id"])
+    assert engine.stats()["pending"] == 1
+    b.result(invoke["invocation_id"], "f", result={"ok": True})
+    assert json.loads(bytes(await fut)) == {"ok": True}
+    assert engine.stats()["pending"] == 0
+
+    abandoned = engine.call_future("f", {})
+    (invoke,) = b.take()
+    abandoned.cancel()
+    await asyncio.sleep(0)
+    assert engine.stats()["pending"] == 0
+    b.result(invoke["invocation_id"], "f", result={"late": True})  # dropped, nothing breaks
+    with pytest.raises(IIIError) as err:
+        engine.call_future("nope", {})
+    assert err.value.code == "function_not_found"

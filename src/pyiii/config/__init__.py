@@ -32,9 +32,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyiii.config.env import expand_env
+from pyiii.config.listeners import (
+    WORKER_MANAGER_KEYS,
+    ListenerConfig,
+    check_ports,
+    check_secondary,
+    parse_rbac,
+)
 from pyiii.config.values import Block, Ctx, as_int, as_mapping, as_str, found
 from pyiii.config.yaml12 import parse_yaml
 from pyiii.engine.channels import ChannelSettings
+from pyiii.engine.rbac import RbacPolicy
 from pyiii.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,6 +53,7 @@ __all__ = [
     "DEFAULT_PORT",
     "EngineConfig",
     "Limits",
+    "ListenerConfig",
     "ModuleEntry",
     "load_config",
     "parse_config",
@@ -105,11 +114,31 @@ class EngineConfig:
     channels: ChannelSettings = field(default_factory=ChannelSettings)
     handshake_timeout_ms: int = 10_000
     middleware_function_id: str | None = None
-    rbac: dict[str, Any] | None = None
+    rbac: RbacPolicy | None = None
+    # Listeners after the first iii-worker-manager entry (the fields above are the first's).
+    extra_listeners: tuple[ListenerConfig, ...] = ()
     registration_namespace_grace_ms: int | None = None
     modules: tuple[ModuleEntry, ...] = ()
     modules_seen: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def main_listener(self) -> ListenerConfig:
+        """The first listener (its port is the engine's), as a ListenerConfig."""
+        return ListenerConfig(
+            name=WORKER_MANAGER,
+            host=self.host,
+            port=self.port,
+            auth_token=self.auth_token,
+            handshake_timeout_ms=self.handshake_timeout_ms,
+            middleware_function_id=self.middleware_function_id,
+            rbac=self.rbac,
+        )
+
+    @property
+    def listeners(self) -> tuple[ListenerConfig, ...]:
+        """Every worker listener, the main one first."""
+        return (self.main_listener, *self.extra_listeners)
 
     def module_config(self, instance: str) -> Any:
         """The parsed config of a module instance (``iii-state``), or None if not loaded."""
@@ -146,16 +175,7 @@ _TOP_LEVEL_KEYS = (
     "host",
     "auth_token",
 )
-_WORKER_MANAGER_KEYS = (
-    "host",
-    "port",
-    "handshake_timeout_ms",
-    "middleware_function_id",
-    "rbac",
-    "auth_token",
-    "limits",
-    "channels",
-)
+_WORKER_MANAGER_KEYS = WORKER_MANAGER_KEYS
 _LIMIT_KEYS = (
     "max_frame_bytes",
     "max_connections",
@@ -267,8 +287,7 @@ class _Builder:
         self.first_by_canonical: dict[str, str] = {}  # canonical (+suffix) -> name as written
         self.modules: list[ModuleEntry] = []
         self.by_name, self.by_class = _names()
-        self.manager: dict[str, Any] | None = None
-        self.manager_where = ""
+        self.managers: list[tuple[str, dict[str, Any]]] = []  # (where, raw config) per entry
 
     def build(self) -> EngineConfig:
         ctx, top = self.ctx, self.top
@@ -295,7 +314,8 @@ class _Builder:
                 minimum=0,
             )
 
-        manager = self._manager_settings()
+        manager = self._manager_settings(0) if self.managers else {}
+        extra = [self._listener(i) for i in range(1, len(self.managers))]
         port = DEFAULT_PORT
         if top.get("port") is not None:
             port = as_int(ctx, "port", top["port"], minimum=1, maximum=65535)
@@ -312,8 +332,15 @@ class _Builder:
         elif manager.get("auth_token") is not None:
             auth_token = manager["auth_token"]
 
+        main_where = self.managers[0][0] if self.managers else "top level"
+        check_ports(
+            ctx,
+            [(main_where, host, port)]
+            + [(self.managers[i + 1][0], x.host, x.port) for i, x in enumerate(extra)],
+        )
         return EngineConfig(
             source=ctx.source,
+            extra_listeners=tuple(extra),
             host=host,
             port=port,
             auth_token=auth_token,
@@ -392,6 +419,11 @@ class _Builder:
         ctx = self.ctx
         canonical = known.canonical
         instance = canonical + suffix
+        if canonical == WORKER_MANAGER:
+            # Each entry is a listener of its own (an internal one, a public RBAC one, ...).
+            self.seen.append(instance)
+            self.managers.append((f"{label}.config", as_mapping(ctx, f"{label}.config", config)))
+            return
         if instance in self.first_by_canonical:
             first = self.first_by_canonical[instance]
             if first != written:
@@ -410,18 +442,38 @@ class _Builder:
         if known.spec is not None:
             parsed = known.spec.parse(Block(ctx, config_where, config))
             self.modules.append(ModuleEntry(instance, known.spec, parsed))
-        elif canonical == WORKER_MANAGER:
-            self.manager = as_mapping(ctx, config_where, config)
-            self.manager_where = config_where
         else:
             ctx.warn(label, f"module {instance} is not implemented by pyiii; ignored")
 
     # ----------------------------------------------------------------- iii-worker-manager
 
-    def _manager_settings(self) -> dict[str, Any]:
-        if self.manager is None:
-            return {}
-        ctx, cfg, where = self.ctx, self.manager, self.manager_where
+    def _listener(self, index: int) -> ListenerConfig:
+        """A listener after the first: its own socket settings, nothing engine-wide."""
+        where, cfg = self.managers[index]
+        self.ctx.check_keys(where, cfg, _WORKER_MANAGER_KEYS)
+        check_secondary(self.ctx, where, cfg)
+        got = self._manager_settings(index)
+        limits: Limits = got.get("limits", Limits())
+        if "port" not in got:
+            self.ctx.fail(
+                f"{where}.port", "every iii-worker-manager entry after the first needs its own port"
+            )
+        return ListenerConfig(
+            name=f"{WORKER_MANAGER}[{index}]",
+            host=got.get("host", DEFAULT_HOST),
+            port=got["port"],
+            auth_token=got.get("auth_token"),
+            handshake_timeout_ms=got.get("handshake_timeout_ms", 10_000),
+            middleware_function_id=got.get("middleware_function_id"),
+            rbac=got.get("rbac"),
+            max_frame_bytes=limits.max_frame_bytes,
+            max_connections=limits.max_connections,
+            max_send_buffer_bytes=limits.max_send_buffer_bytes,
+        )
+
+    def _manager_settings(self, index: int) -> dict[str, Any]:
+        ctx = self.ctx
+        where, cfg = self.managers[index]
         ctx.check_keys(where, cfg, _WORKER_MANAGER_KEYS)
         out: dict[str, Any] = {}
         if cfg.get("port") is not None:
@@ -438,9 +490,9 @@ class _Builder:
         if cfg.get("middleware_function_id") is not None:
             out["middleware_function_id"] = as_str(
                 ctx, f"{where}.middleware_function_id", cfg["middleware_function_id"]
-            )
+            ).strip()
         if cfg.get("rbac") is not None:
-            out["rbac"] = as_mapping(ctx, f"{where}.rbac", cfg["rbac"])
+            out["rbac"] = parse_rbac(ctx, f"{where}.rbac", cfg["rbac"])
         if "limits" in cfg:
             lw = f"{where}.limits"
             raw = as_mapping(ctx, lw, cfg["limits"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,6 +21,7 @@ from pyiii.engine.registry import NO_RESULT, CallContext, Trigger
 from pyiii.errors import IIIError
 
 if TYPE_CHECKING:
+    from pyiii.engine.connection import Connection
     from pyiii.engine.engine import Engine
 
 log = logging.getLogger("pyiii.engine")
@@ -88,14 +90,33 @@ class _LogType(TriggerProvider):
         self.bindings.pop(trigger_id, None)
 
 
+def health(engine: Engine) -> dict[str, Any]:
+    """What ``engine::health::check`` and the console's ``/health`` answer."""
+    stats = engine.stats()
+    return {
+        "status": "ok" if engine.accepting else "shutting_down",
+        "uptime_s": round(time.time() - engine.started_at, 3),
+        "workers": stats["connections"],
+        "functions": stats["functions"] + stats["builtin_functions"],
+        "pending": stats["pending"],
+    }
+
+
 def install(engine: Engine) -> None:
     """Register every ``engine::*`` function and trigger type on ``engine``."""
     functions_available = _EventTypes(engine)
     workers_available = _EventTypes(engine)
 
-    def function_summaries(include_internal: bool = False) -> list[dict[str, Any]]:
+    def function_summaries(
+        include_internal: bool = False, viewer: Connection | None = None
+    ) -> list[dict[str, Any]]:
+        """Summaries of the functions; for a connection of an RBAC listener only
+        those it may call (hidden functions are not even named)."""
+        session = viewer.session if viewer is not None else None
         out = []
         for fn in sorted(engine.functions.values(), key=lambda f: (f.id, f.namespace)):
+            if session is not None and session.check(fn.id, fn.namespace, fn, fn.metadata) is not None:
+                continue
             meta = msgspec.json.decode(fn.metadata) if isinstance(fn.metadata, Raw) else None
             if not include_internal:
                 if fn.id.startswith("engine::") and not fn.id.startswith("engine::queue::"):
@@ -115,8 +136,18 @@ def install(engine: Engine) -> None:
         return out
 
     def on_functions_changed() -> None:
-        if functions_available.bindings:
-            functions_available.fire({"event": "functions_changed", "functions": function_summaries()})
+        if not functions_available.bindings:
+            return
+        everyone: list[dict[str, Any]] | None = None
+        for trig in list(functions_available.bindings.values()):
+            viewer = trig.owner if trig.owner is not None and trig.owner.session is not None else None
+            if viewer is None:
+                everyone = function_summaries() if everyone is None else everyone
+                listing = everyone
+            else:
+                listing = function_summaries(viewer=viewer)
+            event = {"event": "functions_changed", "functions": listing}
+            engine.call_void(trig.function_id, event, namespace=trig.namespace, metadata=trig.metadata)
 
     def on_workers_changed(event: str, worker_id: str) -> None:
         if workers_available.bindings:
@@ -151,7 +182,7 @@ def install(engine: Engine) -> None:
 
     def functions_list(data: Raw, ctx: CallContext) -> Any:
         body = _obj(data, ctx.function_id)
-        items = function_summaries(bool(body.get("include_internal")))
+        items = function_summaries(bool(body.get("include_internal")), ctx.caller)
         search, prefix = body.get("search"), body.get("prefix")
         if isinstance(prefix, str):
             items = [i for i in items if i["function_id"].startswith(prefix)]
@@ -162,12 +193,21 @@ def install(engine: Engine) -> None:
             items = [i for i in items if i["worker_name"] == worker]
         return {"functions": items}
 
+    def visible(session: Any, key: tuple[str, str]) -> bool:
+        fn = engine.functions.get(key)
+        return fn is not None and session.check(key[1], key[0], fn, fn.metadata) is None
+
     def workers_list(data: Raw, ctx: CallContext) -> Any:
         body = _obj(data, ctx.function_id)
+        session = ctx.caller.session if ctx.caller is not None else None
         out = []
         for conn in engine.connections.values():
             info = conn.info
-            fids = sorted(fid for (_, fid) in conn.functions)
+            fids = sorted(
+                fid
+                for key in conn.functions
+                if (fid := key[1]) and (session is None or visible(session, key))
+            )
             item = {
                 "id": conn.worker_id,
                 "name": conn.name,
@@ -211,7 +251,10 @@ def install(engine: Engine) -> None:
     def registered_triggers_list(data: Raw, ctx: CallContext) -> Any:
         body = _obj(data, ctx.function_id)
         items = []
+        session = ctx.caller.session if ctx.caller is not None else None
         for trig in engine.triggers.values():
+            if session is not None and not visible(session, (trig.namespace, trig.function_id)):
+                continue
             config = msgspec.json.decode(trig.config)
             items.append(
                 {
@@ -269,6 +312,10 @@ def install(engine: Engine) -> None:
         _obj(data, ctx.function_id)
         return engine.stats()
 
+    def health_check(data: Raw, ctx: CallContext) -> Any:
+        _obj(data, ctx.function_id)
+        return health(engine)
+
     def make_log(level: int) -> Any:
         def log_fn(data: Raw, ctx: CallContext) -> Any:
             body = _obj(data, ctx.function_id)
@@ -296,6 +343,12 @@ def install(engine: Engine) -> None:
         stats,
         worker_name=ENGINE_WORKER,
         description="Sizes of the engine's tables: connections, functions, pending calls, triggers, tasks",
+    )
+    reg(
+        "engine::health::check",
+        health_check,
+        worker_name=ENGINE_WORKER,
+        description="Liveness: {status: ok|shutting_down, uptime_s, workers, functions, pending}",
     )
     for name, level in (
         ("trace", logging.DEBUG),

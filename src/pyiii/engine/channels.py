@@ -29,7 +29,6 @@ import hmac
 import logging
 import secrets
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from pyiii import errors
 from pyiii.errors import IIIError
+from pyiii.ids import random_key, random_uuid
 
 if TYPE_CHECKING:
     from pyiii.engine.connection import Connection
@@ -46,7 +46,6 @@ log = logging.getLogger("pyiii.channels")
 Message = str | bytes
 READ = "read"
 WRITE = "write"
-
 
 class ChannelClosed(Exception):
     """The channel was aborted (or the writer already ended); ``reason`` says why."""
@@ -110,7 +109,7 @@ class Channel:
 
     def __init__(
         self,
-        channel_id: str,
+        channel_id: str | None = None,
         *,
         max_messages: int,
         max_bytes: int,
@@ -118,9 +117,10 @@ class Channel:
         manager: ChannelManager | None = None,
         created_at: float = 0.0,
     ) -> None:
+        channel_id = channel_id or random_uuid()
         self.id = channel_id
-        self._write_key = secrets.token_urlsafe(32)
-        self._read_key = secrets.token_urlsafe(32)
+        self._write_key = random_key()
+        self._read_key = random_key()
         self.writer_ref = {"channel_id": channel_id, "access_key": self._write_key, "direction": WRITE}
         self.reader_ref = {"channel_id": channel_id, "access_key": self._read_key, "direction": READ}
         self.max_messages = max(1, max_messages)
@@ -310,6 +310,18 @@ class Channel:
                     self._wake_reader()  # a wake-up meant for us: pass it on
                 raise
 
+    def readable(self) -> asyncio.Future[None]:
+        """A future done once ``poll`` has something to say (a message, the end, or the abort).
+
+        For a reader that waits on several things at once without a task per wait.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._buffer or self._ended or self._reason is not None:
+            waiter.set_result(None)
+        else:
+            self._readers.append(waiter)
+        return waiter
+
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._iterate()
 
@@ -416,7 +428,6 @@ class ChannelManager:
                 "iii-worker-manager.config.channels.max_channels",
             )
         channel = Channel(
-            str(uuid.uuid4()),
             max_messages=size,
             max_bytes=s.max_buffer_bytes,
             owner=owner,

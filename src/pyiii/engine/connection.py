@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyiii.engine.rbac import Session
 
 SendFn = Callable[[bytes], None]
 CloseFn = Callable[[int, str], None]
@@ -20,9 +24,11 @@ class Connection:
     """A connected worker and everything it owns in the engine's registries."""
 
     __slots__ = (
+        "backlog",
         "calling",
         "close_fn",
         "connected_at_ms",
+        "dispatch",
         "functions",
         "headers",
         "info",
@@ -33,6 +39,7 @@ class Connection:
         "registered_since_log",
         "send",
         "serving",
+        "session",
         "trigger_types",
         "triggers",
         "worker_id",
@@ -45,6 +52,7 @@ class Connection:
         *,
         ip_address: str | None = None,
         headers: dict[str, str] | None = None,
+        session: Session | None = None,
     ) -> None:
         self.worker_id = str(uuid.uuid4())
         self.reattach_token = str(uuid.uuid4())
@@ -67,6 +75,12 @@ class Connection:
         self.calling: set[str] = set()
         # Function ids registered since the last "registered ..." log line.
         self.registered_since_log: list[str] = []
+        # Access of a gated listener's connection (None on an internal listener).
+        self.session = session
+        # Frame type -> handler; the engine's table, or the gated one (access.py).
+        self.dispatch: dict[type, Callable[[Connection, Any, bytes], None]] | None = None
+        # Frames held while a registration hook decides (access.py).
+        self.backlog: deque[bytes] | None = None
 
     @property
     def name(self) -> str:

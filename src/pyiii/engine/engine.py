@@ -15,13 +15,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from pyiii import errors, protocol
 from pyiii.engine import worker_lines
+from pyiii.engine.access import Access
 from pyiii.engine.channels import ChannelManager, ChannelSettings
 from pyiii.engine.connection import Connection
 from pyiii.engine.module import TriggerProvider
@@ -32,12 +34,14 @@ from pyiii.engine.registry import (
     EnqueueHandler,
     EnqueueRequest,
     Function,
+    InvocationProvider,
     Pending,
     Trigger,
     TriggerType,
 )
 from pyiii.engine.triggers import DEFAULT_NS, TriggerRegistry
 from pyiii.errors import IIIError
+from pyiii.ids import random_uuid
 from pyiii.protocol import (
     InvocationResult,
     InvokeFunction,
@@ -48,6 +52,9 @@ from pyiii.protocol import (
     UnregisterFunction,
     UnregisterTrigger,
 )
+
+if TYPE_CHECKING:
+    from pyiii.metrics import Recorder
 
 log = logging.getLogger("pyiii.engine")
 
@@ -129,11 +136,29 @@ class Engine:
         self.on_functions_changed: list[Callable[[], None]] = []
         # Takes {"type":"enqueue"} invocations; set by a queue module (None: refused).
         self.enqueue_handler: EnqueueHandler | None = None
+        # Builds handlers for registrations with ``invocation``; set by iii-http-functions.
+        self.invocation_provider: InvocationProvider | None = None
+        # (worker id, namespace, function id) -> the check of its `invocation` under way.
+        self._preparing: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
+        self.max_preparing = 1024  # registrations with `invocation` checked at once
+
+        # The gated dispatch for connections of RBAC/middleware listeners.
+        self.access = Access(self)
+
+        # Set by a module that exposes metrics (the console); None: nothing is recorded.
+        self.metrics: Recorder | None = None
+        # The workers' auth token (the server sets it), for modules that serve people.
+        self.auth_token: str | None = None
+        # Modules that others may look into (the console reads them), by module name.
+        self.services: dict[str, Any] = {}
+        self.started_at = time.time()
 
     # --- connection lifecycle --------------------------------------------
 
     def connect(self, conn: Connection) -> None:
         """Register a new connection and greet it (always the first frame)."""
+        if conn.dispatch is None:
+            conn.dispatch = self.access.dispatch if conn.session is not None else self._dispatch
         self.connections[conn.worker_id] = conn
         conn.send(
             protocol.encode(
@@ -176,6 +201,9 @@ class Engine:
 
     def handle(self, conn: Connection, frame: bytes) -> None:
         """Process one inbound text frame from ``conn``."""
+        if conn.backlog is not None:  # a registration hook is deciding: keep the order
+            self.access.hold_frame(conn, frame)
+            return
         try:
             msg = protocol.decode(frame, self.limits.max_nesting_depth)
         except protocol.FrameError as exc:
@@ -183,7 +211,7 @@ class Engine:
             return
         if msg is None:
             return
-        handler = self._dispatch.get(type(msg))
+        handler = (conn.dispatch or self._dispatch).get(type(msg))
         if handler is not None:
             handler(conn, msg, frame)
         # pong, registerservice, unregistertriggertype, ...: accepted, no reply.
@@ -255,34 +283,51 @@ class Engine:
         )
 
     def _on_register_function(self, conn: Connection, msg: RegisterFunction, frame: bytes) -> None:
-        ns = conn.namespace
-        key = (ns, msg.id)
+        key = (conn.namespace, msg.id)
+        if self._refuse_conflict(conn, key):
+            return
+        if msg.invocation is not UNSET:
+            self._register_invoked(conn, key, msg)
+            return
+        self._cancel_preparing(conn, key)
+        self._install_function(conn, key, msg, None)
+
+    def _refuse_conflict(self, conn: Connection, key: tuple[str, str]) -> bool:
+        """Send ``registrationrejected`` if ``key`` is reserved or owned by someone else."""
+        ns, function_id = key
         current = self.functions.get(key)
-        reserved = msg.id.startswith("engine::") and ns != DEFAULT_NS
-        if reserved or (
-            current is not None
-            and current.owner is not conn
-            and (current.handler is not None or (current.owner is not None and current.owner.open))
-        ):
-            owner = "" if reserved or current is None or current.owner is None else current.owner.worker_id
-            log.warning("refusing %s from %s: already owned by %s", msg.id, conn.name, owner or "the engine")
-            conn.send(
-                protocol.encode(
-                    protocol.RegistrationRejected(
-                        code=errors.FUNCTION_NAMESPACE_CONFLICT,
-                        namespace=ns,
-                        owner_worker_id=owner,
-                        function_id=msg.id,
-                    )
+        reserved = function_id.startswith("engine::") and ns != DEFAULT_NS
+        taken = current is not None and current.owner is not conn
+        if taken and current is not None:
+            # A live other worker, or the engine itself (a built-in), holds it.
+            taken = current.owner.open if current.owner is not None else current.handler is not None
+        if not (reserved or taken):
+            return False
+        owner = "" if reserved or current is None or current.owner is None else current.owner.worker_id
+        log.warning("refusing %s from %s: already owned by %s", function_id, conn.name, owner or "the engine")
+        conn.send(
+            protocol.encode(
+                protocol.RegistrationRejected(
+                    code=errors.FUNCTION_NAMESPACE_CONFLICT,
+                    namespace=ns,
+                    owner_worker_id=owner,
+                    function_id=function_id,
                 )
             )
-            return
+        )
+        return True
+
+    def _install_function(
+        self, conn: Connection, key: tuple[str, str], msg: RegisterFunction, handler: Builtin | None
+    ) -> None:
+        current = self.functions.get(key)
         if current is not None and current.owner is not None and current.owner is not conn:
             current.owner.functions.discard(key)
         self.functions[key] = Function(
             id=msg.id,
-            namespace=ns,
+            namespace=key[0],
             owner=conn,
+            handler=handler,
             description=_opt_str(msg.description),
             metadata=msg.metadata,
             request_format=msg.request_format,
@@ -293,8 +338,72 @@ class Engine:
             worker_lines.registered(conn, msg.id)
         self._notify_functions()
 
+    def _register_invoked(self, conn: Connection, key: tuple[str, str], msg: RegisterFunction) -> None:
+        """A function some module serves (``invocation``): it builds the handler, maybe refusing."""
+        provider = self.invocation_provider
+        if provider is None:
+            self._refuse_registration(
+                conn,
+                msg.id,
+                IIIError(
+                    errors.INVOCATION_UNSUPPORTED,
+                    f"{msg.id} has an 'invocation' (a function served over HTTP) but the "
+                    "iii-http-functions module is not loaded; add `- name: iii-http-functions` "
+                    "to the workers of iii-config.yaml",
+                ),
+            )
+            return
+        self._cancel_preparing(conn, key)
+        if len(self._preparing) >= self.max_preparing:
+            # Each check may wait on DNS: a flood of registrations must not pile up tasks.
+            limit = IIIError(
+                errors.LIMIT_EXCEEDED,
+                f"{len(self._preparing)} registrations with an 'invocation' are being checked; "
+                "register this function again once they are done",
+            )
+            self._refuse_registration(conn, msg.id, limit)
+            return
+        task = self.spawn(self._prepare_invoked(conn, key, msg, provider))
+        self._preparing[(conn.worker_id, *key)] = task
+
+    async def _prepare_invoked(
+        self, conn: Connection, key: tuple[str, str], msg: RegisterFunction, provider: InvocationProvider
+    ) -> None:
+        try:
+            handler = await provider(msg, conn)
+        except IIIError as err:
+            self._refuse_registration(conn, msg.id, err)
+            return
+        except Exception as exc:
+            log.exception("preparing %s failed", msg.id)
+            self._refuse_registration(conn, msg.id, _internal(msg.id, exc))
+            return
+        finally:
+            mine = (conn.worker_id, *key)
+            if self._preparing.get(mine) is asyncio.current_task():
+                del self._preparing[mine]
+        # The checks again: the worker may have gone, or another taken the id, meanwhile.
+        if conn.open and not self._refuse_conflict(conn, key):
+            self._install_function(conn, key, msg, handler)
+
+    def _cancel_preparing(self, conn: Connection, key: tuple[str, str]) -> None:
+        """A newer registration (or an unregister) of ``key`` by ``conn`` wins over one still in the works."""
+        task = self._preparing.pop((conn.worker_id, *key), None)
+        if task is not None:
+            task.cancel()
+
+    def _refuse_registration(self, conn: Connection, function_id: str, err: IIIError) -> None:
+        """Tell the worker (an ``error`` frame: SDKs log it) and the operator why a function was refused."""
+        if self._failure_lines.allow():
+            log.warning("refusing %s from %s: %s: %s", function_id, conn.name, err.code, err.message)
+        if conn.open:
+            body = err.to_body()
+            body["function_id"] = function_id
+            conn.send(protocol.encode(protocol.ErrorFrame(error=body)))
+
     def _on_unregister_function(self, conn: Connection, msg: UnregisterFunction, frame: bytes) -> None:
         key = (conn.namespace, msg.id)
+        self._cancel_preparing(conn, key)
         fn = self.functions.get(key)
         if fn is not None and fn.owner is conn:
             del self.functions[key]
@@ -336,12 +445,14 @@ class Engine:
         if fn.handler is not None:
             # A built-in knows its caller from ctx: no _caller_worker_id splice.
             ctx = CallContext(caller=conn, function_id=msg.function_id, metadata=msg.metadata)
+            if self.metrics is not None:
+                ctx.started = perf_counter()
             self._run_builtin(fn.handler, msg.data, ctx, conn, inv_id, fn.eager)
             return
         data = protocol.with_caller(msg.data, conn.worker_id)
         assert fn.owner is not None
         if inv_id is None:
-            self._send_invoke(fn.owner, None, msg.function_id, data, msg)
+            self._send_invoke(fn.owner, None, fn.wire_id or msg.function_id, data, msg)
             return
         if len(conn.calling) >= self.limits.max_pending_per_worker:
             self._reply_error(
@@ -363,10 +474,11 @@ class Engine:
             caller_invocation_id=inv_id,
             traceparent=msg.traceparent,
             baggage=msg.baggage,
+            started=perf_counter() if self.metrics is not None else 0.0,
         )
         fn.owner.serving.add(fwd_id)
         conn.calling.add(fwd_id)
-        self._send_invoke(fn.owner, fwd_id, msg.function_id, data, msg)
+        self._send_invoke(fn.owner, fwd_id, fn.wire_id or msg.function_id, data, msg)
 
     def _note_trace(self, conn: Connection, traceparent: str) -> None:
         # A worker that calls out while serving a function does so from that
@@ -414,6 +526,8 @@ class Engine:
         error = msg.error
         if error is not UNSET and protocol.raw_is_null(error):
             error = UNSET
+        if pending.started:
+            self._record_pending(pending, error is UNSET)
         if pending.future is not None:
             if not pending.future.done():
                 if error is not UNSET:
@@ -461,7 +575,17 @@ class Engine:
             )
         )
 
+    def _record_pending(self, pending: Pending, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.invocation(pending.function_id, ok, perf_counter() - pending.started)
+
+    def _record(self, ctx: CallContext, ok: bool) -> None:
+        if self.metrics is not None and ctx.started:
+            self.metrics.invocation(ctx.function_id, ok, perf_counter() - ctx.started)
+
     def _fail(self, pending: Pending, fwd_id: str, err: IIIError) -> None:
+        if pending.started:
+            self._record_pending(pending, False)
         if pending.future is not None:
             if not pending.future.done():
                 pending.future.set_exception(err)
@@ -521,23 +645,30 @@ class Engine:
                 try:
                     waiting_on = out.send(None)
                 except StopIteration as done:
+                    if ctx.started and (m := self.metrics) is not None:
+                        m.invocation(ctx.function_id, True, perf_counter() - ctx.started)
                     if conn is not None and inv_id is not None:
                         self._reply_result(conn, inv_id, ctx.function_id, done.value)
                     return
                 _Stepper(self, out, ctx, conn, inv_id).wait(waiting_on)
                 return
         except IIIError as err:
+            self._record(ctx, False)
             if conn is not None and inv_id is not None:
                 self._reply_error(conn, inv_id, ctx.function_id, err)
             return
         except Exception as exc:
+            self._record(ctx, False)
             log.exception("built-in %s failed", ctx.function_id)
             if conn is not None and inv_id is not None:
                 self._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))
             return
         if inspect.isawaitable(out):
             self.spawn(self._finish_builtin(out, ctx, conn, inv_id))
-        elif conn is not None and inv_id is not None:
+            return
+        if ctx.started:
+            self._record(ctx, True)
+        if conn is not None and inv_id is not None:
             self._reply_result(conn, inv_id, ctx.function_id, out)
 
     async def _finish_builtin(
@@ -550,14 +681,17 @@ class Engine:
         try:
             value = await out
         except IIIError as err:
+            self._record(ctx, False)
             if conn is not None and inv_id is not None and conn.open:
                 self._reply_error(conn, inv_id, ctx.function_id, err)
             return
         except Exception as exc:
+            self._record(ctx, False)
             log.exception("built-in %s failed", ctx.function_id)
             if conn is not None and inv_id is not None and conn.open:
                 self._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))
             return
+        self._record(ctx, True)
         if conn is not None and inv_id is not None and conn.open:
             self._reply_result(conn, inv_id, ctx.function_id, value)
 
@@ -589,24 +723,69 @@ class Engine:
             raise self._not_found(namespace, function_id)
         if not self.accepting and fn.handler is None:
             raise self._shutting_down()
+        started = perf_counter() if self.metrics is not None else 0.0
         if fn.handler is not None:
-            out = fn.handler(raw, CallContext(caller=None, function_id=function_id, metadata=metadata))
-            if inspect.isawaitable(out):
-                out = await out
+            ctx = CallContext(caller=None, function_id=function_id, metadata=metadata, started=started)
+            try:
+                out = fn.handler(raw, ctx)
+                if inspect.isawaitable(out):
+                    out = await out
+            except Exception:
+                self._record(ctx, False)
+                raise
+            self._record(ctx, True)
             if out is NO_RESULT or out is None:
                 return None
             return out if isinstance(out, Raw) else Raw(protocol.encode(out))
         assert fn.owner is not None
         inv_id = str(uuid.uuid4())
         future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
-        self.pending[inv_id] = Pending(target=fn.owner, function_id=function_id, future=future)
+        self.pending[inv_id] = Pending(
+            target=fn.owner, function_id=function_id, future=future, started=started
+        )
         fn.owner.serving.add(inv_id)
-        self._send_invoke(fn.owner, inv_id, function_id, raw, metadata=metadata)
+        self._send_invoke(fn.owner, inv_id, fn.wire_id or function_id, raw, metadata=metadata)
         try:
             return await future
         finally:
             if self.pending.pop(inv_id, None) is not None:
                 fn.owner.serving.discard(inv_id)
+
+    def call_future(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        namespace: str = DEFAULT_NS,
+        metadata: Raw | UnsetType = UNSET,
+    ) -> asyncio.Future[Raw | None]:
+        """``call`` as a future, without a task when a worker serves the function.
+
+        For the HTTP module, which waits on a call and other things at once on
+        every request. Cancelling the future forgets the invocation. Raises
+        (not through the future) when the function is unknown.
+        """
+        fn = self.functions.get((namespace, function_id))
+        if fn is None:
+            raise self._not_found(namespace, function_id)
+        if fn.handler is not None or not self.accepting:
+            return asyncio.ensure_future(self.call(function_id, data, namespace=namespace, metadata=metadata))
+        assert fn.owner is not None
+        raw = data if isinstance(data, Raw) else Raw(protocol.encode(data))
+        owner = fn.owner
+        inv_id = random_uuid()
+        future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
+        started = perf_counter() if self.metrics is not None else 0.0
+        self.pending[inv_id] = Pending(target=owner, function_id=function_id, future=future, started=started)
+        owner.serving.add(inv_id)
+
+        def forget(_: asyncio.Future[Raw | None]) -> None:
+            if self.pending.pop(inv_id, None) is not None:
+                owner.serving.discard(inv_id)
+
+        future.add_done_callback(forget)
+        self._send_invoke(owner, inv_id, fn.wire_id or function_id, raw, metadata=metadata)
+        return future
 
     def call_void(
         self,
@@ -623,10 +802,12 @@ class Engine:
             return False
         if fn.handler is not None:
             ctx = CallContext(caller=None, function_id=function_id, metadata=metadata)
+            if self.metrics is not None:
+                ctx.started = perf_counter()
             self._run_builtin(fn.handler, raw, ctx, None, None)
         else:
             assert fn.owner is not None
-            self._send_invoke(fn.owner, None, function_id, raw, metadata=metadata)
+            self._send_invoke(fn.owner, None, fn.wire_id or function_id, raw, metadata=metadata)
         return True
 
     def _enqueue(
@@ -830,14 +1011,17 @@ class _Stepper:
             waiting_on = self.coro.send(None)
         except StopIteration as finished:
             self.engine._stepper_done(self)
+            self.engine._record(ctx, True)
             if answer:
                 self.engine._reply_result(conn, inv_id, ctx.function_id, finished.value)  # type: ignore[arg-type]
         except IIIError as err:
             self.engine._stepper_done(self)
+            self.engine._record(ctx, False)
             if answer:
                 self.engine._reply_error(conn, inv_id, ctx.function_id, err)  # type: ignore[arg-type]
         except Exception as exc:
             self.engine._stepper_done(self)
+            self.engine._record(ctx, False)
             log.exception("built-in %s failed", ctx.function_id)
             if answer:
                 self.engine._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))  # type: ignore[arg-type]

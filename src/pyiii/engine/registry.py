@@ -12,6 +12,7 @@ from msgspec import UNSET, Raw, UnsetType
 if TYPE_CHECKING:
     from pyiii.engine.connection import Connection
     from pyiii.engine.module import TriggerProvider
+    from pyiii.protocol import RegisterFunction
 
 
 @dataclass(slots=True)
@@ -21,6 +22,8 @@ class CallContext:
     caller: Connection | None
     function_id: str
     metadata: Raw | UnsetType = UNSET
+    # perf_counter() at the call's start when metrics are recorded, else 0.
+    started: float = 0.0
 
 
 # A built-in returns a value to encode, a Raw to embed as is, or NO_RESULT;
@@ -56,8 +59,21 @@ class EnqueueRequest:
 EnqueueHandler = Callable[[EnqueueRequest], Awaitable[str]]
 
 
+# Owns the invocation of functions registered with an ``invocation`` field
+# (set by a module such as iii-http-functions): given the registration, it
+# returns the handler that serves every call of that function, or raises
+# IIIError to refuse the registration.
+InvocationProvider = Callable[["RegisterFunction", "Connection"], Awaitable[Builtin]]
+
+
 @dataclass(slots=True)
 class Function:
+    """A callable id: routed to ``owner``, or served in-process by ``handler``.
+
+    Both set: a worker registered it but a module serves its calls (an
+    HTTP-invoked function); it still goes away with its owner.
+    """
+
     id: str
     namespace: str
     owner: Connection | None = None
@@ -68,6 +84,9 @@ class Function:
     metadata: Raw | UnsetType = UNSET
     request_format: Raw | UnsetType = UNSET
     response_format: Raw | UnsetType = UNSET
+    # The id the owning worker knows it by, when the engine registered it under
+    # another (an RBAC function_registration_prefix); "" when the same.
+    wire_id: str = ""
 
 
 @dataclass(slots=True)
@@ -77,6 +96,7 @@ class TriggerType:
     provider: Connection | None = None
     builtin: TriggerProvider | None = None
     worker_name: str = ""
+    wire_id: str = ""  # the provider's own id for it, when a registration hook renamed it
 
 
 @dataclass(slots=True)
@@ -104,3 +124,4 @@ class Pending:
     future: asyncio.Future[Raw | None] | None = None
     traceparent: str | None | UnsetType = UNSET
     baggage: str | None | UnsetType = UNSET
+    started: float = 0.0  # perf_counter() when routed, if metrics are recorded

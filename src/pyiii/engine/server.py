@@ -12,7 +12,7 @@ from pyiii.engine.engine import SHUTDOWN_CLOSE_CODE, Engine, Limits
 from pyiii.engine.transport import TransportOptions, close_all, serve
 
 if TYPE_CHECKING:
-    from pyiii.config import EngineConfig
+    from pyiii.config import EngineConfig, ListenerConfig
     from pyiii.engine.module import Module
 
 log = logging.getLogger("pyiii.engine")
@@ -39,8 +39,10 @@ class Server:
             ),
             config.channels,
         )
+        self.engine.auth_token = config.auth_token
         self.modules = build_modules(config)
-        self.listener: asyncio.Server | None = None
+        self.listener: asyncio.Server | None = None  # the main listener
+        self.listeners: list[asyncio.Server] = []  # every listener, the main one first
         self.sockets: set[Any] = set()  # open WebSocket transports
         self.stopped = asyncio.Event()
 
@@ -57,6 +59,11 @@ class Server:
         port: int = self.listener.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def ports(self) -> list[int]:
+        """The bound port of every listener, in config order (the main one first)."""
+        return [int(server.sockets[0].getsockname()[1]) for server in self.listeners]
+
     async def start(self) -> None:
         """Bind the port, start the modules, then accept connections.
 
@@ -66,31 +73,65 @@ class Server:
         """
         builtins.install(self.engine)
         cfg = self.config
-        options = TransportOptions(
-            max_frame_bytes=cfg.limits.max_frame_bytes,
-            max_connections=cfg.limits.max_connections,
-            max_send_buffer_bytes=max(cfg.limits.max_send_buffer_bytes, cfg.limits.max_frame_bytes),
-            auth_token=cfg.auth_token,
-        )
-        listener = await serve(self.engine, cfg.host, cfg.port, options, self.sockets, start_serving=False)
+        bound: list[asyncio.Server] = []
+        try:
+            for listener_cfg in cfg.listeners:
+                bound.append(await self._bind(listener_cfg))
+        except BaseException:
+            for server in bound:
+                server.close()
+            raise
         started: list[Module] = []
         try:
             for module in self.modules:
                 await module.start(self.engine)
                 started.append(module)
         except BaseException:
-            listener.close()
+            for server in bound:
+                server.close()
             for module in reversed(started):
                 await module.stop()
             raise
-        self.listener = listener
-        await listener.start_serving()
-        if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.auth_token is None:
-            log.warning(
-                "listening on %s without auth_token: any host that can reach this port can "
-                "register and call functions. Set iii-worker-manager.config.auth_token.",
-                cfg.host,
+        self.listeners = bound
+        self.listener = bound[0]
+        for server in bound:
+            await server.start_serving()
+        for listener_cfg in cfg.listeners:
+            local = listener_cfg.host in ("127.0.0.1", "localhost", "::1")
+            if (
+                not local
+                and listener_cfg.auth_token is None
+                and (listener_cfg.rbac is None or listener_cfg.rbac.auth_function_id is None)
+            ):
+                log.warning(
+                    "listening on %s:%d without auth_token or rbac.auth_function_id: any host that can "
+                    "reach this port can register and call functions. Set auth_token (or an rbac block) "
+                    "on that iii-worker-manager entry.",
+                    listener_cfg.host,
+                    listener_cfg.port,
+                )
+
+    async def _bind(self, listener: ListenerConfig) -> asyncio.Server:
+        """Bind one listener (not serving yet); an OSError names its host and port."""
+        limits = self.config.limits
+        frame = listener.max_frame_bytes or limits.max_frame_bytes
+        options = TransportOptions(
+            max_frame_bytes=frame,
+            max_connections=listener.max_connections or limits.max_connections,
+            max_send_buffer_bytes=max(listener.max_send_buffer_bytes or limits.max_send_buffer_bytes, frame),
+            auth_token=listener.auth_token,
+            handshake_timeout_s=listener.handshake_timeout_ms / 1000,
+            name=f"{listener.host}:{listener.port}",
+            rbac=listener.rbac,
+            middleware_function_id=listener.middleware_function_id,
+        )
+        try:
+            return await serve(
+                self.engine, listener.host, listener.port, options, self.sockets, start_serving=False
             )
+        except OSError as exc:
+            exc.listen_address = (listener.host, listener.port)  # type: ignore[attr-defined]
+            raise
 
     async def stop(self, reason: str = "the engine is shutting down") -> None:
         """Stop accepting, let running built-in calls finish, fail the rest, close, flush.
@@ -103,8 +144,8 @@ class Server:
         if self.stopped.is_set():
             return
         self.stopped.set()
-        if self.listener is not None:
-            self.listener.close()
+        for server in self.listeners:
+            server.close()
         self.engine.begin_shutdown(reason)
         if not await self.engine.drain(DRAIN_TIMEOUT_S):
             log.warning("stopping with built-in calls still running after %gs", DRAIN_TIMEOUT_S)

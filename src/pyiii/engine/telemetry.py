@@ -81,11 +81,18 @@ def log_lines(payload: bytes, function_for_trace: TraceLookup | None = None) -> 
     missing, ``function_for_trace`` maps the record's trace id to the
     function that was running in that trace, if the engine saw it.
     """
+    return [(level, line) for level, line, _, _ in log_records(payload, function_for_trace)]
+
+
+def log_records(
+    payload: bytes, function_for_trace: TraceLookup | None = None
+) -> list[tuple[int, str, str, str]]:
+    """Like :func:`log_lines`, with the worker's service name and the function id of each line."""
     try:
         doc = msgspec.json.decode(payload)
     except msgspec.DecodeError:
         return []
-    lines: list[tuple[int, str]] = []
+    lines: list[tuple[int, str, str, str]] = []
     for resource_logs in doc.get("resourceLogs", []) if isinstance(doc, dict) else []:
         resource = attributes((resource_logs.get("resource") or {}).get("attributes"))
         service = resource.get("service.name")
@@ -115,12 +122,14 @@ def log_lines(payload: bytes, function_for_trace: TraceLookup | None = None) -> 
                 extra = {k: v for k, v in attrs.items() if not k.startswith(("code.", "telemetry."))}
                 if extra:
                     parts.append(msgspec.json.encode(extra).decode())
-                lines.append((level, " ".join(parts)))
+                lines.append((level, " ".join(parts), str(service or ""), str(function_id or "")))
     return lines
 
 
 def ingest(frame: bytes, function_for_trace: TraceLookup | None = None) -> None:
     """Handle one telemetry frame (prefix + OTLP/JSON)."""
     if frame[:4] == b"LOGS":
-        for level, line in log_lines(frame[4:], function_for_trace):
-            worker_log.log(level, "%s", line)
+        for level, line, service, function_id in log_records(frame[4:], function_for_trace):
+            # The console's log view filters on these.
+            extra = {"iii_worker": service, "iii_function": function_id}
+            worker_log.log(level, "%s", line, extra=extra)

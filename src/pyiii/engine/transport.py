@@ -22,10 +22,13 @@ import asyncio
 import hmac
 import logging
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from picows import (
+    WSAutoPingStrategy,
     WSCloseCode,
     WSFrame,
     WSListener,
@@ -36,9 +39,11 @@ from picows import (
 )
 
 from pyiii import errors, protocol
-from pyiii.engine import telemetry
+from pyiii.engine import rbac, telemetry
+from pyiii.engine.access import Refusal
+from pyiii.engine.auth_gate import AuthGate, Rejected
 from pyiii.engine.connection import Connection
-from pyiii.engine.engine import Engine
+from pyiii.engine.engine import Engine, _LogBudget
 
 log = logging.getLogger("pyiii.transport")
 
@@ -64,6 +69,14 @@ class TransportOptions:
     max_send_buffer_bytes: int = 64 * 1024 * 1024
     auth_token: str | None = None
     handshake_timeout_s: float = 10.0
+    # Which listener this is (for log lines), and its access control.
+    name: str = "iii-worker-manager"
+    rbac: rbac.RbacPolicy | None = None
+    middleware_function_id: str | None = None
+
+    @property
+    def gated(self) -> bool:
+        return self.rbac is not None or self.middleware_function_id is not None
 
 
 def _reason(text: str) -> bytes:
@@ -202,11 +215,20 @@ class _WorkerListener(_Base):
     """A worker on ``/``."""
 
     def __init__(
-        self, engine: Engine, options: TransportOptions, live: set[WSTransport], request: WSUpgradeRequest
+        self,
+        engine: Engine,
+        options: TransportOptions,
+        live: set[WSTransport],
+        request: WSUpgradeRequest,
+        granted: weakref.WeakKeyDictionary[Any, rbac.Grants] | None = None,
+        workers: set[Connection] | None = None,
     ):
         super().__init__(options, live)
         self.engine = engine
         self.request = request
+        self.granted = granted
+        # This listener's open worker connections (limits.max_connections is per listener).
+        self.workers: set[Connection] = set() if workers is None else workers
         self.conn: Connection | None = None
         # Messages read but not yet handled while the worker is not reading our
         # replies (at most what one socket read held; reading is paused meanwhile).
@@ -227,7 +249,7 @@ class _WorkerListener(_Base):
         if not self.engine.accepting:
             self._refuse(errors.SHUTTING_DOWN, "the engine is shutting down", "the engine is shutting down")
             return
-        if len(self.engine.connections) >= self.options.max_connections:
+        if len(self.workers) >= self.options.max_connections:
             limit = self.options.max_connections
             self._refuse(
                 errors.LIMIT_EXCEEDED,
@@ -241,12 +263,28 @@ class _WorkerListener(_Base):
         high = min(WRITE_HIGH_WATER, self.options.max_send_buffer_bytes // 4)
         sock.set_write_buffer_limits(high=high, low=min(WRITE_LOW_WATER, high // 4))
         peer = sock.get_extra_info("peername")
+        session = None
+        options = self.options
+        if options.gated:
+            grants = self.granted.pop(sock, None) if self.granted is not None else None
+            if grants is None and options.rbac is not None and options.rbac.auth_function_id is not None:
+                # Cannot happen (the gate authenticated this socket); refuse rather than open it up.
+                self._refuse(errors.AUTH_ERROR, "connection was not authenticated", "not authenticated")
+                return
+            session = rbac.Session(
+                options.rbac,
+                grants or rbac.OPEN_GRANTS,
+                middleware_function_id=options.middleware_function_id,
+                listener=options.name,
+            )
         self.conn = Connection(
             self._send,
             self._close,
             ip_address=peer[0] if isinstance(peer, tuple) else None,
             headers=headers,
+            session=session,
         )
+        self.workers.add(self.conn)
         self.engine.connect(self.conn)
 
     def _close(self, code: int | WSCloseCode, reason: str) -> None:
@@ -326,6 +364,7 @@ class _WorkerListener(_Base):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
         if self.conn is not None:
+            self.workers.discard(self.conn)
             self.engine.disconnect(self.conn)
 
 
@@ -376,17 +415,22 @@ async def serve(
     from pyiii.engine import channel_sockets
 
     sockets: set[WSTransport] = set() if live is None else live
+    granted: weakref.WeakKeyDictionary[Any, rbac.Grants] = weakref.WeakKeyDictionary()
+    workers: set[Connection] = set()
 
     def route(request: WSUpgradeRequest) -> WSListener | None:
         path = request.path.split(b"?", 1)[0]
         if path == b"/":
-            return _WorkerListener(engine, options, sockets, request)
+            return _WorkerListener(engine, options, sockets, request, granted, workers)
         if path == b"/otel":
             return _TelemetryListener(engine, options, sockets)
         if path.startswith(channel_sockets.PREFIX):
             return channel_sockets.route(request, engine.channels, options, sockets)
         return None  # picows answers 404
 
+    policy = options.rbac
+    if policy is not None and policy.auth_function_id is not None:
+        return await _serve_authenticating(engine, host, port, options, route, granted, policy, start_serving)
     return await ws_create_server(
         route,
         host,
@@ -395,6 +439,84 @@ async def serve(
         websocket_handshake_timeout=options.handshake_timeout_s,
         enable_auto_pong=True,
         logger_name="transport",
+        start_serving=start_serving,
+    )
+
+
+async def _serve_authenticating(
+    engine: Engine,
+    host: str,
+    port: int,
+    options: TransportOptions,
+    route: Any,
+    granted: weakref.WeakKeyDictionary[Any, rbac.Grants],
+    policy: rbac.RbacPolicy,
+    start_serving: bool,
+) -> asyncio.Server:
+    """A listener whose upgrades to ``/`` wait for the auth function (auth_gate.py)."""
+    from picows import picows as core  # the protocol class ws_create_server builds on
+    from picows.api import _resolve_logger
+
+    logger = _resolve_logger("transport", "server")
+    lines = _LogBudget()
+
+    def websocket() -> asyncio.BaseProtocol:
+        # The arguments ws_create_server passes (picows 2.x), with serve()'s settings.
+        proto: asyncio.BaseProtocol = core.WSProtocol(  # type: ignore[attr-defined]
+            None,
+            None,
+            False,
+            route,
+            logger,
+            True,
+            options.handshake_timeout_s,
+            False,
+            20.0,
+            20.0,
+            WSAutoPingStrategy.PING_WHEN_IDLE,
+            True,
+            options.max_frame_bytes,
+            None,
+            16 * 1024,
+        )
+        return proto
+
+    async def decide(headers: dict[str, str], query: str, ip: str) -> rbac.Grants:
+        if options.auth_token is not None and not _authorized(headers, options.auth_token):
+            raise Rejected(
+                401, f"{errors.AUTH_ERROR}: missing or wrong token (send Authorization: Bearer <token>)"
+            )
+        if not engine.accepting:
+            raise Rejected(503, f"{errors.SHUTTING_DOWN}: the engine is shutting down")
+        # Upgrades waiting on the auth function at once are bounded like connections
+        # (a hanging auth function must not let waiting sockets pile up).
+        if waiting[0] >= options.max_connections:
+            if lines.allow():
+                log.warning(
+                    "refused a worker connection on %s: %d upgrades already wait for %s",
+                    options.name,
+                    waiting[0],
+                    policy.auth_function_id,
+                )
+            raise Rejected(503, f"{errors.LIMIT_EXCEEDED}: too many connections waiting; try again later")
+        waiting[0] += 1
+        try:
+            return await engine.access.authenticate(policy, rbac.auth_input(headers, query, ip))
+        except Refusal as refusal:
+            if lines.allow():
+                log.warning(
+                    "refused a worker connection on %s from %s: %s", options.name, ip or "?", refusal.detail
+                )
+            raise Rejected(refusal.status, f"{refusal.code}: {refusal.message}") from None
+        finally:
+            waiting[0] -= 1
+
+    waiting = [0]
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: AuthGate(websocket, decide, granted, options.handshake_timeout_s),
+        host,
+        port,
         start_serving=start_serving,
     )
 

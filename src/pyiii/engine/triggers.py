@@ -143,7 +143,7 @@ class TriggerRegistry:
             protocol.encode(
                 RegisterTrigger(
                     id=trig.id,
-                    trigger_type=trig.trigger_type,
+                    trigger_type=tt.wire_id or trig.trigger_type,
                     function_id=trig.function_id,
                     config=trig.config,
                     metadata=trig.metadata,
@@ -204,7 +204,9 @@ class TriggerRegistry:
                 tt.builtin.unregister(trigger_id)
             elif tt.provider is not None and tt.provider.open:
                 tt.provider.send(
-                    protocol.encode(UnregisterTrigger(id=trigger_id, trigger_type=trig.trigger_type))
+                    protocol.encode(
+                        UnregisterTrigger(id=trigger_id, trigger_type=tt.wire_id or trig.trigger_type)
+                    )
                 )
         return True
 

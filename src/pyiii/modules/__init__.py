@@ -8,15 +8,22 @@ does not run yet. Adding a module is its package plus one line here.
 from __future__ import annotations
 
 from pyiii.engine.module import ModuleSpec
-from pyiii.modules import cron, http, pubsub, queue, state
+from pyiii.modules import console, cron, http, http_functions, pubsub, queue, state, stream
 
-CATALOG: tuple[ModuleSpec, ...] = (state.SPEC, http.SPEC, pubsub.SPEC, cron.SPEC, queue.SPEC)
+CATALOG: tuple[ModuleSpec, ...] = (
+    state.SPEC,
+    http.SPEC,
+    pubsub.SPEC,
+    cron.SPEC,
+    queue.SPEC,
+    http_functions.SPEC,
+    stream.SPEC,
+    console.SPEC,
+)
 
 # Known, not built yet: canonical name -> (other names, old-shape classes).
 PLANNED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "iii-stream": (("stream",), ("modules::stream::StreamModule",)),
     "iii-observability": ((), ("modules::observability::OtelModule",)),
-    "iii-http-functions": ((), ("modules::http_functions::HttpFunctionsModule",)),
     "iii-exec": ((), ("modules::shell::ExecModule",)),
     "iii-bridge": ((), ("modules::bridge_client::BridgeClientModule",)),
     "iii-engine-functions": ((), ()),

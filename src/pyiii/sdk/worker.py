@@ -341,6 +341,60 @@ class Worker(EventsMixin):
         self._soon(self._send_live, frame)
         return FunctionRef(self, id)
 
+    def register_http_function(
+        self,
+        id: str,
+        url: str,
+        *,
+        method: str = "POST",
+        timeout_ms: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: Mapping[str, str] | None = None,
+        description: str | None = None,
+        metadata: Any = None,
+        request_format: Any = None,
+        response_format: Any = None,
+    ) -> FunctionRef:
+        """Register ``id`` as served by an HTTP service: the engine calls ``url`` for every call.
+
+        Needs the engine's iii-http-functions module, whose ``security`` block
+        decides which URLs are allowed; a refused URL is logged here (an
+        engine ``error`` frame) and ``id`` stays unknown. ``auth`` is
+        ``{"type": "bearer", "token_key": ENV}``, ``{"type": "hmac",
+        "secret_key": ENV}`` or ``{"type": "api_key", "header": H,
+        "value_key": ENV}``, each ENV a variable of the engine's environment.
+        """
+        if not id or not id.strip():
+            raise ValueError("function id must be a non-empty string")
+        if id in self._functions:
+            raise ValueError(f"function {id!r} is already registered")
+        invocation: dict[str, Any] = {"url": url, "method": method.upper()}
+        if timeout_ms is not None:
+            invocation["timeout_ms"] = timeout_ms
+        if headers:
+            invocation["headers"] = dict(headers)
+        if auth is not None:
+            invocation["auth"] = dict(auth)
+        frame = p.encode(
+            p.RegisterFunction(
+                id=id,
+                description=UNSET if description is None else description,
+                request_format=_opt_raw(request_format),
+                response_format=_opt_raw(response_format),
+                metadata=_opt_raw(metadata),
+                invocation=Raw(_json_encode(invocation)),
+            )
+        )
+
+        def not_here() -> None:
+            raise IIIError(
+                errors.FUNCTION_NOT_INVOKABLE, f"{id} is served over HTTP by the engine, not by this worker"
+            )
+
+        self._functions[id] = _Function(id, not_here, frame, False, 0, True)
+        self._soon(self._send_live, frame)
+        return FunctionRef(self, id)
+
     def function(self, id: str, **options: Any) -> Callable[[Handler], Handler]:
         """Decorator form of ``register_function``: ``@worker.function("math::add")``."""
 

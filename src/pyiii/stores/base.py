@@ -50,11 +50,40 @@ class Put(bytes):
         return self
 
 
+class Restored(Put):
+    """JSON text to store with a given version and expiry: what a restore writes.
+
+    An import (``state::import``) brings back entries dumped from another
+    store; they keep their version instead of taking the next one, and the
+    store's counter is raised to it so later writes still get larger ones.
+    """
+
+    version: int
+
+    def __new__(cls, raw: bytes, version: int, expires_at: int | None = None) -> Restored:
+        self = bytes.__new__(cls, raw)
+        self.expires_at = expires_at
+        self.version = version
+        return self
+
+
 def stored(raw: bytes, version: int) -> Entry:
     """The entry a mutation's JSON text becomes at ``version``."""
     if type(raw) is Put:
         return Entry(bytes(raw), version, raw.expires_at)
     return Entry(raw, version)
+
+
+def versioned(raw: bytes, counter: int) -> tuple[Entry, int]:
+    """The entry a mutation's JSON text becomes, and the version counter after it.
+
+    A write takes the next version; a ``Restored`` keeps its own and raises
+    the counter to it (never lowers it).
+    """
+    if type(raw) is Restored:
+        return Entry(bytes(raw), raw.version, raw.expires_at), max(counter, raw.version)
+    counter += 1
+    return stored(raw, counter), counter
 
 
 class _Keep:
@@ -203,6 +232,14 @@ class StateAdapter(abc.ABC):
         Called by the State module once it is started; expired entries found
         earlier (at load) are reported after this call. Adapters that
         broadcast changes (``subscribe``) report expiries there instead.
+        """
+
+    def on_resumed(self, listener: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Call ``listener`` each time the ``subscribe`` feed is back after it was lost.
+
+        Changes committed while the feed was down were never delivered; a
+        module whose listeners hold copies (the Streams clients) re-reads then.
+        Adapters without a feed that can be lost never call it.
         """
 
     # True when every method only awaits plain asyncio futures (no

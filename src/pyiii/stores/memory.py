@@ -37,7 +37,7 @@ from pyiii.stores.base import (
     StateAdapter,
     _Keep,
     now_ms,
-    stored,
+    versioned,
 )
 
 # (scope, key, the entry that expired)
@@ -210,8 +210,11 @@ class MemoryStore:
         out = fn(old)
         if isinstance(out, _Keep) or (out is None and old is None):
             return old, old, False
-        self.version += 1
-        new = None if out is None else stored(out, self.version)
+        if out is None:
+            self.version += 1
+            new = None
+        else:
+            new, self.version = versioned(out, self.version)
         self._store(scope, key, old, new)
         return old, new, True
 
@@ -235,8 +238,11 @@ class MemoryStore:
             if isinstance(out, _Keep) or (out is None and old is None):
                 planned.append((old, old, False))
                 continue
-            version += 1
-            new = None if out is None else stored(out, version)
+            if out is None:
+                version += 1
+                new = None
+            else:
+                new, version = versioned(out, version)
             view[(scope, key)] = new
             planned.append((old, new, True))
         self.version = version

@@ -163,7 +163,7 @@ import logging
 import random
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -182,7 +182,7 @@ from pyiii.stores.base import (
     _Keep,
     net_changes,
     now_ms,
-    stored,
+    versioned,
 )
 from pyiii.stores.events import CREATED, DELETED, EXPIRED, UPDATED
 from pyiii.stores.mutations import DeleteFn, SetFn
@@ -407,10 +407,9 @@ def _plan(
                 if raw is None:
                     new = None
                 else:
-                    version = my_versions[scope] = my_versions[scope] + 1
-                    new = stored(raw, version)
+                    new, my_versions[scope] = versioned(raw, my_versions[scope])
                     if old is None:
-                        my_ords[k] = version  # (re)created: goes to the end of the list order
+                        my_ords[k] = new.version  # (re)created: goes to the end of the list order
                 mine[k] = new
                 pairs.append((old, new))
         except Exception as exc:
@@ -551,6 +550,7 @@ class RedisAdapter(StateAdapter):
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._listener: ChangeListener | None = None
+        self._resumed: Callable[[], None] | None = None
         self._locks: dict[str, _ScopeLock] = {}
         self._queues: dict[str, _Queue] = {}
         self.commits = 0  # EXECs that wrote (one per batch of writes)
@@ -621,6 +621,9 @@ class RedisAdapter(StateAdapter):
         except _FAILURES as exc:
             raise self._failure(exc) from None
         return True
+
+    def on_resumed(self, listener: Callable[[], None]) -> None:
+        self._resumed = listener
 
     def on_expired(self, listener: ExpiryListener) -> None:
         # Expiries travel over pub/sub like every change (as state:expired),
@@ -1317,6 +1320,11 @@ class RedisAdapter(StateAdapter):
         """The subscription is (again) in place."""
         if self._events_lost:
             log.warning("state events from Redis at %s flow again", self._where)
+            if self._resumed is not None:
+                try:
+                    self._resumed()
+                except Exception:
+                    log.exception("resumed-feed listener failed")
         self._events_lost = False
         self._events_delay = 0.05
         self._subscribed.set()

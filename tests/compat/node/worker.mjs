@@ -30,6 +30,10 @@
 //   publish TOPIC COUNT              COUNT concurrent iii::durable::publish {topic, data: {n}}; prints
 //                                    {"published":n,"failed":n,"errors":[..]}
 //   enqueue FUNCTION_ID QUEUE [JSON] one trigger with the enqueue action; prints {"result":..} or {"error":..}
+//   serve-http FUNCTION_ID INVOCATION_JSON [WAIT_MS]   registerFunction(FUNCTION_ID, INVOCATION) (0.22+): served
+//                                    by the engine calling INVOCATION.url; prints {"ready":true,"listed":bool} once
+//                                    engine::functions::list shows it (or after WAIT_MS, default 3000); on SIGTERM unregisters
+//                                    it, prints {"unregistered":..} and exits
 // stdout carries ONLY one JSON object per line; SDK chatter is redirected to stderr.
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
@@ -52,7 +56,8 @@ const sdk = await import(pathToFileURL(resolve(sdkDir, 'sdk.mjs')).href)
 const [role, ...args] = process.argv.slice(2)
 const ROLES = [
   'serve-add', 'call', 'log', 'increment', 'state-trigger', 'serve-channels', 'channel-send', 'channel-receive',
-  'pubsub-subscribe', 'pubsub-publish', 'cron', 'subscribe', 'publish', 'enqueue',
+  'pubsub-subscribe', 'pubsub-publish', 'cron', 'subscribe', 'publish', 'enqueue', 'serve-http',
+  'stream-trigger', 'stream-custom', 'calls',
 ]
 if (!ROLES.includes(role)) fail(`unknown role '${role}' (expected: ${ROLES.join(', ')})`)
 
@@ -80,8 +85,9 @@ async function stop(code = 0) {
   await Promise.race([shutdown, sleep(5000)])
   process.exit(code)
 }
-process.on('SIGTERM', () => stop(0))
-process.on('SIGINT', () => stop(0))
+let beforeStop = async () => {}
+process.on('SIGTERM', () => beforeStop().then(() => stop(0)))
+process.on('SIGINT', () => beforeStop().then(() => stop(0)))
 
 // Registrations carry no ack: a round trip through the engine to one of our own functions
 // proves the engine has processed everything sent before it on this socket.
@@ -317,7 +323,88 @@ async function enqueue(functionId, queue, json = '{}') {
   await stop(0)
 }
 
+async function listed(functionId) {
+  const { functions } = await iii.trigger({ function_id: 'engine::functions::list', payload: {} })
+  return functions.some((f) => f.function_id === functionId)
+}
+
+async function serveHttp(functionId, invocation, waitMs = '3000') {
+  const ref = sdk.registerFunction(iii, functionId, JSON.parse(invocation))
+  const until = Date.now() + Number(waitMs)
+  let found = false
+  while (!(found = await listed(functionId)) && Date.now() < until) await sleep(100)
+  emit({ ready: true, listed: found, sdk: sdk.sdkVersion })
+  beforeStop = async () => {
+    ref.unregister()
+    await sleep(300) // let the frame leave before the socket closes
+    emit({ unregistered: functionId })
+  }
+}
+
+// -- streams ---------------------------------------------------------------------------------
+// A binding of trigger type TYPE (stream, stream:join, stream:leave) with CONFIG (JSON); each
+// event is emitted; a join for group "secret" is refused with {unauthorized: true}.
+async function streamTrigger(functionId, type, configJson = '{}') {
+  sdk.registerFunction(iii, functionId, async (data) => {
+    if (data?.__ready) return { pong: true }
+    emit({ event: data })
+    return type === 'stream:join' ? { unauthorized: data?.group_id === 'secret' } : {}
+  })
+  iii.registerTrigger({ type, function_id: functionId, config: JSON.parse(configJson) })
+  await waitRoutable(functionId, { __ready: true })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+// Serves stream NAME from a Map through the SDK's createStream (0.9: iii.createStream;
+// 0.22: the 'iii-sdk/helpers' free function), emitting each call.
+async function streamCustom(streamName) {
+  const items = new Map()
+  const key = (i) => `${i.group_id}/${i.item_id}`
+  const impl = {
+    get: async (i) => { emit({ op: 'get', input: i }); return items.get(key(i)) ?? null },
+    set: async (i) => {
+      emit({ op: 'set', input: i })
+      const old = items.get(key(i)) ?? null
+      items.set(key(i), i.data)
+      return { old_value: old, new_value: i.data }
+    },
+    delete: async (i) => {
+      emit({ op: 'delete', input: i })
+      const old = items.get(key(i)) ?? null
+      items.delete(key(i))
+      return { old_value: old }
+    },
+    list: async (i) => [...items.entries()].filter(([k]) => k.startsWith(`${i.group_id}/`)).map(([, v]) => v),
+    listGroups: async () => [...new Set([...items.keys()].map((k) => k.split('/')[0]))].sort(),
+    update: async () => { throw new Error('not implemented') },
+  }
+  if (typeof iii.createStream === 'function') iii.createStream(streamName, impl)
+  else {
+    const helpers = resolve(sdkDir, 'node_modules/iii-sdk/dist/helpers.mjs')
+    ;(await import(pathToFileURL(helpers).href)).createStream(iii, streamName, impl)
+  }
+  await waitRoutable(`stream::list_groups(${streamName})`, { stream_name: streamName })
+  emit({ ready: true, sdk: sdk.sdkVersion })
+}
+
+// Several calls in order, from a JSON array of [function_id, payload]: one {results} line.
+async function calls(json) {
+  const results = []
+  for (const [functionId, payload] of JSON.parse(json)) {
+    try {
+      results.push({ result: (await iii.trigger({ function_id: functionId, payload })) ?? null })
+    } catch (e) {
+      results.push({ error: errorJson(e) })
+    }
+  }
+  emit({ results })
+  await stop(0)
+}
+
 const roles = {
+  calls,
+  'stream-trigger': streamTrigger,
+  'stream-custom': streamCustom,
   'serve-add': serveAdd,
   call,
   log,
@@ -332,5 +419,6 @@ const roles = {
   subscribe,
   publish,
   enqueue,
+  'serve-http': serveHttp,
 }
 await roles[role](...args)

@@ -29,6 +29,11 @@ Run it with the venv's python made by scripts/install-compat.sh. Roles:
     publish TOPIC COUNT              COUNT concurrent iii::durable::publish {topic, data: {n}}; prints
                                      {"published":n,"failed":n,"errors":[..]}
     enqueue FUNCTION_ID QUEUE [JSON] one trigger with TriggerAction.Enqueue; {"result":..} or {"error":..}
+    serve-http FUNCTION_ID INVOCATION_JSON [WAIT_MS]   register_function(FUNCTION_ID,
+                                     HttpInvocationConfig(**INVOCATION)) (0.25+); prints
+                                     {"ready":true,"listed":bool} once engine::functions::list shows it (or
+                                     after WAIT_MS, default 3000); on SIGTERM unregisters it, prints
+                                     {"unregistered":..} and exits
 stdout carries ONLY one JSON object per line; SDK logging goes to stderr.
 """
 
@@ -98,6 +103,10 @@ ROLE_NAMES = (
     "subscribe",
     "publish",
     "enqueue",
+    "serve-http",
+    "stream-trigger",
+    "stream-custom",
+    "calls",
 )
 if ROLE not in ROLE_NAMES:
     fail(f"unknown role {ROLE!r} (expected: {', '.join(ROLE_NAMES)})")
@@ -420,7 +429,115 @@ def enqueue(function_id: str, queue: str, payload: str = "{}") -> None:
     stop(0)
 
 
+def listed(function_id: str) -> bool:
+    functions = iii.trigger({"function_id": "engine::functions::list", "payload": {}})["functions"]
+    return any(f["function_id"] == function_id for f in functions)
+
+
+def serve_http(function_id: str, invocation: str, wait_ms: str = "3000") -> None:
+    from iii_helpers.http import HttpInvocationConfig  # 0.25+: 0.11 has no HTTP-invoked functions
+
+    ref = iii.register_function(function_id, HttpInvocationConfig.model_validate(json.loads(invocation)))
+    until = time.monotonic() + int(wait_ms) / 1000
+    while not (found := listed(function_id)) and time.monotonic() < until:
+        time.sleep(0.1)
+    emit({"ready": True, "listed": found, "sdk": SDK})
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    ref.unregister()
+    time.sleep(0.3)  # let the frame leave before the socket closes
+    emit({"unregistered": function_id})
+    stop(0)
+
+
+# -- streams ---------------------------------------------------------------------------------
+
+
+def stream_trigger(function_id: str, trigger_type: str, config_json: str = "{}") -> None:
+    """A binding of ``trigger_type`` (stream, stream:join, stream:leave); a join for group
+    "secret" is refused with {unauthorized: true}."""
+
+    async def on_event(data: Any) -> Any:
+        if isinstance(data, dict) and data.get("__ready"):
+            return {"pong": True}
+        emit({"event": data})
+        if trigger_type == "stream:join":
+            return {"unauthorized": isinstance(data, dict) and data.get("group_id") == "secret"}
+        return {}
+
+    iii.register_function(function_id, on_event)
+    config = json.loads(config_json)
+    iii.register_trigger({"type": trigger_type, "function_id": function_id, "config": config})
+    wait_routable(function_id, {"__ready": True})
+    emit({"ready": True, "sdk": SDK})
+    serve_forever()
+
+
+def stream_custom(stream_name: str) -> None:
+    """Serves stream ``stream_name`` from a dict through the SDK's create_stream
+    (0.11: iii.create_stream; 0.25: iii.helpers.create_stream)."""
+    from iii.stream import StreamDeleteResult, StreamSetResult
+
+    items: dict[str, Any] = {}
+
+    def key(i: Any) -> str:
+        return f"{i.group_id}/{i.item_id}"
+
+    class Impl:
+        async def get(self, i: Any) -> Any:
+            emit({"op": "get", "input": i.model_dump()})
+            return items.get(key(i))
+
+        async def set(self, i: Any) -> Any:
+            emit({"op": "set", "input": i.model_dump()})
+            old = items.get(key(i))
+            items[key(i)] = i.data
+            return StreamSetResult(old_value=old, new_value=i.data)
+
+        async def delete(self, i: Any) -> Any:
+            emit({"op": "delete", "input": i.model_dump()})
+            return StreamDeleteResult(old_value=items.pop(key(i), None))
+
+        async def list(self, i: Any) -> Any:
+            return [v for k, v in items.items() if k.startswith(f"{i.group_id}/")]
+
+        async def list_groups(self, i: Any) -> Any:
+            return sorted({k.split("/")[0] for k in items})
+
+        async def update(self, i: Any) -> Any:
+            raise NotImplementedError
+
+    if hasattr(iii, "create_stream"):
+        iii.create_stream(stream_name, Impl())
+    else:
+        from iii.helpers import create_stream
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            create_stream(iii, stream_name, Impl())  # type: ignore[arg-type]
+    wait_routable(f"stream::list_groups({stream_name})", {"stream_name": stream_name})
+    emit({"ready": True, "sdk": SDK})
+    serve_forever()
+
+
+def calls(calls_json: str) -> None:
+    """Several calls in order, from a JSON array of [function_id, payload]: one {results} line."""
+    results: list[Any] = []
+    for function_id, payload in json.loads(calls_json):
+        try:
+            results.append({"result": iii.trigger({"function_id": function_id, "payload": payload})})
+        except Exception as e:
+            results.append({"error": error_json(e)})
+    emit({"results": results})
+    stop(0)
+
+
 ROLES = {
+    "calls": calls,
+    "stream-trigger": stream_trigger,
+    "stream-custom": stream_custom,
     "serve-add": serve_add,
     "call": call,
     "log": log,
@@ -435,5 +552,6 @@ ROLES = {
     "subscribe": subscribe,
     "publish": publish,
     "enqueue": enqueue,
+    "serve-http": serve_http,
 }
 ROLES[ROLE](*ARGS)

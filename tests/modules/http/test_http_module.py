@@ -262,6 +262,13 @@ async def test_client_leaving_early_leaks_nothing(http_engine: HttpEngine) -> No
             await asyncio.wait_for(entered.wait(), 5)
             assert engine.stats()["pending"] == 1
             writer.close()
+            # Cancelled once noticed (the module watches a request's client after
+            # WATCH_AFTER_S), long before the handler's 3 s are up.
+            for _ in range(50):
+                if engine.stats()["pending"] == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert engine.stats()["pending"] == 0, "the invocation outlived its client by 1 s"
         for _ in range(100):
             if engine.stats()["pending"] == 0 and http_engine.http.in_flight == 0:
                 break
@@ -531,3 +538,21 @@ async def test_engine_serves_other_workers_while_http_fails(http_engine: HttpEng
             )
     assert [r.status_code for r in results[:5]] == [500] * 5
     assert results[5] == 3
+
+
+async def test_a_second_worker_for_the_same_function_is_refused_and_the_first_serves(
+    http_engine: HttpEngine,
+) -> None:
+    # The protocol gives a function one serving worker (FUNCTION_NAMESPACE_CONFLICT for another).
+    async with (
+        http_engine.client() as c,
+        sdk_worker(http_engine.url, "a") as a,
+        sdk_worker(http_engine.url, "b") as b,
+    ):
+        route(a, "shared", "/shared", handler=lambda req: {"body": "a"})
+        await http_engine.wait_route("GET", "/shared")
+        route(b, "shared", "/shared", handler=lambda req: {"body": "b"})
+        await asyncio.sleep(0.3)
+        fn = http_engine.server.engine.functions[("default", "shared")]
+        assert fn.owner is not None and fn.owner.name == "a"
+        assert [(await c.get("/shared")).json() for _ in range(6)] == ["a"] * 6

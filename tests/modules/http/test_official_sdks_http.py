@@ -52,7 +52,9 @@ async def test_official_sdk_serves_http_routes(sdk: str, http_engine: HttpEngine
             raw = await c.post(
                 f"/{prefix}/raw", content=raw_json, headers={"content-type": "application/json"}
             )
-            blob = bytes(range(256)) * 600  # 150 KB of non-JSON bytes
+            # 3 MiB of non-JSON bytes: past the channel's 1 MiB buffer and the 1 MiB frame cap of
+            # Python's websockets (the official Python SDK's reader).
+            blob = bytes(range(256)) * 12_288
             raw_bin = await c.post(
                 f"/{prefix}/raw", content=blob, headers={"content-type": "application/octet-stream"}
             )

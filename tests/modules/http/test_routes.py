@@ -41,7 +41,7 @@ def test_same_shape_conflict_names_both_routes() -> None:
     with pytest.raises(RouteError) as err:
         table.add("b", spec("lists/:userId/:listId", fn="second"))
     message = str(err.value)
-    assert "conflicts with" in message
+    assert "conflicts with already-registered route" in message
     assert "/lists/:userId/:listId (function second)" in message
     assert "/lists/:listId/:userId (function first)" in message
     with pytest.raises(RouteError, match="conflicts with"):
@@ -86,3 +86,18 @@ def test_bad_trigger_configs_say_what_to_fix(config: object, needle: str) -> Non
 def test_defaults_and_extra_keys() -> None:
     s = parse_spec({"api_path": "todos/{id}", "description": "ignored", "metadata": {"a": 1}}, "f")
     assert (s.method, s.pattern, s.api_path) == ("GET", "/todos/:id", "todos/{id}")
+
+
+def test_json_body_is_checked_and_passed_on_as_sent() -> None:
+    import msgspec
+
+    from pyiii.modules.http.request import parse_body
+
+    sent = b'{ "z": 2,\n  "a": [1, 2.5, null] }'
+    body = parse_body(sent, "application/json; charset=utf-8")
+    assert isinstance(body, msgspec.Raw) and bytes(body) == sent
+    assert msgspec.json.decode(msgspec.json.encode({"body": body})) == {"body": {"z": 2, "a": [1, 2.5, None]}}
+    assert parse_body(b'{"a": 1', "application/json") is None  # malformed
+    assert parse_body(b'{"a": 1}', "text/plain") is None  # not declared JSON
+    assert parse_body(b"", "application/json") is None
+    assert parse_body(b'"x"', "application/vnd.api+json") == msgspec.Raw(b'"x"')

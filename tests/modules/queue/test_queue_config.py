@@ -23,7 +23,9 @@ def test_defaults_and_the_always_present_default_queue() -> None:
     d = cfg.queues["default"]
     assert (d.max_retries, d.concurrency, d.type) == (3, 10, "standard")
     assert (d.backoff_ms, d.poll_interval_ms) == (1000, 100)
-    assert cfg.adapter == "builtin" and cfg.store_method == "in_memory"
+    assert cfg.adapter == "builtin" and cfg.store_method == "in_memory" and cfg.synchronous == "full"
+    normal = "adapter: {name: builtin, config: {store_method: file_based, synchronous: normal}}"
+    assert queue(f"workers:\n  - name: iii-queue\n    config: {{{normal}}}\n").synchronous == "normal"
 
 
 def test_the_reference_sample_config() -> None:
@@ -76,6 +78,7 @@ modules:
         ("adapter: {name: rabbit}", "unknown Queue adapter 'rabbit'"),
         ("adapter: {name: redis, config: {redis_url: 'http://x'}}", "valid schemes"),
         ("adapter: {name: builtin, config: {store_method: disk}}", "unknown store_method 'disk'"),
+        ("adapter: {name: builtin, config: {synchronous: off}}", "unknown synchronous 'off'"),
         ("adapter: {name: redis, config: {key_prefix: 'a{b}'}}", "must not contain braces"),
         ("port: 3111", "unknown key 'port'"),
     ],

@@ -191,10 +191,15 @@ async def test_redis_down_fails_publish_naming_the_url_and_recovery_loses_nothin
         text = queue_config_yaml({}, redis_block(server.url, "out"))
         eng = await QueueEngine(text).start()
         got: set[int] = set()
+        held: set[int] = set()
+        gate = asyncio.Event()
+        gate.set()
         w = await worker(eng.url, "consumer")
 
-        @w.subscriber("t", id="t::handle")
+        @w.subscriber("t", id="t::handle")  # default queue: 10 handlers at once
         async def handle(data: Any) -> None:
+            held.add(data["n"])
+            await gate.wait()
             got.add(data["n"])
 
         await w.trigger("engine::functions::list", {})
@@ -203,15 +208,24 @@ async def test_redis_down_fails_publish_naming_the_url_and_recovery_loses_nothin
             await w.publish("t", {"n": n})
             acknowledged.add(n)
         await wait_until(lambda: got >= acknowledged, 10, "the first messages")
+        # A backlog when Redis goes down: 10 messages out to handlers that have not
+        # returned, 10 more waiting in Redis; all acknowledged.
+        gate.clear()
+        for n in range(20, 40):
+            await w.publish("t", {"n": n})
+            acknowledged.add(n)
+        await wait_until(lambda: len(held - got) == 10, 10, "ten handlers running")
         server.stop()
+        gate.set()  # they return while Redis is down: their acks must wait for it
+        await asyncio.sleep(0.2)
         with pytest.raises(IIIError) as err:
             await w.publish("t", {"n": 999})
         assert err.value.code == "publish_failed"
         assert server.url in err.value.message and "unreachable" in err.value.message
         server.start()
         deadline = time.monotonic() + 20
-        n = 20
-        while n < 40 and time.monotonic() < deadline:
+        n = 40
+        while n < 60 and time.monotonic() < deadline:
             try:
                 await w.publish("t", {"n": n})
             except IIIError:
@@ -219,8 +233,15 @@ async def test_redis_down_fails_publish_naming_the_url_and_recovery_loses_nothin
                 continue
             acknowledged.add(n)
             n += 1
-        assert n == 40
+        assert n == 60
         await wait_until(lambda: got >= acknowledged, 20, "every acknowledged message after the outage")
+        assert 999 not in got
+        depth = -1
+        deadline = time.monotonic() + 10
+        while depth != 0 and time.monotonic() < deadline:  # the delayed acks reached Redis
+            depth = (await w.trigger("engine::queue::topic_stats", {"topic": "t"}))["depth"]
+            await asyncio.sleep(0.1)
+        assert depth == 0
         await w.shutdown()
         await eng.stop()
     finally:

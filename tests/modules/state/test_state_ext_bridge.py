@@ -77,3 +77,27 @@ async def test_extensions_through_the_bridge(bridged: tuple[Worker, Worker]) -> 
     assert kinds[:3] == [("k", "state:created"), ("k", "state:updated"), ("new", "state:created")]
     assert sorted(kinds[3:]) == [(f"m{i}", "state:created") for i in range(5)]
     assert len(events) == 8  # the failed transaction fired nothing
+
+
+async def test_operator_functions_through_the_bridge(bridged: tuple[Worker, Worker]) -> None:
+    a, b = bridged
+    await a.trigger("state::set", {"scope": "op", "key": "k1", "value": 1, "ttl_ms": 60_000})
+    await a.trigger("state::set", {"scope": "op", "key": "k2", "value": 2})
+    assert await b.trigger("state::scopes", {}) == await a.trigger("state::scopes", {})
+    assert (await b.trigger("state::scopes", {}))["scopes"] == [{"scope": "op", "keys": 2}]
+    page = await b.trigger("state::keys", {"scope": "op", "with_values": True, "limit": 1})
+    assert page == await a.trigger("state::keys", {"scope": "op", "with_values": True, "limit": 1})
+    assert page["items"][0]["key"] == "k1" and "expires_at_ms" in page["items"][0]
+    rest = await b.trigger("state::keys", {"scope": "op", "cursor": page["cursor"]})
+    assert [i["key"] for i in rest["items"]] == ["k2"] and rest["cursor"] is None
+    items = [
+        {"scope": "op", "key": "k2", "value": "theirs", "version": 9},
+        {"scope": "op", "key": "k3", "value": "new", "version": 99},
+    ]
+    out = await b.trigger("state::import", {"items": items})
+    assert out["imported"] == 1 and [s["reason"] for s in out["skipped"]] == ["exists"]
+    assert await a.state.get_meta("op", "k3") == await b.state.get_meta("op", "k3")
+    assert (await a.trigger("state::get", {"scope": "op", "key": "k3", "with_meta": True}))["version"] == 99
+    with pytest.raises(IIIError) as err:
+        await b.trigger("state::import", {"items": [{"scope": "op", "key": "x"}]})
+    assert err.value.code == "deserialization_error"

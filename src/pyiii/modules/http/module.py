@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Raw
 
 from pyiii import errors
+from pyiii.engine.channels import ChannelClosed
 from pyiii.engine.module import Module, TriggerProvider
 from pyiii.errors import ConfigError, IIIError
 from pyiii.httpserver import BodyTooLarge, Exchange, HttpServer
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyiii.http")
 
 WORKER_NAME = "iii-http"
+# A request is checked for its client having left once it has taken this long.
+WATCH_AFTER_S = 0.05
+# The request body goes to the request_body channel in pieces of at most this size.
+BODY_CHUNK = 64 * 1024
 # Function errors that mean "nobody could answer", not "the function failed".
 _UNAVAILABLE = frozenset({errors.INVOCATION_STOPPED, errors.SHUTTING_DOWN})
 
@@ -57,14 +62,22 @@ class _Answered(Exception):
 
 
 class _Call:
-    """One request's waits: each is cut short by the deadline or the client leaving."""
+    """One request's waits: each is cut short by the deadline or the client leaving.
 
-    __slots__ = ("deadline", "exchange", "gone", "loop")
+    The client is watched only once a request has taken WATCH_AFTER_S: most
+    are answered sooner, and asking granian for the disconnect future (and
+    cancelling it afterwards) was an eighth of the engine's Python time per
+    request. A client that leaves is still noticed within that much.
+    """
+
+    __slots__ = ("deadline", "exchange", "gone", "loop", "watch_at")
 
     def __init__(self, exchange: Exchange, timeout_s: float) -> None:
         self.exchange = exchange
         self.loop = asyncio.get_running_loop()
-        self.deadline = self.loop.time() + timeout_s
+        now = self.loop.time()
+        self.deadline = now + timeout_s
+        self.watch_at = now + WATCH_AFTER_S
         self.gone: asyncio.Future[None] | None = None
 
     def watch(self) -> asyncio.Future[None]:
@@ -73,17 +86,45 @@ class _Call:
         return self.gone
 
     async def first(self, *futures: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
-        """Wait for the first of ``futures``; _Gone / _Timeout if the client or the clock wins."""
-        gone = self.watch()
-        left = self.deadline - self.loop.time()
-        if left <= 0:
-            raise _Timeout
-        done, _ = await asyncio.wait({*futures, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        if gone in done:
-            raise _Gone
-        if not done:
-            raise _Timeout
-        return done
+        """Wait for the first of ``futures``; _Gone / _Timeout if the client or the clock wins.
+
+        One plain future woken by callbacks, not ``asyncio.wait``: this runs
+        on every request, and ``wait`` costs a set and a task's worth of work.
+        """
+        while True:
+            gone = self.gone
+            if gone is not None and gone.done():
+                raise _Gone
+            done = {f for f in futures if f.done()}
+            if done:
+                return done
+            now = self.loop.time()
+            if self.deadline <= now:
+                raise _Timeout
+            if gone is None and now >= self.watch_at:
+                self.watch()
+                continue
+            until = self.deadline if gone is not None else min(self.deadline, self.watch_at)
+            await self._sleep(futures, until)
+
+    async def _sleep(self, futures: tuple[asyncio.Future[Any], ...], until: float) -> None:
+        """Until one of ``futures`` (or the client watch) is done, or the clock reaches ``until``."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+
+        def wake(_: Any = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        watched = (*futures, self.gone) if self.gone is not None else futures
+        for f in watched:
+            f.add_done_callback(wake)
+        timer = self.loop.call_at(until, wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            for f in watched:
+                f.remove_done_callback(wake)
 
     async def result(self, coro: Any) -> Any:
         task = asyncio.ensure_future(coro)
@@ -97,6 +138,16 @@ class _Call:
     def close(self) -> None:
         if self.gone is not None:
             self.gone.cancel()
+
+
+async def _feed(channel: Any, body: bytes) -> None:
+    """Write ``body`` to ``channel`` in BODY_CHUNK pieces, then end it (stops if it is aborted)."""
+    try:
+        for start in range(0, len(body), BODY_CHUNK):
+            await channel.put(body[start : start + BODY_CHUNK])
+        channel.end()
+    except ChannelClosed:
+        pass
 
 
 class HttpModule(Module, TriggerProvider):
@@ -118,6 +169,7 @@ class HttpModule(Module, TriggerProvider):
 
     async def start(self, engine: Engine) -> None:
         self.engine = engine
+        engine.services[self.name] = self  # the console's HTTP tester finds the port here
         engine.register_trigger_type(
             "http", "HTTP route: api_path, http_method", self, worker_name=WORKER_NAME
         )
@@ -183,6 +235,10 @@ class HttpModule(Module, TriggerProvider):
                 self.in_flight -= 1
         if reply is not None:
             ex.respond(reply.status, reply.headers + self.cors.headers(origin), reply.body)
+        metrics = self.engine.metrics if self.engine is not None else None
+        if metrics is not None and ex.answered:
+            found = self.routes.match(ex.method, ex.path)  # matched again only when metrics are on
+            metrics.http_request(ex.method, found[0].spec.pattern if found else "(no route)", ex.status)
 
     async def _handle(self, ex: Exchange) -> rs.Reply | None:
         """The reply to send, or None when it was streamed or the client left."""
@@ -216,7 +272,7 @@ class HttpModule(Module, TriggerProvider):
                 await self._condition(call, spec, payload)
             for mw_id in spec.middleware_function_ids:
                 await self._middleware(call, spec, mw_id, path_params, query, headers, ex.method, context)
-            response = await self._open_channels(payload, body, channels)
+            response = self._open_channels(payload, body, channels)
             return await self._invoke(call, ex, spec, payload, response)
         except _Answered as answered:
             return answered.reply
@@ -318,16 +374,26 @@ class HttpModule(Module, TriggerProvider):
                 )
             )
 
-    async def _open_channels(self, payload: dict[str, Any], body: bytes, channels: list[Any]) -> Any:
-        """Add ``request_body`` (holding the raw body) and ``response`` refs; the response channel."""
+    def _open_channels(self, payload: dict[str, Any], body: bytes, channels: list[Any]) -> Any:
+        """Add ``request_body`` (holding the raw body) and ``response`` refs; the response channel.
+
+        A body up to BODY_CHUNK bytes is buffered at once; a larger one is fed in
+        BODY_CHUNK pieces as the function reads them, since the channel holds at
+        most its byte bound and clients cap the frames they take (Python's
+        ``websockets``: 1 MiB).
+        """
         hub = getattr(self.engine, "channels", None)
         if hub is None:
             return None
         request_body = hub.create()
         channels.append(request_body)
-        if body:
-            await request_body.put(body)
-        request_body.end()
+        if len(body) <= BODY_CHUNK:
+            if body:
+                request_body.offer(body)  # an empty channel always has room for one message
+            request_body.end()
+        else:
+            feeding = asyncio.ensure_future(_feed(request_body, body))
+            request_body.add_abort_callback(lambda _reason: feeding.cancel())
         response = hub.create()
         channels.append(response)
         payload["request_body"] = request_body.reader_ref
@@ -339,17 +405,23 @@ class HttpModule(Module, TriggerProvider):
     ) -> rs.Reply | None:
         """Call the function; answer with what it returns or what it writes, whichever comes first."""
         assert self.engine is not None
-        task = asyncio.ensure_future(
-            self.engine.call(spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata)
-        )
+        try:
+            task = self.engine.call_future(
+                spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata
+            )
+        except IIIError as err:
+            self._failed(spec, "function", spec.function_id, err)
         head = rs.StreamHead()
-        item: asyncio.Future[Any] | None = None
+        item: asyncio.Future[Any] | None = None  # the response channel has something for us
         returned_nothing = False
         try:
             while True:
                 if item is None and response is not None:
-                    item = asyncio.ensure_future(response.get())
-                waiting = [f for f in (task, item) if f is not None and not f.done()] or [task]
+                    item = response.readable()
+                # Done futures stay in: ``first`` returns them at once.
+                waiting = [f for f in (item, None if returned_nothing else task) if f is not None]
+                if not waiting:
+                    return self._bad(spec, "it returned no response and has no response channel")
                 try:
                     done = await call.first(*waiting)
                 except _Timeout:
@@ -364,14 +436,16 @@ class HttpModule(Module, TriggerProvider):
                         ) from None
                     raise
                 if item is not None and item in done:
-                    got, item = item, None
+                    item = None
                     try:
-                        message = got.result()
-                    except Exception as exc:  # the response channel was aborted
+                        ready, message = response.poll()
+                    except ChannelClosed as exc:  # the response channel was aborted
                         log.debug("%s %s: response channel closed: %s", spec.method, spec.pattern, exc)
                         response = None
                         if returned_nothing:
                             return self._bad(spec, "its response channel closed before any response")
+                        continue
+                    if not ready:
                         continue
                     if isinstance(message, str):
                         head.apply(message)

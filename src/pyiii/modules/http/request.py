@@ -57,13 +57,18 @@ def is_json(content_type: str | None) -> bool:
 
 
 def parse_body(body: bytes, content_type: str | None) -> Any:
-    """The parsed JSON body, or None (not JSON, empty, or malformed)."""
+    """The JSON body as ``Raw`` (checked, passed on as sent), or None (not JSON, empty, or malformed).
+
+    Checking is a decode; handing on the client's own text saves encoding the
+    value again into the invocation.
+    """
     if not body or not is_json(content_type):
         return None
     try:
-        return _decode(body)
+        _decode(body)
     except msgspec.DecodeError:
         return None
+    return msgspec.Raw(body)
 
 
 def build(

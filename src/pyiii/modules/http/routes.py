@@ -171,9 +171,11 @@ class RouteTable:
             )
             if not same:
                 raise RouteError(
+                    # "conflicts with already-registered route" is the reference's wording,
+                    # which the official SDKs' suites look for in the log.
                     f"route {spec.method} {spec.pattern} (function {spec.function_id}) conflicts with "
-                    f"{old.method} {old.pattern} (function {old.function_id}), registered first: both "
-                    "match the same requests; use another path or method, or unregister the first"
+                    f"already-registered route {old.method} {old.pattern} (function {old.function_id}): "
+                    "both match the same requests; use another path or method, or unregister the first"
                 )
             # Same route, same function: the newest binding's settings apply.
             existing.spec = spec

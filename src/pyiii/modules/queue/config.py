@@ -7,7 +7,7 @@
       payments: {max_retries: 10, concurrency: 2, type: fifo, message_group_field: account}
     adapter:
       name: builtin           # builtin | redis
-      config: {store_method: file_based, file_path: ./data/queue_store}
+      config: {store_method: file_based, file_path: ./data/queue_store}  # synchronous: full | normal
 ```
 """
 
@@ -21,6 +21,7 @@ from pyiii.config.values import REDIS_SCHEMES, Block, found
 
 AdapterName = Literal["builtin", "redis"]
 StoreMethod = Literal["in_memory", "file_based"]
+Synchronous = Literal["full", "normal"]
 QueueType = Literal["standard", "fifo"]
 
 DEFAULT_QUEUE = "default"
@@ -32,6 +33,7 @@ ADAPTER_CLASSES: dict[str, AdapterName] = {
     "modules::queue::RedisAdapter": "redis",
 }
 STORE_METHODS: dict[str, StoreMethod] = {"in_memory": "in_memory", "file_based": "file_based"}
+SYNCHRONOUS: dict[str, Synchronous] = {"full": "full", "normal": "normal"}
 QUEUE_TYPES: dict[str, QueueType] = {"standard": "standard", "fifo": "fifo"}
 
 _KEYS = ("queue_configs", "adapter")
@@ -48,7 +50,7 @@ _QUEUE_KEYS = (
     "priority_field",
 )
 _ADAPTER_KEYS: dict[AdapterName, tuple[str, ...]] = {
-    "builtin": ("store_method", "file_path", "save_interval_ms"),
+    "builtin": ("store_method", "file_path", "save_interval_ms", "synchronous"),
     "redis": ("redis_url", "visibility_timeout_ms", "key_prefix"),
 }
 
@@ -104,13 +106,17 @@ class QueueConfig:
     settings). ``visibility_timeout_ms`` (redis): how long a message taken by
     an engine stays invisible to the others without that engine renewing its
     lease; after an engine dies its messages are delivered by another one
-    that much later.
+    that much later. ``synchronous`` (file_based): ``full`` fsyncs every
+    commit before a publish is acknowledged (it survives a power cut);
+    ``normal`` does not (it survives ``kill -9`` of the engine, not a crash
+    of the machine) and is faster where fsync is slow.
     """
 
     queues: Mapping[str, QueueSettings] = field(default_factory=_default_queues)
     adapter: AdapterName = "builtin"
     store_method: StoreMethod = "in_memory"
     file_path: str = "./data/queue_store"
+    synchronous: Synchronous = "full"
     redis_url: str = DEFAULT_REDIS_URL
     visibility_timeout_ms: int = 30_000
     key_prefix: str = "pyiii"
@@ -180,6 +186,7 @@ def _adapter(spec: Block) -> dict[str, object]:
         values["store_method"] = cfg.choice("store_method", "in_memory", STORE_METHODS)
         if "file_path" in cfg:
             values["file_path"] = cfg.str("file_path", "./data/queue_store")
+        values["synchronous"] = cfg.choice("synchronous", "full", SYNCHRONOUS)
     else:
         values["redis_url"] = cfg.url("redis_url", DEFAULT_REDIS_URL, REDIS_SCHEMES)
         values["visibility_timeout_ms"] = cfg.int("visibility_timeout_ms", 30_000, minimum=100)

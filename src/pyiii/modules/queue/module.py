@@ -76,7 +76,7 @@ def build_store(config: QueueConfig) -> QueueStore:
     if config.store_method == "file_based":
         from pyiii.modules.queue.adapters.sqlite import SqliteQueueStore
 
-        return SqliteQueueStore(config.file_path)
+        return SqliteQueueStore(config.file_path, synchronous=config.synchronous.upper())
     from pyiii.modules.queue.adapters.memory import MemoryQueueStore
 
     return MemoryQueueStore()

@@ -16,7 +16,9 @@ never send, so their calls behave exactly as before:
 * listing by key: ``prefix``/``limit``/``cursor``/``with_keys`` on
   ``state::list``, and ``state::count``;
 
-plus ``state::transaction``, ``state::get_many`` and ``state::set_many``.
+plus ``state::transaction``, ``state::get_many`` and ``state::set_many``,
+and the operator functions ``state::scopes``, ``state::keys`` and
+``state::import`` (``admin.py``).
 Preconditions are checked inside the adapter's atomic mutation, so they hold
 on every adapter (docs/decisions.md).
 
@@ -39,6 +41,7 @@ from pyiii import errors
 from pyiii.engine.module import Module
 from pyiii.engine.registry import NO_RESULT, CallContext
 from pyiii.errors import IIIError
+from pyiii.modules.state.admin import StateAdmin
 from pyiii.modules.state.cursors import decode_cursor, encode_cursor
 from pyiii.modules.state.inputs import (
     AnyObject,
@@ -144,6 +147,12 @@ class StateModule(Module):
         self._local_events = True
         self._found = ""  # what a durable local store held at start, for the start-up log
 
+    @property
+    def adapter_label(self) -> str:
+        """``kv_in_memory``, ``kv_file_based``, ``redis`` or ``bridge`` (a metrics label)."""
+        cfg = self.config
+        return f"kv_{cfg.store_method}" if cfg.adapter == "kv" else cfg.adapter
+
     def describe(self) -> str:
         cfg = self.config
         if cfg.adapter == "kv" and cfg.store_method == "file_based":
@@ -157,6 +166,7 @@ class StateModule(Module):
 
     async def start(self, engine: Engine) -> None:
         await self.adapter.open()
+        engine.services[self.name] = self  # the console labels state metrics with adapter_label
         if self.config.adapter == "kv" and self.config.store_method == "file_based":
             # Counted from the in-memory mirror (no disk reads); shared stores are not counted.
             scopes = await self.adapter.list_groups()
@@ -180,6 +190,7 @@ class StateModule(Module):
             ("state::get_many", self.get_many, "Read several keys of a scope"),
             ("state::set_many", self.set_many, "Store several keys of a scope in one commit"),
             ("state::transaction", self.transaction, "Apply several writes atomically"),
+            *StateAdmin(self).functions(),
         ]
         for function_id, handler, description in functions:
             eager = self.adapter.eager_safe or (

@@ -3,8 +3,9 @@
 The in-memory store (``memory.py``) backed by one SQLite file, written by the
 shared group-commit writer (``pyiii.sqlite_writer``, the State store's):
 
-* a publish is acknowledged only once its jobs are committed (fsynced), so an
-  acknowledged publish survives ``kill -9``; the jobs are deliverable at once,
+* a publish is acknowledged only once its jobs are committed (fsynced; with
+  ``synchronous: normal`` written to the WAL file without fsync), so an
+  acknowledged publish survives ``kill -9`` (and, fsynced, a power cut); the jobs are deliverable at once,
   so the handler runs while the commit is on its way (if that commit fails the
   publisher gets an error although the job may run: at-least-once);
 * outcomes (ack, retry, dead letter) are written behind: a crash before one
@@ -98,6 +99,7 @@ class SqliteQueueStore(MemoryQueueStore):
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         super().__init__()
         path = Path(path)
+        self._synchronous = synchronous.upper()
         self.db_path = path / DB_FILE_NAME if path.is_dir() or not path.suffix else path
         self._writer: SqliteWriter[_Batch, _Loaded] = SqliteWriter(
             self.db_path,
@@ -119,7 +121,8 @@ class SqliteQueueStore(MemoryQueueStore):
     persists = True
 
     def describe(self) -> str:
-        return f"builtin file_based at {self.db_path} (every publish committed before it is acknowledged)"
+        how = "committed" if self._synchronous == "FULL" else "committed without fsync (synchronous: normal)"
+        return f"builtin file_based at {self.db_path} (every publish {how} before it is acknowledged)"
 
     @property
     def commits(self) -> int:

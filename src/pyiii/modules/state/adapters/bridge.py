@@ -57,6 +57,7 @@ STATE_CODES = frozenset(
         errors.VERSION_MISMATCH,
         errors.INVALID_ARGUMENTS,
         "TRANSACTION_ERROR",
+        "IMPORT_ERROR",
     }
 )
 
@@ -70,6 +71,9 @@ _SHAPES: dict[str, type | tuple[type, ...]] = {
     "state::get_many": dict,
     "state::set_many": dict,
     "state::transaction": dict,
+    "state::scopes": dict,
+    "state::keys": dict,
+    "state::import": dict,
 }
 
 
