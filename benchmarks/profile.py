@@ -2,6 +2,7 @@
 
     python benchmarks/profile.py                          # state::get in_memory, 64 in flight, py-spy
     python benchmarks/profile.py --op set --store file_based
+    python benchmarks/profile.py --op set --store redis   # the redis adapter (private redis-server)
     python benchmarks/profile.py --native                 # C frames too (pauses the engine per sample)
     python benchmarks/profile.py --tool cprofile          # no py-spy: cProfile inside the engine
 
@@ -33,6 +34,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,6 +44,7 @@ from common import cpu_times, engine, free_port, measure, process, run
 from state import CONFIGS, seed, state_calls
 
 VENV_BIN = Path(sys.executable).parent
+PERF_SYMBOLS = 25
 
 
 def py_spy() -> str | None:
@@ -150,13 +154,39 @@ def print_perf(data: Path) -> None:
     print("\nperf: the engine's CPU by shared object (kernel = syscalls, TCP loopback, scheduling)")
     for line in lines[:8]:
         print(f"  {line}")
+    symbols = subprocess.run(
+        ["perf", "report", "-i", str(data), "--sort", "dso,sym", "--stdio", "-g", "none"],
+        capture_output=True, text=True, check=False,
+    )
+    top = [ln.strip() for ln in symbols.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    if top:
+        print("perf: top symbols")
+        for line in top[:PERF_SYMBOLS]:
+            print(f"  {line}")
+
+
+@contextmanager
+def store_config(store: str) -> Iterator[str]:
+    """The engine config of ``store``; for ``redis``, with a private redis-server running."""
+    if store != "redis":
+        yield CONFIGS[store]
+        return
+    from redis_baseline import redis_server
+    from run import REDIS_CONFIG
+
+    with redis_server() as server:
+        yield REDIS_CONFIG.format(url=f"redis://127.0.0.1:{server.port}")
 
 
 def with_py_spy(exe: str, args: argparse.Namespace) -> None:
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
     window = int(args.seconds)
-    with tempfile.TemporaryDirectory() as tmp, engine(port, Path(tmp), CONFIGS[args.store]) as eng:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        store_config(args.store) as config,
+        engine(port, Path(tmp), config) as eng,
+    ):
         out, perf_data = Path(tmp) / "py-spy.txt", Path(tmp) / "perf.data"
         cmd = [exe, "record", "--pid", str(eng.pid), "--duration", str(window),
                "--rate", str(args.rate), "--format", "raw", "--function", "--output", str(out)]
@@ -208,9 +238,9 @@ def with_py_spy(exe: str, args: argparse.Namespace) -> None:
 def with_cprofile(args: argparse.Namespace) -> None:
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, store_config(args.store) as config:
         workdir = Path(tmp)
-        (workdir / "iii-config.yaml").write_text(CONFIGS[args.store])
+        (workdir / "iii-config.yaml").write_text(config)
         stats = workdir / "engine.prof"
         cmd = [sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "pyiii", "serve",
                "--port", str(port), "--log-level", "warning", "--config", str(workdir / "iii-config.yaml")]
@@ -231,7 +261,8 @@ def with_cprofile(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--op", choices=("get", "set", "update"), default="get")
-    parser.add_argument("--store", choices=tuple(CONFIGS), default="in_memory")
+    parser.add_argument("--store", choices=(*CONFIGS, "redis"), default="in_memory",
+                        help="redis: the redis adapter, on a private redis-server started here")
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")

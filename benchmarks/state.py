@@ -1,9 +1,11 @@
 """State functions through the engine: configs, the value, the calls.
 
 Rows (run.py, section ``state``): state::get / state::set / state::update
-(increment) via the pyiii SDK, in_memory and file_based, 1 and 64 in flight,
-each against the transport ceiling at the same concurrency; file_based set
-against in_memory set.
+(increment) / state::transaction (one set and one update of two keys) via the
+pyiii SDK, in_memory and file_based, 1 and 64 in flight, each against the
+transport ceiling at the same concurrency; the file_based writes against the
+same in_memory ones, and at 1 in flight against their bound (in_memory p50 +
+one fsync p50 of the same disk, see ``fsync_call``).
 
     python benchmarks/state.py        # = run.py --only state
 """
@@ -11,6 +13,7 @@ against in_memory set.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,35 @@ def state_calls(worker: Any, scope: str = SCOPE, keys: int = KEYS) -> dict[str, 
         "state::update": lambda n: worker.trigger(
             "state::update", {"scope": scope, "key": f"k{n % keys}", "ops": INCREMENT}
         ),
+        "state::transaction": lambda n: worker.trigger(
+            "state::transaction",
+            {
+                "ops": [
+                    {"op": "set", "scope": scope, "key": f"k{n % keys}", "value": VALUE},
+                    {"op": "update", "scope": scope, "key": f"k{(n + 1) % keys}", "ops": INCREMENT},
+                ]
+            },
+        ),
     }
+
+
+def fsync_call(directory: Path) -> Call:
+    """One small append + ``fsync`` of a file in ``directory``: the disk's share of a commit.
+
+    A durable ``file_based`` write at 1 in flight pays one of these (SQLite's
+    WAL commit appends the frames and fsyncs the WAL); measured in the same
+    run, on the same disk, it is the bound printed beside that row.
+    """
+    path = directory / "fsync-probe.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    record = b"x" * 120
+
+    async def call(_n: int) -> object:
+        os.write(fd, record)
+        os.fsync(fd)
+        return None
+
+    return call
 
 
 def main() -> None:

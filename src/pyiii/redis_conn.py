@@ -14,6 +14,11 @@ set up on its own:
   command to its slot's primary), with no retries, because redis-py would
   re-send a ``MULTI``..``EXEC`` on a new socket without the ``WATCH`` the old
   one held;
+* ``pipe`` (when asked for with ``pipe=True``): for a plain (non-cluster, TCP) server, one shared pipelined
+  connection (``pyiii.redis_pipe``) for the hot paths: one round trip per
+  command, concurrent callers pipelined, nothing but plain futures to await;
+  None otherwise (TLS, Unix socket, cluster), and the adapter then uses
+  ``client`` for everything;
 * the subscriber client: its own pool with no socket timeout (a pub/sub
   read blocks by design) and a periodic ``PING`` to notice a dead peer; on a
   cluster it stays on the node of the URL (classic pub/sub reaches every
@@ -41,6 +46,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyiii.errors import ConfigError
+from pyiii.redis_pipe import RedisPipe
 
 __all__ = ["FAILURES", "UNREACHABLE", "RedisConnection", "redact"]
 
@@ -57,6 +63,22 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 # Everything a Redis call may raise; RedisClusterException (no slot owner,
 # cross-slot, ...) is not a RedisError.
 FAILURES = (RedisError, RedisClusterException, OSError)
+
+
+def _pipe_for(pool: Any) -> RedisPipe | None:
+    """A ``RedisPipe`` to the server of ``pool`` when it is plain TCP, else None."""
+    if pool.connection_class is not aioredis.Connection:
+        return None  # TLS or a Unix socket: redis-py only
+    kw = pool.connection_kwargs
+    return RedisPipe(
+        kw.get("host", "localhost"),
+        int(kw.get("port", 6379)),
+        username=kw.get("username"),
+        password=kw.get("password"),
+        db=int(kw.get("db") or 0),
+        timeout=SOCKET_TIMEOUT_S,
+        connect_timeout=CONNECT_TIMEOUT_S,
+    )
 
 
 def redact(url: str) -> str:
@@ -80,14 +102,18 @@ class RedisConnection:
     says which kind of server was found.
     """
 
-    def __init__(self, url: str, *, owner: str, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self, url: str, *, owner: str, max_connections: int = MAX_CONNECTIONS, pipe: bool = False
+    ) -> None:
         self.url = url
+        self._want_pipe = pipe
         self.where = redact(url)
         self.owner = owner
         self.max_connections = max_connections
         self.cluster = False
         self._client: Any = None
         self._subscriber: Any = None
+        self.pipe: RedisPipe | None = None
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -128,6 +154,10 @@ class RedisConnection:
                     retry=Retry(NoBackoff(), 0),
                 )
                 await asyncio.wait_for(self._client.initialize(), OPEN_TIMEOUT_S)
+            elif self._want_pipe:
+                self.pipe = _pipe_for(pool)
+                if self.pipe is not None:
+                    await asyncio.wait_for(self.pipe.open(), OPEN_TIMEOUT_S)
         except (*FAILURES, TimeoutError) as exc:
             await self.close()
             raise self.open_error(exc) from None
@@ -149,6 +179,9 @@ class RedisConnection:
         return bool(info.get("cluster_enabled"))
 
     async def close(self) -> None:
+        if self.pipe is not None:
+            await self.pipe.close()
+            self.pipe = None
         for client in (self._client, self._subscriber):
             if client is not None:
                 with contextlib.suppress(Exception):

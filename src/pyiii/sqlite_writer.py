@@ -22,7 +22,10 @@ What the writer guarantees, whatever the store:
 * ``close()`` commits everything queued, then closes the file.
 
 The store supplies its schema (``Schema``), ``load(conn)`` (read everything
-at open) and ``write(conn, items)`` (the statements of one transaction).
+at open) and ``write(conn, items)`` (the statements of one transaction), and
+optionally ``write_alone(conn, items)``: write the batch as one statement in
+autocommit mode (its own transaction) and return True, or return False
+without touching the database to get ``BEGIN``/``write``/``COMMIT``.
 Messages name the store (``Schema.what``, e.g. ``state store``).
 """
 
@@ -109,6 +112,7 @@ class SqliteWriter(Generic[W, L]):
         write: Callable[[sqlite3.Connection, list[W]], None],
         on_failed: Callable[[list[W], str, L | None], None],
         error: Callable[[str], BaseException],
+        write_alone: Callable[[sqlite3.Connection, list[W]], bool] | None = None,
         synchronous: str = "FULL",
         reload_on_failure: bool = True,
         thread_name: str = "pyiii-sqlite",
@@ -122,11 +126,16 @@ class SqliteWriter(Generic[W, L]):
         self._synchronous = mode
         self._load = load
         self._write = write
+        self._write_alone = write_alone
         self._on_failed = on_failed
         self._error = error
         self._reload_on_failure = reload_on_failure
         self._thread_name = thread_name
-        self._queue: queue.SimpleQueue[W | _Control] = queue.SimpleQueue()
+        # The loop side hands over whole batches: the items submitted during
+        # one event-loop iteration go in one list (one put, at most one
+        # wake-up of the thread, one GIL hand-over), not one put per item.
+        self._queue: queue.SimpleQueue[list[W] | _Control] = queue.SimpleQueue()
+        self._pending: list[W] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
 
@@ -147,15 +156,32 @@ class SqliteWriter(Generic[W, L]):
             raise
 
     def submit(self, item: W) -> None:
-        """Queue ``item`` for the next commit; its future resolves once it is on disk."""
-        self._queue.put(item)
+        """Queue ``item`` for the next commit; its future resolves once it is on disk.
+
+        Items submitted in one event-loop iteration reach the thread together,
+        at the end of that iteration, in submission order.
+        """
+        pending = self._pending
+        pending.append(item)
+        if len(pending) == 1:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._queue.put(batch)
 
     def resume(self) -> None:
         """Accept items again after a failed commit (see ``on_failed``)."""
+        # Items still buffered were computed before the failure: they go
+        # ahead of the mark, so the thread drops them with the others.
+        self._flush()
         self._queue.put(_RESUME)
 
     def stop(self) -> None:
         """Commit what is queued, then close the file and end the thread."""
+        self._flush()
         self._queue.put(_STOP)
 
     async def wait_stopped(self) -> None:
@@ -216,7 +242,7 @@ class SqliteWriter(Generic[W, L]):
                 while True:
                     item = self._queue.get_nowait()
                     if not isinstance(item, _Control):
-                        waiting.append(item)
+                        waiting.extend(item)
             self._call_soon(self.fail, waiting, self._error(reason))
         finally:
             if conn is not None:
@@ -248,7 +274,7 @@ class SqliteWriter(Generic[W, L]):
                 elif item is _STOP:
                     stop = True
                 elif not isinstance(item, _Control):
-                    (batch if dropping is None else dropped).append(item)
+                    (batch if dropping is None else dropped).extend(item)
             if dropped:
                 error = self._error(f"not written: an earlier write to it failed ({drop_reason})")
                 self._call_soon(self.fail, dropped, error)
@@ -260,9 +286,14 @@ class SqliteWriter(Generic[W, L]):
     def _commit(self, conn: sqlite3.Connection, batch: list[W]) -> str | None:
         """Write ``batch`` in one transaction; return the reason if it failed."""
         try:
-            conn.execute("BEGIN")
-            self._write(conn, batch)
-            conn.execute("COMMIT")
+            # One statement outside BEGIN is a transaction of its own: one
+            # SQLite step, so the thread retakes the GIL once per commit
+            # instead of once per statement (each retake may wait for the
+            # event loop's switch interval while it is busy).
+            if self._write_alone is None or not self._write_alone(conn, batch):
+                conn.execute("BEGIN")
+                self._write(conn, batch)
+                conn.execute("COMMIT")
         except Exception as exc:
             what = self.schema.what
             reason = f"could not commit to {self.path}: {exc}"

@@ -111,6 +111,10 @@ class Engine:
         self.pending: dict[str, Pending] = {}
         self.trace_functions: dict[str, str] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        # Eagerly stepped built-ins still waiting (see _Stepper); drain() waits
+        # for them through _steppers_idle, set when the last one finishes.
+        self._steppers: set[_Stepper] = set()
+        self._steppers_idle: asyncio.Event | None = None
         self.accepting = True
         self._shutdown_reason = ""
         self._bad_frame_lines = _LogBudget()
@@ -903,7 +907,7 @@ class Engine:
             "serving": sum(len(c.serving) for c in self.connections.values()),
             "triggers": len(self.triggers),
             "trigger_types": len(self.trigger_types),
-            "tasks": len(self._tasks),
+            "tasks": len(self._tasks) + len(self._steppers),
             "channels": len(self.channels),
             "channel_buffered_bytes": self.channels.buffered_bytes(),
             "channel_stalls": self.channels.stalls,
@@ -929,12 +933,27 @@ class Engine:
         """Wait up to ``timeout`` s for running built-in calls; True if none is left."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._tasks:
+        while self._tasks or self._steppers:
             left = deadline - loop.time()
             if left <= 0:
                 return False
-            await asyncio.wait(list(self._tasks), timeout=left)
+            waits: list[asyncio.Future[Any]] = list(self._tasks)
+            idle = None
+            if self._steppers:
+                self._steppers_idle = asyncio.Event()
+                idle = asyncio.ensure_future(self._steppers_idle.wait())
+                waits.append(idle)
+            try:
+                await asyncio.wait(waits, timeout=left)
+            finally:
+                if idle is not None:
+                    idle.cancel()
         return True
+
+    def _stepper_done(self, stepper: _Stepper) -> None:
+        self._steppers.discard(stepper)
+        if not self._steppers and self._steppers_idle is not None:
+            self._steppers_idle.set()
 
     def stop_all(self, reason: str) -> None:
         """Fail every pending call with SHUTTING_DOWN and close every connection (1012).
@@ -957,7 +976,7 @@ class _Stepper:
     again, exactly as a Task would, and its result is sent to the caller.
     """
 
-    __slots__ = ("conn", "coro", "ctx", "done", "engine", "inv_id")
+    __slots__ = ("conn", "coro", "ctx", "engine", "inv_id")
 
     def __init__(
         self,
@@ -972,9 +991,8 @@ class _Stepper:
         self.ctx = ctx
         self.conn = conn
         self.inv_id = inv_id
-        # Stands in for a task in engine._tasks so drain() waits for it.
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        engine.track(self.done)
+        # Stands in for a task (engine.drain() waits for it), without a future.
+        engine._steppers.add(self)
 
     def wait(self, waiting_on: Any) -> None:
         if waiting_on is None:  # a bare yield: just go round the loop
@@ -992,17 +1010,17 @@ class _Stepper:
         try:
             waiting_on = self.coro.send(None)
         except StopIteration as finished:
-            self.done.set_result(None)
+            self.engine._stepper_done(self)
             self.engine._record(ctx, True)
             if answer:
                 self.engine._reply_result(conn, inv_id, ctx.function_id, finished.value)  # type: ignore[arg-type]
         except IIIError as err:
-            self.done.set_result(None)
+            self.engine._stepper_done(self)
             self.engine._record(ctx, False)
             if answer:
                 self.engine._reply_error(conn, inv_id, ctx.function_id, err)  # type: ignore[arg-type]
         except Exception as exc:
-            self.done.set_result(None)
+            self.engine._stepper_done(self)
             self.engine._record(ctx, False)
             log.exception("built-in %s failed", ctx.function_id)
             if answer:

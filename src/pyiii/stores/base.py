@@ -246,6 +246,10 @@ class StateAdapter(abc.ABC):
     # asyncio.timeout, no current_task()): the engine may then step calls
     # eagerly and skip creating a Task for the ones that never wait.
     eager_safe: bool = False
+    # The methods that are eager-safe in the sense above even when not all
+    # are (known once the adapter is open): the engine then steps just the
+    # functions that only call these without a Task.
+    eager_methods: frozenset[str] = frozenset()
 
     # A remote adapter (the bridge) forwards whole ``state::*`` calls to
     # another engine: a pure ``mutate`` function cannot travel over the

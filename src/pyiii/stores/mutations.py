@@ -111,26 +111,45 @@ def _with_expiry(raw: bytes, expires_at: int | None) -> bytes:
 # --- mutations ------------------------------------------------------------------
 
 
-def set_fn(raw: bytes, pre: _Precondition | None, ttl_ms: int | None) -> Mutation:
-    if pre is None and ttl_ms is None:
-        return lambda _current: raw
+class SetFn:
+    """The mutation of a set: ``raw`` (with ``ttl_ms``), behind an optional precondition.
 
-    def run(current: Entry | None) -> bytes:
-        if pre is not None:
-            pre.check(current)
+    Its fields are public so an adapter that can run a set natively (one
+    Redis script) does so; every other adapter just calls it.
+    """
+
+    __slots__ = ("pre", "raw", "ttl_ms")
+
+    def __init__(self, raw: bytes, pre: _Precondition | None, ttl_ms: int | None) -> None:
+        self.raw, self.pre, self.ttl_ms = raw, pre, ttl_ms
+
+    def __call__(self, current: Entry | None) -> bytes:
+        if self.pre is not None:
+            self.pre.check(current)
         # A set replaces the entry: without ttl_ms it never expires.
-        return raw if ttl_ms is None else Put(raw, now_ms() + ttl_ms)
+        return self.raw if self.ttl_ms is None else Put(self.raw, now_ms() + self.ttl_ms)
 
-    return run
+
+class DeleteFn:
+    """The mutation of a delete, behind an optional precondition (see ``SetFn``)."""
+
+    __slots__ = ("pre",)
+
+    def __init__(self, pre: _Precondition | None) -> None:
+        self.pre = pre
+
+    def __call__(self, current: Entry | None) -> bytes | None | Any:
+        if self.pre is not None:
+            self.pre.check(current)
+        return None if current is not None else KEEP
+
+
+def set_fn(raw: bytes, pre: _Precondition | None, ttl_ms: int | None) -> Mutation:
+    return SetFn(raw, pre, ttl_ms)
 
 
 def delete_fn(pre: _Precondition | None) -> Mutation:
-    def run(current: Entry | None) -> bytes | None | Any:
-        if pre is not None:
-            pre.check(current)
-        return None if current is not None else KEEP
-
-    return run
+    return DeleteFn(pre)
 
 
 class UpdateRun:

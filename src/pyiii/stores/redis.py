@@ -23,7 +23,9 @@ with ``CROSSSLOT``):
   larger than that of every earlier committed write of the same key (a
   write that committed before us changed the watched hash, so either our
   watch started after it and we read the counter it raised, or our
-  ``EXEC`` fails). Versions are monotonic per key (per scope, even), not
+  ``EXEC`` fails; the ``SETS`` script takes it with ``INCRBY`` itself, and
+  ``APPLY`` runs only if the counter still holds what was read). Versions
+  are monotonic per key (per scope, even), not
   store-wide; a write that fails or writes nothing takes no number.
   The counter outlives the scope's last key, so a key deleted and created
   again still gets a larger version (no ABA for compare-and-set); this costs
@@ -65,34 +67,50 @@ node of ``redis_url`` (classic pub/sub messages reach every node of a
 cluster). Nothing else changes. (redis-py runs each command of a cluster transaction
 through a helper thread, so a cluster write costs a few milliseconds.)
 
-Why WATCH/MULTI/EXEC instead of a Lua script: ``mutate`` gets a pure Python
-function (set, delete, update ops). We read the field under ``WATCH``, run the
-function client-side, and write the result in ``MULTI``/``EXEC``; if another
-client changed the hash meanwhile, ``EXEC`` fails and we run the function
-again on the new value. Update-op semantics therefore live only in ``ops.py``;
-the reference's Lua port of the ops is where its Redis adapter diverges from
-its in-memory one (``[]`` becomes ``{}``, numbers lose precision, absent-key
-defaults do not apply). The cost is four round trips (WATCH, HMGET, GET of
-the counter, MULTI..EXEC) and optimistic conflicts between writers of the
-same scope (``WATCH`` covers the whole hash). Conflicts retry with
-full-jitter backoff (1 ms doubling to 50 ms) up to ``MAX_ATTEMPTS`` times,
-then fail with ``AdapterError``.
+How a write commits. ``mutate`` gets a pure Python function (set, delete,
+update ops); update-op semantics live only in ``ops.py`` (the reference's Lua
+port of the ops is where its Redis adapter diverges from its in-memory one:
+``[]`` becomes ``{}``, numbers lose precision, absent-key defaults do not
+apply). On a plain Redis every command goes over one shared pipelined
+connection (``pyiii.redis_pipe``: concurrent callers share each send, one
+command is one round trip) and each write is one atomic Lua script
+(``redis_scripts.py``):
+
+* a plain set or delete (``mutations.SetFn``/``DeleteFn``: the value, TTL and
+  ``expect_version``/``expect_exists`` are data the script can check) is the
+  ``SETS`` script: it reads the field, checks the precondition, takes the next
+  version, writes value, indexes and TTL hint and publishes the event, all in
+  one round trip; a failed precondition returns the stored entry and the
+  Python precondition raises from it (same message);
+* anything else (update ops, transactions) reads the fields and the scope
+  counter (one pipelined round trip), runs the functions in Python, and sends
+  one ``APPLY`` script holding the expected stored values and the writes; it
+  runs them only if nothing read has changed (each stored value carries a
+  version that changes on every write), else the cycle runs again.
+
+On a Redis Cluster (or a TLS/Unix URL) the same plan runs through redis-py
+as WATCH, HMGET, GET of the counter, MULTI..EXEC: four round trips and
+conflicts on any write to the scope's hash. Conflicts retry with full-jitter
+backoff (1 ms doubling to 50 ms) up to ``MAX_ATTEMPTS`` times, then fail with
+``AdapterError``.
 
 Group commit: writers of one scope on one engine would only conflict, so
-they queue. While a scope's write is in flight, further ``mutate`` calls
-(and one-scope ``mutate_many`` calls, each one unit) for it wait; then one
-task applies everything queued (up to ``BATCH_MAX_ITEMS`` items) in one
-cycle of the four round trips above: every unit's functions run in queue
-order on a private view (a unit sees the keys as the units before it left
-them, so two writes of one key in a batch compose), and one ``MULTI`` holds
-the net writes, the counter's ``INCRBY`` and every unit's events in queue
-order. A unit whose function raises (a failed precondition, a value too
-large, anything) fails alone, with its exception; the others are written.
-A conflict reruns the whole batch. Each caller gets its (old, new) once
-``EXEC`` succeeded. ``commits`` counts the ``EXEC``s that wrote. Only
-writers on different engines ever conflict.
+they queue. A write to an idle scope goes out at once from its caller;
+while a scope's write is in flight, further ``mutate`` calls (and one-scope
+``mutate_many`` calls, each one unit) for it wait; then one task applies
+everything queued (up to ``BATCH_MAX_ITEMS`` items) in one cycle (one
+``SETS`` call when every unit is a plain set/delete): every unit's functions
+run in queue order on a private view (a unit sees the keys as the units
+before it left them, so two writes of one key in a batch compose), and one
+script (or ``MULTI``) holds the net writes, the counter's ``INCRBY`` and
+every unit's events in queue order. A unit whose function raises (a failed
+precondition, a value too large, anything) fails alone, with its exception;
+the others are written. A conflict reruns the whole batch. Each caller gets
+its (old, new) once the script (or ``EXEC``) succeeded. ``commits`` counts
+the scripts (``EXEC``s) that wrote. Only writers on different engines ever
+conflict.
 
-Change events: the transaction that writes a key also ``PUBLISH``es the
+Change events: the script (transaction) that writes a key also ``PUBLISH``es the
 change (msgpack ``[event_type, scope, key, old, new]``), so an event exists
 iff the write committed, in commit order (per scope). Each engine subscribes
 once and hands every event, its own included, to its State triggers, so a
@@ -149,9 +167,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from pyiii.redis_conn import FAILURES, OPEN_TIMEOUT_S, RedisConnection
+from pyiii.redis_pipe import RedisPipe, listen
 from pyiii.stores.base import (
     AdapterError,
     ChangeListener,
@@ -166,6 +185,8 @@ from pyiii.stores.base import (
     versioned,
 )
 from pyiii.stores.events import CREATED, DELETED, EXPIRED, UPDATED
+from pyiii.stores.mutations import DeleteFn, SetFn
+from pyiii.stores.redis_scripts import APPLY, APPLY_SHA, SETS, SETS_SHA
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +194,7 @@ MAX_ATTEMPTS = 100
 BACKOFF_START_S = 0.001
 BACKOFF_MAX_S = 0.05
 SUBSCRIBER_BACKOFF_MAX_S = 1.0
+SUBSCRIBER_HEALTH_CHECK_S = 10.0
 # The sweeper looks at <p>:ttl-scopes at least this often (other engines'
 # expiries), and SCANs for every <p>:{*}:ttl this often (lost hints).
 SWEEP_POLL_S = 1.0
@@ -291,11 +313,12 @@ class _Unit:
 class _Queue:
     """A scope's units waiting for its next batch, and the task that writes them."""
 
-    __slots__ = ("pending", "task")
+    __slots__ = ("leading", "pending", "task")
 
     def __init__(self) -> None:
         self.pending: list[_Unit] = []
         self.task: asyncio.Task[None] | None = None
+        self.leading = False  # a caller is writing its own unit (see _enqueue)
 
 
 @dataclasses.dataclass(slots=True)
@@ -432,6 +455,85 @@ def _plan(
     return _Plan(outcomes, taken, writes, events, expiring)
 
 
+def _settle(batch: Sequence[_Unit], plan: _Plan) -> None:
+    """Hand every waiting unit its pairs or its exception."""
+    for unit, outcome in zip(batch, plan.outcomes, strict=True):
+        if unit.future.done():
+            continue
+        if isinstance(outcome, Exception):
+            unit.future.set_exception(outcome)
+        else:
+            unit.future.set_result(outcome)
+
+
+def _gave_up(batch: Sequence[_Unit], where: str) -> None:
+    for unit in batch:
+        if len(unit.items) == 1:
+            scope, key, _ = unit.items[0]
+            what, whose = f"writing {scope!r}/{key!r}", "the scope"
+        else:
+            what, whose = "the transaction", "its scopes"
+        _fail(
+            [unit],
+            f"Redis at {where}: gave up {what} after {MAX_ATTEMPTS} attempts, other engines"
+            f" kept changing {whose} at the same time; retry the call",
+        )
+
+
+def _plain(unit: _Unit) -> bool:
+    """A lone set or delete (any precondition, any TTL): what the SETS script runs itself."""
+    return len(unit.items) == 1 and type(unit.items[0][2]) in (SetFn, DeleteFn)
+
+
+async def _gather(futures: list[asyncio.Future[Any]]) -> list[Any]:
+    """The results of pipelined commands, in order; the first failure raises
+    (after every reply is in, so no failure goes unretrieved)."""
+    results: list[Any] = []
+    error: BaseException | None = None
+    for future in futures:
+        try:
+            results.append(await future)
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+    return results
+
+
+class _Recorder:
+    """Collects what ``_queue_plan`` would queue in a MULTI, as raw commands for ``APPLY``."""
+
+    __slots__ = ("commands",)
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def multi(self) -> None:
+        pass
+
+    def incrby(self, key: bytes, amount: int) -> None:
+        self.commands.append((b"INCRBY", key, amount))
+
+    def hset(self, key: bytes, field: bytes, value: bytes) -> None:
+        self.commands.append((b"HSET", key, field, value))
+
+    def hdel(self, key: bytes, field: bytes) -> None:
+        self.commands.append((b"HDEL", key, field))
+
+    def zrem(self, key: bytes, member: bytes) -> None:
+        self.commands.append((b"ZREM", key, member))
+
+    def zadd(self, key: bytes, mapping: dict[bytes, int], lt: bool = False) -> None:
+        for member, score in mapping.items():
+            if lt:
+                self.commands.append((b"ZADD", key, b"LT", score, member))
+            else:
+                self.commands.append((b"ZADD", key, score, member))
+
+    def execute_command(self, *args: Any) -> None:
+        self.commands.append(args)
+
+
 class RedisAdapter(StateAdapter):
     """State in a Redis server, shared by several engines (see module docstring)."""
 
@@ -439,7 +541,7 @@ class RedisAdapter(StateAdapter):
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"Redis key prefix {prefix!r} must not contain braces (they move the hash tag)")
         self.url = redis_url
-        self._conn = RedisConnection(redis_url, owner="state adapter redis")
+        self._conn = RedisConnection(redis_url, owner="state adapter redis", pipe=True)
         self._where = self._conn.where
         self._prefix = _b(prefix)
         escaped = _glob_escape(self._prefix)
@@ -458,11 +560,17 @@ class RedisAdapter(StateAdapter):
         self._closing = False
         self._wake = asyncio.Event()
         self._wake_at = 0  # ms: when the sweeper looks next
+        self._events_lost = False  # the subscription dropped (and was reported)
+        self._events_delay = 0.05  # before the next resubscribe
 
     # --- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
         await self._conn.open()
+        if self._conn.pipe is not None:
+            # These await only the pipe's plain futures (and asyncio locks,
+            # sleeps, tasks they start), never redis-py: no Task needed.
+            self.eager_methods = frozenset({"get", "get_many", "mutate", "mutate_many"})
         try:
             self._reader = asyncio.create_task(self._read_events(), name="pyiii-redis-events")
             await asyncio.wait_for(self._subscribed.wait(), OPEN_TIMEOUT_S)
@@ -504,8 +612,12 @@ class RedisAdapter(StateAdapter):
     async def publish(self, kind: bytes, scope: str, key: str, old: bytes | None, new: bytes | None) -> bool:
         # The scope's own channel: subscribers get it in order with the scope's changes.
         event = _event_encoder.encode((kind, _b(scope), _b(key), old, new))
+        pipe = self._conn.pipe
         try:
-            await self._client().execute_command("PUBLISH", self._key(scope, b"events"), event)
+            if pipe is not None:
+                await pipe.call(b"PUBLISH", self._key(scope, b"events"), event)
+            else:
+                await self._client().execute_command("PUBLISH", self._key(scope, b"events"), event)
         except _FAILURES as exc:
             raise self._failure(exc) from None
         return True
@@ -529,7 +641,10 @@ class RedisAdapter(StateAdapter):
     def _kv(self, scope: str) -> bytes:
         return self._key(scope, b"kv")
 
-    def _failure(self, exc: Exception) -> AdapterError:
+    def _failure(self, exc: Exception, write: bool = False) -> AdapterError:
+        if self._closing:  # close() dropped the connection under the call
+            during = "during the write (it may have committed)" if write else "during the call"
+            return AdapterError(f"the Redis adapter for {self._where} was closed {during}")
         return AdapterError(self._conn.failure(exc))
 
     def _client(self) -> Any:
@@ -538,9 +653,12 @@ class RedisAdapter(StateAdapter):
         return self._redis
 
     async def get(self, scope: str, key: str) -> Entry | None:
-        client = self._client()
+        pipe = self._conn.pipe
         try:
-            stored_value = await client.hget(self._kv(scope), _b(key))
+            if pipe is not None:
+                stored_value = await pipe.call(b"HGET", self._kv(scope), _b(key))
+            else:
+                stored_value = await self._client().hget(self._kv(scope), _b(key))
         except _FAILURES as exc:
             raise self._failure(exc) from None
         return _live(_parse(stored_value)[0], now_ms())
@@ -548,9 +666,12 @@ class RedisAdapter(StateAdapter):
     async def get_many(self, scope: str, keys: Sequence[str]) -> builtins.list[Entry | None]:
         if not keys:
             return []
-        client = self._client()
+        pipe = self._conn.pipe
         try:
-            values = await client.hmget(self._kv(scope), [_b(k) for k in keys])
+            if pipe is not None:
+                values = await pipe.call(b"HMGET", self._kv(scope), *(_b(k) for k in keys))
+            else:
+                values = await self._client().hmget(self._kv(scope), [_b(k) for k in keys])
         except _FAILURES as exc:
             raise self._failure(exc) from None
         now = now_ms()
@@ -728,8 +849,28 @@ class RedisAdapter(StateAdapter):
         queue = self._queues.get(scope)
         if queue is None:
             queue = self._queues[scope] = _Queue()
+            if self._conn.pipe is not None and scope not in self._locks:
+                # An idle scope: the caller writes its unit itself, without a
+                # task (at 1 in flight every write goes this way). Units that
+                # arrive meanwhile queue, and a drain task takes them after.
+                queue.leading = True
+                try:
+                    await self._write([scope], [unit])
+                except Exception as exc:  # a bug: fail the write rather than hang
+                    log.exception("state: writing to Redis at %s failed", self._where)
+                    _fail([unit], f"Redis at {self._where}: the write failed ({exc!r})")
+                finally:
+                    queue.leading = False
+                    if queue.pending and not self._closing:
+                        queue.task = asyncio.create_task(self._drain(scope, queue), name="pyiii-redis-writer")
+                    elif self._queues.get(scope) is queue:
+                        _fail(queue.pending, f"the Redis adapter for {self._where} was closed")
+                        del self._queues[scope]
+                    if not unit.future.done():  # cancelled mid-write: it may have committed
+                        _fail([unit], f"Redis at {self._where}: the write was interrupted")
+                return await unit.future
         queue.pending.append(unit)
-        if queue.task is None:
+        if queue.task is None and not queue.leading:
             queue.task = asyncio.create_task(self._drain(scope, queue), name="pyiii-redis-writer")
         # A caller cancelled before its batch starts is dropped (_take skips
         # it); once the batch runs, the write goes ahead without it.
@@ -761,6 +902,155 @@ class RedisAdapter(StateAdapter):
                 del self._queues[scope]
 
     async def _write(self, scopes: Sequence[str], batch: Sequence[_Unit]) -> None:
+        """Apply ``batch`` (units on ``scopes``); settle every unit.
+
+        On a plain Redis each write is one script: a batch of plain sets and
+        deletes is one ``SETS`` call (one round trip), anything else one
+        pipelined read and one ``APPLY`` (two). On a cluster (or without a
+        pipe), WATCH/MULTI/EXEC through redis-py.
+        """
+        pipe = self._conn.pipe
+        if pipe is None:
+            await self._write_watched(scopes, batch)
+        elif len(scopes) == 1 and all(_plain(unit) for unit in batch):
+            await self._write_sets(pipe, scopes[0], batch)
+        else:
+            await self._write_applied(pipe, scopes, batch)
+
+    async def _eval(
+        self, pipe: RedisPipe, script: str, sha: str, keys: builtins.list[bytes], args: builtins.list[Any]
+    ) -> Any:
+        """Run ``script`` by its SHA1, loading it when Redis does not know it yet."""
+        try:
+            return await pipe.call(b"EVALSHA", sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await pipe.call(b"EVAL", script, len(keys), *keys, *args)
+
+    def _scope_keys(self, scope: str) -> builtins.list[bytes]:
+        return [self._kv(scope), self._key(scope, b"version"), self._key(scope, b"keys"),
+                self._key(scope, b"ttl")]
+
+    async def _write_sets(self, pipe: RedisPipe, scope: str, batch: Sequence[_Unit]) -> None:
+        """One ``SETS`` script for a batch of plain sets/deletes of one scope (one round trip)."""
+        now = now_ms()
+        args: builtins.list[Any] = [self._key(scope, b"events"), _b(scope), _tag(scope), now]
+        expiries: builtins.list[int | None] = []
+        for unit in batch:
+            _, key, fn = unit.items[0]
+            pre = fn.pre  # type: ignore[attr-defined]
+            expires_at = None
+            if type(fn) is SetFn:
+                if fn.ttl_ms is not None:
+                    expires_at = now + fn.ttl_ms
+                args += (_b(key), b"s", fn.raw, b"" if expires_at is None else expires_at)
+            else:
+                args += (_b(key), b"d", b"", b"")
+            if pre is None:
+                args += (b"", b"")
+            else:
+                args.append(b"" if pre.expect_version is None else pre.expect_version)
+                args.append(b"" if pre.expect_exists is None else b"1" if pre.expect_exists else b"0")
+            expiries.append(expires_at)
+        try:
+            reply = await self._eval(pipe, SETS, SETS_SHA, [*self._scope_keys(scope), self._ttl_scopes], args)
+        except _FAILURES as exc:
+            _fail(batch, str(self._failure(exc, write=True)))
+            return
+        wrote = False
+        for i, (unit, expires_at) in enumerate(zip(batch, expiries, strict=True)):
+            status, before, version = reply[3 * i : 3 * i + 3]
+            if unit.future.done():
+                wrote = wrote or status == 1
+                continue
+            try:
+                old = _live(_parse(before)[0], now)
+            except AdapterError as exc:
+                unit.future.set_exception(exc)
+                continue
+            fn = unit.items[0][2]
+            if status == 0:  # the precondition failed: let it say why
+                try:
+                    fn(old)
+                except Exception as exc:
+                    unit.future.set_exception(exc)
+                else:
+                    unit.future.set_exception(AdapterError(f"Redis at {self._where}: precondition mismatch"))
+                continue
+            if status == 2:
+                unit.future.set_result([(old, old)])
+                continue
+            wrote = True
+            new = Entry(fn.raw, version, expires_at) if type(fn) is SetFn else None  # type: ignore[attr-defined]
+            unit.future.set_result([(old, new)])
+            if expires_at is not None and expires_at < self._wake_at:
+                self._wake.set()
+        if wrote:
+            self.commits += 1
+
+    async def _write_applied(self, pipe: RedisPipe, scopes: Sequence[str], batch: Sequence[_Unit]) -> None:
+        """Read (one pipelined round trip), plan in Python, then one ``APPLY`` that checks
+        nothing read has changed and writes; on a change, again (like ``_write_watched``)."""
+        wanted: dict[str, dict[str, None]] = {scope: {} for scope in scopes}
+        for unit in batch:
+            for scope, key, _ in unit.items:
+                wanted[scope][key] = None
+        keys = [k for scope in scopes for k in self._scope_keys(scope)] + [self._ttl_scopes]
+        delay = BACKOFF_START_S
+        for _ in range(MAX_ATTEMPTS):
+            reads = [pipe.call(b"HMGET", self._kv(scope), *(_b(k) for k in names))
+                     for scope, names in wanted.items()]
+            reads += [pipe.call(b"GET", self._key(scope, b"version")) for scope in scopes]
+            try:
+                replies = await _gather(reads)
+                held: dict[_Key, tuple[Entry | None, int] | AdapterError] = {}
+                checks: builtins.list[Any] = []
+                for (scope, names), values in zip(wanted.items(), replies, strict=False):
+                    kv = self._kv(scope)
+                    for key, value in zip(names, values, strict=True):
+                        checks += (b"h", kv, _b(key), b"" if value is None else value)
+                        try:
+                            held[(scope, key)] = _parse(value)
+                        except AdapterError as exc:  # fails the units that touch this key
+                            held[(scope, key)] = exc
+                counters: dict[str, int] = {}
+                for scope, value in zip(scopes, replies[len(wanted) :], strict=True):
+                    checks += (b"k", self._key(scope, b"version"), b"" if value is None else value)
+                    counters[scope] = self._counter(value)
+            except _FAILURES as exc:
+                _fail(batch, str(self._failure(exc, write=True)))
+                return
+            except AdapterError as exc:
+                _fail(batch, str(exc))
+                return
+            plan = _plan(batch, held, counters, now_ms())
+            if plan.events:
+                record = _Recorder()
+                self._queue_plan(record, plan)
+                for scope, expires_at in plan.expiring.items():
+                    record.zadd(self._ttl_scopes, {_tag(scope): expires_at}, lt=True)
+                args: builtins.list[Any] = [len(held) + len(scopes), *checks, len(record.commands)]
+                for command in record.commands:
+                    args.append(len(command))
+                    args += command
+                try:
+                    applied = await self._eval(pipe, APPLY, APPLY_SHA, keys, args)
+                except _FAILURES as exc:
+                    _fail(batch, str(self._failure(exc, write=True)))
+                    return
+                if not applied:
+                    await asyncio.sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, BACKOFF_MAX_S)
+                    continue
+                self.commits += 1
+                if plan.expiring and min(plan.expiring.values()) < self._wake_at:
+                    self._wake.set()
+            _settle(batch, plan)
+            return
+        _gave_up(batch, self._where)
+
+    async def _write_watched(self, scopes: Sequence[str], batch: Sequence[_Unit]) -> None:
         """Apply ``batch`` (units on ``scopes``) in one optimistic cycle; settle every unit.
 
         WATCH the scope hashes, read every key involved (one HMGET per
@@ -816,27 +1106,11 @@ class RedisAdapter(StateAdapter):
                         self.commits += 1
                     for scope, expires_at in plan.expiring.items():
                         await self._hint(scope, expires_at)
-                    for unit, outcome in zip(batch, plan.outcomes, strict=True):
-                        if unit.future.done():
-                            continue
-                        if isinstance(outcome, Exception):
-                            unit.future.set_exception(outcome)
-                        else:
-                            unit.future.set_result(outcome)
+                    _settle(batch, plan)
                     return
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, BACKOFF_MAX_S)
-        for unit in batch:
-            if len(unit.items) == 1:
-                scope, key, _ = unit.items[0]
-                what, whose = f"writing {scope!r}/{key!r}", "the scope"
-            else:
-                what, whose = "the transaction", "its scopes"
-            _fail(
-                [unit],
-                f"Redis at {self._where}: gave up {what} after {MAX_ATTEMPTS} attempts, other engines"
-                f" kept changing {whose} at the same time; retry the call",
-            )
+        _gave_up(batch, self._where)
 
     def _counter(self, value: bytes | None) -> int:
         if value is None:
@@ -1012,47 +1286,65 @@ class RedisAdapter(StateAdapter):
     # --- change events ----------------------------------------------------------
 
     async def _read_events(self) -> None:
-        """Subscribe, deliver events, and resubscribe after any connection loss."""
-        delay = 0.05
-        lost = False
+        """Subscribe, deliver events, and resubscribe after any connection loss.
+
+        On a plain Redis the subscription is a bare hiredis connection that
+        hands each message to ``_deliver`` as it is parsed; otherwise
+        redis-py's pubsub client.
+        """
+        self._events_lost = False
+        self._events_delay = 0.05
         while not self._closing:
-            pubsub = self._conn.subscriber.pubsub()
+            pipe = self._conn.pipe
             try:
-                await pubsub.psubscribe(self.channel_pattern)
-                while not self._closing:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    if kind == "pmessage" or kind == b"pmessage":
-                        self._deliver(message["data"])
-                    elif kind in ("psubscribe", b"psubscribe"):
-                        if lost:
-                            log.warning("state events from Redis at %s flow again", self._where)
-                            if self._resumed is not None:
-                                try:
-                                    self._resumed()
-                                except Exception:
-                                    log.exception("resumed-feed listener failed")
-                        lost = False
-                        delay = 0.05
-                        self._subscribed.set()
+                if pipe is not None:
+                    await listen(pipe, self.channel_pattern, self._deliver, self._events_flow,
+                                 SUBSCRIBER_HEALTH_CHECK_S)
+                else:
+                    await self._read_events_pubsub()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not lost:
+                if not self._events_lost:
                     log.warning(
                         "state events from Redis at %s interrupted (%s); changes made until the"
                         " subscription is back will not fire triggers on this engine",
                         self._where,
                         exc or type(exc).__name__,
                     )
-                lost = True
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(pubsub.aclose())
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SUBSCRIBER_BACKOFF_MAX_S)
+                self._events_lost = True
+            await asyncio.sleep(self._events_delay)
+            self._events_delay = min(self._events_delay * 2, SUBSCRIBER_BACKOFF_MAX_S)
+
+    def _events_flow(self) -> None:
+        """The subscription is (again) in place."""
+        if self._events_lost:
+            log.warning("state events from Redis at %s flow again", self._where)
+            if self._resumed is not None:
+                try:
+                    self._resumed()
+                except Exception:
+                    log.exception("resumed-feed listener failed")
+        self._events_lost = False
+        self._events_delay = 0.05
+        self._subscribed.set()
+
+    async def _read_events_pubsub(self) -> None:
+        pubsub = self._conn.subscriber.pubsub()
+        try:
+            await pubsub.psubscribe(self.channel_pattern)
+            while not self._closing:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                kind = message["type"]
+                if kind == "pmessage" or kind == b"pmessage":
+                    self._deliver(message["data"])
+                elif kind in ("psubscribe", b"psubscribe"):
+                    self._events_flow()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pubsub.aclose())
 
     def _deliver(self, data: bytes) -> None:
         listener = self._listener

@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyiii.errors import ConfigError
 from pyiii.sqlite_writer import SYNCHRONOUS_MODES, Schema, SqliteWriter
@@ -90,6 +92,37 @@ _UPSERT = (
     " version = excluded.version, value = excluded.value, expires_at = excluded.expires_at"
 )
 _DELETE = "DELETE FROM kv WHERE scope = ? AND key = ?"
+# Rows per multi-row statement are powers of two up to this (a handful of
+# cached statements; 512 * 6 parameters stays far below SQLite's limit).
+_MAX_ROWS = 512
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert_sql(rows: int) -> str:
+    """``_UPSERT`` for ``rows`` rows (each: ord = version, scope, key, version, value, expires_at)."""
+    values = ",".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO kv (ord, scope, key, version, value, expires_at) VALUES {values}"
+        " ON CONFLICT (scope, key) DO UPDATE SET"
+        " version = excluded.version, value = excluded.value, expires_at = excluded.expires_at"
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _delete_sql(rows: int) -> str:
+    values = ",".join(["(?, ?)"] * rows)
+    return f"DELETE FROM kv WHERE (scope, key) IN (VALUES {values})"
+
+
+def _run(conn: sqlite3.Connection, sql: Callable[[int], str], params: list[Any], width: int) -> None:
+    """Execute ``sql(n)`` over the flat ``params`` (``width`` per row) in power-of-two chunks."""
+    rows = len(params) // width
+    start = 0
+    while rows:
+        n = min(_MAX_ROWS, 1 << (rows.bit_length() - 1))
+        conn.execute(sql(n), params[start : start + n * width])
+        start += n * width
+        rows -= n
 # Persisted so a key deleted at the highest version cannot get a smaller
 # version after a restart.
 _SET_LAST_VERSION = "UPDATE meta SET value = ? WHERE name = 'last_version'"
@@ -147,6 +180,7 @@ class SqliteAdapter(StateAdapter):
             Schema(WHAT, self._prepare, _check_schema),
             load=lambda conn: self._load(conn),
             write=lambda conn, batch: self._write_rows(conn, batch),
+            write_alone=lambda conn, batch: self._write_upserts(conn, batch),
             on_failed=self._commit_failed,
             error=AdapterError,
             synchronous=synchronous,
@@ -309,17 +343,60 @@ class SqliteAdapter(StateAdapter):
 
     # -- writer thread -------------------------------------------------------
 
+    def _write_upserts(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> bool:
+        """A batch of up to ``_MAX_ROWS`` upserts ending in the batch's top version as one
+        statement; False (nothing done) for anything else.
+
+        ``last_version`` in meta is only needed for a version no row keeps
+        (a delete's): loading takes the larger of it and the rows' largest, so
+        when the last row written carries the batch's version it can stay."""
+        last = batch[-1]
+        if not last.rows or last.rows[-1][2] is None or last.rows[-1][3] != last.version:
+            return False
+        params: builtins.list[bytes | int | None] = []
+        for write in batch:
+            for scope_text, key_text, value, version, expires_at in write.rows:
+                if value is None:
+                    return False
+                params += (version, _blob(scope_text), _blob(key_text), version, value, expires_at)
+        rows = len(params) // 6
+        if rows > _MAX_ROWS:
+            return False
+        # Padded to a power of two (a handful of cached statements) by writing
+        # the last row again: the same values, so the same result.
+        size = 1 << (rows - 1).bit_length()
+        params += params[-6:] * (size - rows)
+        conn.execute(_upsert_sql(size), params)
+        return True
+
     def _write_rows(self, conn: sqlite3.Connection, batch: builtins.list[_Write]) -> None:
-        cur = conn.cursor()
+        # A run of consecutive upserts (or deletes) is one multi-row statement:
+        # the thread releases and retakes the GIL around every SQLite step,
+        # and retaking it while the event loop runs Python costs a forced
+        # switch, so a commit takes a handful of steps, not one per row.
+        # Runs keep the rows' order, so a delete followed by a re-insert of
+        # the same key still re-creates it (new ``ord``).
+        upserts: builtins.list[bytes | int | None] = []
+        deletes: builtins.list[bytes] = []
         for write in batch:
             for scope_text, key_text, value, version, expires_at in write.rows:
                 scope, key = _blob(scope_text), _blob(key_text)
                 if value is None:
-                    cur.execute(_DELETE, (scope, key))
+                    if upserts:
+                        _run(conn, _upsert_sql, upserts, 6)
+                        upserts = []
+                    deletes += (scope, key)
                 else:
-                    cur.execute(_UPSERT, (version, scope, key, value, expires_at))
+                    if deletes:
+                        _run(conn, _delete_sql, deletes, 2)
+                        deletes = []
+                    upserts += (version, scope, key, version, value, expires_at)
+        if upserts:
+            _run(conn, _upsert_sql, upserts, 6)
+        if deletes:
+            _run(conn, _delete_sql, deletes, 2)
         # Writes are queued in version order, so the last one is the highest.
-        cur.execute(_SET_LAST_VERSION, (batch[-1].version,))
+        conn.execute(_SET_LAST_VERSION, (batch[-1].version,))
 
     def _load(self, conn: sqlite3.Connection) -> MemoryStore:
         (last_version,) = conn.execute("SELECT value FROM meta WHERE name = 'last_version'").fetchone()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pyiii.errors import ConfigError
-from pyiii.stores.base import KEEP, AdapterError, Entry, Mutation, StateAdapter
+from pyiii.stores.base import KEEP, AdapterError, Entry, Mutation, Put, StateAdapter
 from pyiii.stores.memory import MemoryAdapter
 from pyiii.stores.redis import RedisAdapter
 from pyiii.stores.sqlite import DB_FILE_NAME, SqliteAdapter
@@ -225,6 +225,41 @@ async def test_sqlite_reopen_keeps_content_order_and_versions(tmp_path: Path) ->
         await b.close()
 
 
+async def test_sqlite_one_commit_of_interleaved_writes_reopens_identically(tmp_path: Path) -> None:
+    """Writes issued in one loop turn share a commit, written as runs of multi-row
+    statements: deletes, re-creates, overwrites and TTLs of the same keys, mixed
+    with transactions, must come back exactly (values, versions, expiry, order)."""
+    a = SqliteAdapter(tmp_path / "db")
+    await a.open()
+    for i in range(40):
+        await a.mutate("s", f"k{i}", put(i))
+    commits = a.commits
+    far = 4_102_444_800_000  # 2100-01-01
+    calls = []
+    for round_ in range(3):
+        for i in range(0, 40, 3):
+            calls.append(a.mutate("s", f"k{i}", delete))
+            calls.append(a.mutate("s", f"k{i + 1}", put([round_, i])))
+            calls.append(a.mutate("s", f"k{i}", put({"back": round_})))  # re-created: moves to the end
+            calls.append(a.mutate("t", f"k{i}", lambda _c, r=round_: Put(b"%d" % r, far + r)))
+        calls.append(a.mutate_many([("s", "new", put("n")), ("s", "k2", delete), ("u", "x", put(1))]))
+    await asyncio.gather(*calls)
+    assert a.commits - commits < len(calls) / 4  # they did share commits
+    before = {scope: await a.list_page(scope, "", None, None) for scope in await a.list_groups()}
+    order = {scope: await a.list(scope) for scope in before}
+    await a.close()
+
+    b = SqliteAdapter(tmp_path / "db")
+    await b.open()
+    try:
+        assert {scope: await b.list_page(scope, "", None, None) for scope in await b.list_groups()} == before
+        assert {scope: await b.list(scope) for scope in before} == order
+        expiring = await b.get("t", "k0")
+        assert expiring is not None and (expiring.raw, expiring.expires_at) == (b"2", far + 2)
+    finally:
+        await b.close()
+
+
 async def test_sqlite_path_resolution(tmp_path: Path) -> None:
     assert SqliteAdapter(tmp_path / "a" / "state_store").db_path == (
         tmp_path / "a" / "state_store" / DB_FILE_NAME
@@ -389,28 +424,45 @@ async def test_sqlite_group_commit_batches(tmp_path: Path) -> None:
         await a.close()
 
 
+@pytest.mark.parametrize("path", ["transaction", "one statement"])
 async def test_sqlite_commit_failure_fails_callers_and_restores_disk_state(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     a = SqliteAdapter(tmp_path / "db")
     await a.open()
     await a.mutate("s", "a", put(1))
     await a.mutate("s", "n", increment)
     await a.mutate("s", "gone", put("x"))
-    original = a._write_rows
     entered, release = threading.Event(), threading.Event()
     failures = 1
 
-    def failing(conn: sqlite3.Connection, batch: list[object]) -> None:
-        nonlocal failures
-        original(conn, batch)  # type: ignore[arg-type]
-        if failures:
-            failures -= 1
-            entered.set()
-            release.wait(10)  # let more writes queue up behind this transaction
-            raise sqlite3.OperationalError("disk I/O error (injected)")
+    if path == "transaction":  # BEGIN, the rows, then a failure before COMMIT
+        original = a._write_rows
+        monkeypatch.setattr(a, "_write_upserts", lambda conn, batch: False)
 
-    monkeypatch.setattr(a, "_write_rows", failing)
+        def failing(conn: sqlite3.Connection, batch: list[object]) -> None:
+            nonlocal failures
+            original(conn, batch)  # type: ignore[arg-type]
+            if failures:
+                failures -= 1
+                entered.set()
+                release.wait(10)  # let more writes queue up behind this transaction
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+
+        monkeypatch.setattr(a, "_write_rows", failing)
+    else:  # the single autocommit statement of a batch of sets fails (SQLite rolls it back)
+        original_alone = a._write_upserts
+
+        def failing_alone(conn: sqlite3.Connection, batch: list[object]) -> bool:
+            nonlocal failures
+            if failures:
+                failures -= 1
+                entered.set()
+                release.wait(10)
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+            return original_alone(conn, batch)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(a, "_write_upserts", failing_alone)
     first = asyncio.ensure_future(a.mutate("s", "a", put(2)))
     assert await asyncio.to_thread(entered.wait, 10)
     # Queued behind the failing commit, computed from its uncommitted value.
@@ -453,6 +505,7 @@ async def test_sqlite_unrecoverable_failure_refuses_further_use(
         raise sqlite3.OperationalError("disk I/O error (injected)")
 
     monkeypatch.setattr(a, "_write_rows", fail)
+    monkeypatch.setattr(a, "_write_upserts", fail)
     monkeypatch.setattr(a, "_load", fail)
     with pytest.raises(AdapterError, match="injected"):
         await a.mutate("s", "k", put(1))

@@ -210,6 +210,9 @@ def record_pipelines(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[Any, ..
 async def test_every_transaction_stays_in_one_slot(
     adapter: RedisAdapter, raw_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The WATCH/MULTI path is the one a Redis Cluster takes (plain servers run
+    # scripts on the shared pipe instead); without the pipe, this server takes it too.
+    monkeypatch.setattr(adapter._conn, "pipe", None)
     pipelines = record_pipelines(monkeypatch)
     ops = [{"type": "increment", "path": "n", "by": 1}]
     for scope in WEIRD_SCOPES:
@@ -296,21 +299,22 @@ async def test_list_groups_is_exactly_the_non_empty_scopes(
 async def test_conflicts_rerun_fn_then_give_up(
     adapter: RedisAdapter, raw_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kv = adapter._prefix + b":{s}:kv"
+    kv, counter = adapter._prefix + b":{s}:kv", adapter._prefix + b":{s}:version"
     await adapter.mutate("s", "k", lambda _: b"0")
     seen: list[bytes | None] = []
 
-    def meddling(times: int) -> Any:
+    def meddling(times: int, key: str = "k") -> Any:
         def fn(current: Entry | None) -> bytes:
             seen.append(None if current is None else current.raw)
-            if len(seen) <= times:  # another client changes the scope mid-transaction
-                raw_redis.hset(kv, "other", b"1:1:%d" % len(seen))
+            if len(seen) <= times:  # another client writes the key mid-transaction
+                version = raw_redis.incr(counter)
+                raw_redis.hset(kv, key, b"%d:1:%d" % (version, len(seen)))
             return b"42"
 
         return fn
 
     old, new = await adapter.mutate("s", "k", meddling(2))
-    assert len(seen) == 3 and old is not None and old.raw == b"0"
+    assert seen == [b"0", b"1", b"2"] and old is not None and old.raw == b"2"
     assert new is not None and (await adapter.get("s", "k")) == new
 
     monkeypatch.setattr(redis_adapter, "MAX_ATTEMPTS", 3)
@@ -318,7 +322,16 @@ async def test_conflicts_rerun_fn_then_give_up(
     with pytest.raises(AdapterError, match=r"gave up .* after 3 attempts"):
         await adapter.mutate("s", "k", meddling(99))
     assert len(seen) == 3
-    assert await adapter.get("s", "k") == new
+    stored = await adapter.get("s", "k")
+    assert stored is not None and stored.raw == b"3"  # the meddler's last write, not ours
+    # Another key of the scope written meanwhile (taking a version) reruns it too:
+    # the versions this write took would no longer be the scope's next ones.
+    seen.clear()
+    monkeypatch.setattr(redis_adapter, "MAX_ATTEMPTS", 100)
+    _, new = await adapter.mutate("s", "k", meddling(1, key="other"))
+    other = raw_redis.hget(kv, "other")
+    assert len(seen) == 2 and new is not None and other is not None
+    assert new.version > int(other.split(b":")[0])
 
 
 async def test_open_fails_fast_with_config_error() -> None:
@@ -390,7 +403,8 @@ async def test_writes_of_one_key_in_a_batch_compose(adapter: RedisAdapter) -> No
         adapter.mutate("c", "k", lambda _: None),
         adapter.mutate("c", "k", put(20)),
     )
-    assert adapter.commits - before == 1
+    # The first goes out at once (the scope was idle), the rest queue behind it: one batch.
+    assert adapter.commits - before == 2
     assert old_a == first and new_a is not None and new_a.raw == b"10"
     assert old_b == new_a and new_b is not None and new_b.raw == b"11"
     assert old_c == new_b and new_c is None
@@ -435,7 +449,7 @@ async def test_a_failing_write_fails_alone(adapter: RedisAdapter) -> None:
         adapter.mutate_many([("f", "e", put("e")), ("f", "e", put("e2"))]),
         return_exceptions=True,
     )
-    assert adapter.commits - before == 1
+    assert adapter.commits - before == 2  # the first alone, then one batch
     assert isinstance(results[1], PreconditionFailed) and results[1].current_version == stored.version
     assert isinstance(results[2], IIIError) and results[2].code == "VALUE_TOO_LARGE"
     assert isinstance(results[3], IIIError)
@@ -500,30 +514,18 @@ async def test_increments_from_two_engines_add_up(adapter: RedisAdapter) -> None
         await other.close()
 
 
-def gate_writes(a: RedisAdapter, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Hold every batch of ``a`` before its first round trip until the event is set."""
-    gate = asyncio.Event()
-    real_write = a._write
-
-    async def gated(*args: Any) -> None:
-        await gate.wait()
-        await real_write(*args)
-
-    monkeypatch.setattr(a, "_write", gated)
-    return gate
-
-
 async def test_cancelled_callers_and_close(
-    adapter: RedisAdapter, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    adapter: RedisAdapter, redis_url: str, raw_redis: redis.Redis
 ) -> None:
     # A caller cancelled while queued is dropped; the others are written.
-    gate = gate_writes(adapter, monkeypatch)
+    # Redis itself holds the first write (CLIENT PAUSE WRITE delays scripts).
+    raw_redis.client_pause(5000, all=False)
     first = asyncio.create_task(adapter.mutate("q", "first", put(0)))
-    await asyncio.sleep(0.01)  # its batch is held at the gate
+    await asyncio.sleep(0.05)  # sent, held by Redis
     tasks = [asyncio.create_task(adapter.mutate("q", f"k{i}", put(i))) for i in range(10)]
     await asyncio.sleep(0.01)
     tasks[5].cancel()
-    gate.set()
+    raw_redis.client_unpause()
     done = await asyncio.gather(first, *tasks, return_exceptions=True)
     assert isinstance(done[6], asyncio.CancelledError)
     assert [not isinstance(result, BaseException) for result in done] == [i != 6 for i in range(11)]
@@ -532,13 +534,16 @@ async def test_cancelled_callers_and_close(
     # Closing fails what is in flight or queued instead of leaving callers waiting.
     other = RedisAdapter(redis_url, prefix=adapter._prefix.decode())
     await other.open()
-    gate_writes(other, monkeypatch)
-    first = asyncio.create_task(other.mutate("q", "first", put(1)))
-    await asyncio.sleep(0.01)
-    tasks = [asyncio.create_task(other.mutate("q", f"k{i}", put(-i))) for i in range(10)]
-    await asyncio.sleep(0.01)
-    await other.close()
-    results = await asyncio.gather(first, *tasks, return_exceptions=True)
+    raw_redis.client_pause(5000, all=False)
+    try:
+        first = asyncio.create_task(other.mutate("q", "first", put(1)))
+        await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(other.mutate("q", f"k{i}", put(-i))) for i in range(10)]
+        await asyncio.sleep(0.01)
+        await other.close()
+        results = await asyncio.gather(first, *tasks, return_exceptions=True)
+    finally:
+        raw_redis.client_unpause()
     assert "during the write" in str(results[0])
     for result in results:
         assert isinstance(result, AdapterError) and "was closed" in str(result), result

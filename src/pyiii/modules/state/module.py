@@ -118,6 +118,18 @@ def build_adapter(config: StateConfig) -> StateAdapter:
     raise IIIError(errors.INVALID_ARGUMENTS, f"unknown state adapter {config.adapter!r}")
 
 
+# The one adapter method each function awaits (for ``StateAdapter.eager_methods``).
+_ADAPTER_METHOD = {
+    "state::set": "mutate",
+    "state::delete": "mutate",
+    "state::update": "mutate",
+    "state::get": "get",
+    "state::get_many": "get_many",
+    "state::set_many": "mutate_many",
+    "state::transaction": "mutate_many",
+}
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -167,7 +179,6 @@ class StateModule(Module):
         # From here on, entries that expire (including any that expired while
         # a durable store was closed) fire state:deleted with "expired": true.
         self.adapter.on_expired(self._expired)
-        eager = self.adapter.eager_safe
         functions: list[tuple[str, Callable[[Raw, CallContext], Any], str]] = [
             ("state::set", self.set, "Store a value"),
             ("state::get", self.get, "Read a value"),
@@ -182,6 +193,9 @@ class StateModule(Module):
             *StateAdmin(self).functions(),
         ]
         for function_id, handler, description in functions:
+            eager = self.adapter.eager_safe or (
+                not self.adapter.remote and _ADAPTER_METHOD.get(function_id) in self.adapter.eager_methods
+            )
             engine.register_builtin(
                 function_id, handler, worker_name=WORKER_NAME, description=description, eager=eager
             )
