@@ -54,10 +54,29 @@ def check_numbers(raw: bytes, function_id: str, where: str = "value") -> None:
         ) from None
 
 
+# Parsed ``ops`` arrays by their JSON text. Callers tend to send the same few
+# texts over and over (an increment of a counter), and parsing one costs more
+# than the rest of the update. Only short texts that parsed are kept, so the
+# cache stays small and every error is still raised by a fresh parse. Sharing
+# the ops is safe: ``apply_ops`` never mutates them.
+_PARSED: dict[bytes, tuple[ops.Op, ...]] = {}
+_PARSED_MAX_ENTRIES = 256
+_PARSED_MAX_BYTES = 512
+
+
 def parse_ops(raw_ops: Raw, function_id: str, where: str = "ops") -> list[ops.Op]:
+    text = bytes(raw_ops)
+    cached = _PARSED.get(text)
+    if cached is not None:
+        return list(cached)
     try:
-        return ops.parse_ops(msgspec.json.decode(raw_ops))
+        parsed = ops.parse_ops(msgspec.json.decode(text))
     except ops.OpsDecodeError as exc:
         raise bad_input(function_id, f"{where}: {exc.message}") from None
     except msgspec.ValidationError as exc:  # e.g. 1e400: no double holds it
         raise bad_input(function_id, f"{where}: {exc}") from None
+    if len(text) <= _PARSED_MAX_BYTES:
+        if len(_PARSED) >= _PARSED_MAX_ENTRIES:
+            _PARSED.clear()
+        _PARSED[text] = tuple(parsed)
+    return parsed
