@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, TypeVar
 
-from pyiii.config.values import WS_SCHEMES, Block, found
+from pyiii.config.values import REDIS_SCHEMES, WS_SCHEMES, Block, found
 
 A = TypeVar("A", bound=str)
 
@@ -64,6 +64,24 @@ def read_adapter(
     cfg = spec.block("config")
     cfg.keys(keys[adapter])
     return adapter, cfg
+
+
+def store_adapter(adapter: str, cfg: Block, default_file_path: str) -> dict[str, object]:
+    """The settings of a data store's ``kv``, ``redis`` or ``bridge`` adapter, as config field values.
+
+    State and Streams keep their data through these three; a module reads any
+    setting of its own (``save_interval_ms``...) after this.
+    """
+    values: dict[str, object] = {"adapter": adapter}
+    if adapter == "kv":
+        values.update(kv_store(cfg, default_file_path))
+    elif adapter == "redis":
+        values["redis_url"] = cfg.url("redis_url", DEFAULT_REDIS_URL, REDIS_SCHEMES)
+    else:
+        url = bridge_url(cfg)
+        if url is not None:
+            values["bridge_url"] = url
+    return values
 
 
 def kv_store(cfg: Block, default_file_path: str) -> dict[str, object]:

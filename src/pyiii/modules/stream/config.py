@@ -9,11 +9,10 @@ from pyiii.config.adapters import (
     DEFAULT_BRIDGE_URL,
     DEFAULT_REDIS_URL,
     StoreMethod,
-    bridge_url,
-    kv_store,
     read_adapter,
+    store_adapter,
 )
-from pyiii.config.values import REDIS_SCHEMES, Block
+from pyiii.config.values import Block
 
 AdapterName = Literal["kv", "redis", "bridge"]
 
@@ -87,16 +86,10 @@ def parse(block: Block) -> StreamConfig:
 
 
 def _adapter(adapter: AdapterName, cfg: Block) -> dict[str, object]:
-    values: dict[str, object] = {"adapter": adapter}
+    values = store_adapter(adapter, cfg, DEFAULT_FILE_PATH)
     if adapter == "kv":
-        values.update(kv_store(cfg, DEFAULT_FILE_PATH))
+        # Accepted for the reference's configs; checked, without effect here.
         for key in ("save_interval_ms", "channel_size"):
             if key in cfg:
                 cfg.opt_int(key, minimum=1)
-    elif adapter == "redis":
-        values["redis_url"] = cfg.url("redis_url", DEFAULT_REDIS_URL, REDIS_SCHEMES)
-    else:
-        url = bridge_url(cfg)
-        if url is not None:
-            values["bridge_url"] = url
     return values
