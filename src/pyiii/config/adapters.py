@@ -28,20 +28,23 @@ DEFAULT_BRIDGE_URL = "ws://localhost:49134"
 
 def read_adapter(
     block: Block,
-    *,
-    default: A,
+    kind: str,
     names: Mapping[str, A],
     classes: Mapping[str, A],
     keys: Mapping[A, tuple[str, ...]],
-    kind: str,
-    example: str,
+    *,
+    example: str | None = None,
 ) -> tuple[A, Block] | None:
     """The adapter ``block`` chooses and its ``config:`` block; ``None`` when it names none.
 
-    ``kind`` names the module in errors ("State"), ``example`` is the mapping
-    shown when ``adapter:`` is not one; ``keys`` are each adapter's valid
-    ``config:`` keys.
+    ``kind`` names the module in errors ("State"); the first of ``names`` is
+    the default; ``keys`` are each adapter's valid ``config:`` keys;
+    ``example`` is the mapping shown when ``adapter:`` is not one (default
+    ``{name: <default>, config: {...}}``).
     """
+    default = next(iter(names.values()))
+    if example is None:
+        example = f"{{name: {next(iter(names))}, config: {{...}}}}"
     if "adapter" not in block:
         return None
     raw = block.get("adapter")

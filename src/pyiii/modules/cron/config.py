@@ -17,6 +17,7 @@ ADAPTER_CLASSES: dict[str, AdapterName] = {
 }
 
 DEFAULT_LOCK_TTL_MS = 30_000
+_EXAMPLE = "{name: redis, config: {redis_url: ...}}"  # shown when adapter: is not a mapping
 _ADAPTER_KEYS: dict[AdapterName, tuple[str, ...]] = {
     "kv": ("lock_ttl_ms", "lock_index", "store_method", "file_path", "save_interval_ms"),
     "redis": ("redis_url", "lock_ttl_ms"),
@@ -43,15 +44,7 @@ class CronConfig:
 def parse(block: Block) -> CronConfig:
     """Validate a Cron ``config:`` block."""
     block.keys(("adapter",))
-    chosen = read_adapter(
-        block,
-        default="kv",
-        names=ADAPTER_NAMES,
-        classes=ADAPTER_CLASSES,
-        keys=_ADAPTER_KEYS,
-        kind="Cron",
-        example="{name: redis, config: {redis_url: ...}}",
-    )
+    chosen = read_adapter(block, "Cron", ADAPTER_NAMES, ADAPTER_CLASSES, _ADAPTER_KEYS, example=_EXAMPLE)
     if chosen is None:
         return CronConfig()
     adapter, cfg = chosen

@@ -15,6 +15,7 @@ ADAPTER_CLASSES: dict[str, AdapterName] = {
     "modules::pubsub::LocalAdapter": "local",
     "modules::pubsub::RedisAdapter": "redis",
 }
+_EXAMPLE = "{name: redis, config: {redis_url: ...}}"  # shown when adapter: is not a mapping
 _ADAPTER_KEYS: dict[AdapterName, tuple[str, ...]] = {"local": (), "redis": ("redis_url",)}
 
 
@@ -29,15 +30,7 @@ class PubSubConfig:
 def parse(block: Block) -> PubSubConfig:
     """Validate a PubSub ``config:`` block."""
     block.keys(("adapter",))
-    chosen = read_adapter(
-        block,
-        default="local",
-        names=ADAPTER_NAMES,
-        classes=ADAPTER_CLASSES,
-        keys=_ADAPTER_KEYS,
-        kind="PubSub",
-        example="{name: redis, config: {redis_url: ...}}",
-    )
+    chosen = read_adapter(block, "PubSub", ADAPTER_NAMES, ADAPTER_CLASSES, _ADAPTER_KEYS, example=_EXAMPLE)
     if chosen is None:
         return PubSubConfig()
     adapter, cfg = chosen

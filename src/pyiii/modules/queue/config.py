@@ -134,15 +134,7 @@ def parse(block: Block) -> QueueConfig:
             qblock.fail(f"expected a mapping of queue settings, found {found(raw)}", name)
         queues[name] = _queue(qblock.block(name), name)
     values["queues"] = queues
-    chosen = read_adapter(
-        block,
-        default="builtin",
-        names=ADAPTER_NAMES,
-        classes=ADAPTER_CLASSES,
-        keys=_ADAPTER_KEYS,
-        kind="Queue",
-        example="{name: builtin, config: {...}}",
-    )
+    chosen = read_adapter(block, "Queue", ADAPTER_NAMES, ADAPTER_CLASSES, _ADAPTER_KEYS)
     if chosen is not None:
         values.update(_adapter(*chosen))
     return QueueConfig(**values)

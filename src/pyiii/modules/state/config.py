@@ -62,15 +62,7 @@ def parse(block: Block) -> StateConfig:
         "triggers_enabled": block.bool("triggers_enabled", True),
         "max_value_bytes": block.opt_int("max_value_bytes", minimum=0) or None,
     }
-    chosen = read_adapter(
-        block,
-        default="kv",
-        names=ADAPTER_NAMES,
-        classes=ADAPTER_CLASSES,
-        keys=_ADAPTER_KEYS,
-        kind="State",
-        example="{name: kv, config: {...}}",
-    )
+    chosen = read_adapter(block, "State", ADAPTER_NAMES, ADAPTER_CLASSES, _ADAPTER_KEYS)
     if chosen is not None:
         values.update(_adapter(*chosen))
     if "save_interval_ms" in block:

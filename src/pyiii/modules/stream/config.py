@@ -71,15 +71,7 @@ def parse(block: Block) -> StreamConfig:
             "max_send_buffer_bytes", DEFAULT_MAX_SEND_BUFFER_BYTES, minimum=1024
         ),
     }
-    chosen = read_adapter(
-        block,
-        default="kv",
-        names=ADAPTER_NAMES,
-        classes=ADAPTER_CLASSES,
-        keys=_ADAPTER_KEYS,
-        kind="Stream",
-        example="{name: kv, config: {...}}",
-    )
+    chosen = read_adapter(block, "Stream", ADAPTER_NAMES, ADAPTER_CLASSES, _ADAPTER_KEYS)
     if chosen is not None:
         values.update(_adapter(*chosen))
     return StreamConfig(**values)  # type: ignore[arg-type]
