@@ -351,3 +351,30 @@ def run(coro: Awaitable[object]) -> object:
     import uvloop
 
     return uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def section_main(
+    only: str,
+    description: str | None,
+    *,
+    serve: Callable[[int], Awaitable[None]] | None = None,
+    serve_help: str = "",
+) -> None:
+    """``python benchmarks/<file>.py [--seconds N]``: that file's section of ``run.py`` alone.
+
+    With ``serve``, ``--serve PORT`` runs only that server (for a comparison
+    driven from elsewhere).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter)
+    if serve is not None:
+        parser.add_argument("--serve", type=int, help=serve_help)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    if serve is not None and args.serve:
+        run(serve(args.serve))
+        return
+    import run as runner
+
+    runner.main(["--only", only, "--seconds", str(args.seconds)])

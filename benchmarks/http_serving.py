@@ -19,7 +19,6 @@ them alike. ``srv`` is the CPU of the server processes, ``cli`` wrk's own.
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, cpu_seconds, engine, free_port, process, progress, with_ratio
+from common import Row, cpu_seconds, engine, free_port, process, progress, section_main, with_ratio
 from wrk import BODY, WrkResult, require_wrk, run_wrk
 
 SECTION = "http"
@@ -228,12 +227,7 @@ def http_rows(seconds: float) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    import run
-
-    run.main(["--only", "http", "--seconds", str(args.seconds)])
+    section_main("http", __doc__)
 
 
 if __name__ == "__main__":

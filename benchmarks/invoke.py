@@ -9,13 +9,12 @@ what routing through the engine costs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import process
+from common import process, section_main
 
 ECHO_FUNCTION = "bench::echo"
 
@@ -48,12 +47,7 @@ def echo_worker(url: str):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    import run
-
-    run.main(["--only", "invoke", "--seconds", str(args.seconds)])
+    section_main("invoke", __doc__)
 
 
 if __name__ == "__main__":

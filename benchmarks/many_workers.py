@@ -10,14 +10,23 @@ with one. All 100 workers live in the load-generator process, one uvloop.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, Target, engine, free_port, measure_interleaved, progress, run, with_ratio
+from common import (
+    Row,
+    Target,
+    engine,
+    free_port,
+    measure_interleaved,
+    progress,
+    run,
+    section_main,
+    with_ratio,
+)
 from state import CONFIGS, INCREMENT, KEYS, SCOPE, seed
 
 SECTION = "many workers"
@@ -73,12 +82,7 @@ def many_worker_rows(seconds: float) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    import run as runner
-
-    runner.main(["--only", "workers", "--seconds", str(args.seconds)])
+    section_main("workers", __doc__)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ alternating windows; it needs ``scripts/install-compat.sh node-0.22``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Row, cpu_seconds, engine, free_port, process, progress, run, with_ratio
+from common import ROOT, Row, cpu_seconds, engine, free_port, process, progress, run, section_main, with_ratio
 from state import CONFIGS, SCOPE, seed
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -132,12 +131,7 @@ async def _seed(url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    import run as runner
-
-    runner.main(["--only", "node", "--seconds", str(args.seconds)])
+    section_main("node", __doc__)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ check costs. Target: >= 0.9x.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, Target, engine, free_port, measure_interleaved, progress, run, with_ratio
+from common import (
+    Row,
+    Target,
+    engine,
+    free_port,
+    measure_interleaved,
+    progress,
+    run,
+    section_main,
+    with_ratio,
+)
 from state import seed, state_calls
 
 SECTION = "rbac listener"
@@ -96,12 +105,7 @@ def rbac_rows(seconds: float) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    import run as runner
-
-    runner.main(["--only", "rbac", "--seconds", str(args.seconds)])
+    section_main("rbac", __doc__)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ nothing saved to disk).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import msgspec
 
-from common import ROOT, Call
+from common import ROOT, Call, section_main
 from state import KEYS, VALUE
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -74,12 +73,7 @@ def redis_calls(client: Any) -> dict[str, Call]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    import run
-
-    run.main(["--only", "redis", "--seconds", str(args.seconds)])
+    section_main("redis", __doc__)
 
 
 if __name__ == "__main__":

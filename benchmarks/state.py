@@ -12,7 +12,6 @@ one fsync p50 of the same disk, see ``fsync_call``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Call
+from common import Call, section_main
 
 STATE_CONFIG = "workers:\n  - name: iii-state\n    config:\n      adapter: {{name: kv, config: {{{}}}}}\n"
 CONFIGS = {
@@ -81,12 +80,7 @@ def fsync_call(directory: Path) -> Call:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    import run
-
-    run.main(["--only", "state", "--seconds", str(args.seconds)])
+    section_main("state", __doc__)
 
 
 if __name__ == "__main__":

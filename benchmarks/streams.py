@@ -18,7 +18,6 @@ clients and the writer share this process, so its CPU bounds both rows alike.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, cpu_seconds, engine, free_port, process, progress, run, with_ratio
+from common import Row, cpu_seconds, engine, free_port, process, progress, run, section_main, with_ratio
 
 CLIENTS = 1000
 WINDOW = 16
@@ -295,18 +294,9 @@ def stream_rows(seconds: float) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--serve", type=int, help="run only the bare broadcast server on this port")
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    if args.serve:
-        import uvloop
-
-        uvloop.run(serve_broadcast(args.serve))
-        return
-    import run as runner
-
-    runner.main(["--only", "stream", "--seconds", str(args.seconds)])
+    section_main(
+        "stream", __doc__, serve=serve_broadcast, serve_help="run only the bare broadcast server on this port"
+    )
 
 
 if __name__ == "__main__":

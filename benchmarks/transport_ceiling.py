@@ -10,14 +10,13 @@ engine can do. The state, cross-worker and redis rows compare against this.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import process
+from common import process, section_main
 from pyiii import protocol
 
 # What the ceiling and cross-worker rows send (and get back).
@@ -56,18 +55,9 @@ def echo_server(port: int):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--serve", type=int, help="run only the echo server on this port")
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    if args.serve:
-        import uvloop
-
-        uvloop.run(serve_echo(args.serve))
-        return
-    import run
-
-    run.main(["--only", "ceiling", "--seconds", str(args.seconds)])
+    section_main(
+        "ceiling", __doc__, serve=serve_echo, serve_help="run only the echo server on this port"
+    )
 
 
 if __name__ == "__main__":

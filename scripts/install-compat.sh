@@ -57,12 +57,10 @@ install_node() {  # $1 = node-0.9 | node-0.22
   say "$name installed"
 }
 
-install_py() {  # $1 = py-0.11.6 | py-0.25.0 | py-motia
-  local name="$1" ver="${1#py-}" dst="$DEST/$1" req want sdk
-  sdk="$ver"
-  [[ "$ver" == motia ]] && sdk=0.11.3  # Motia 1.0.4rc1 is built on iii-sdk 0.11.3
-  req="$SRC/python/requirements-$ver.txt"
-  [[ -f "$req" ]] || die "missing $req"
+# A venv at $2 with the requirements $3 (recreated only when they change); then Python
+# code $4 must run in it, else the install fails with "$1: $5".
+install_venv() {  # $1 = name, $2 = venv dir, $3 = requirements file, $4 = check, $5 = what failed
+  local name="$1" dst="$2" req="$3" want
   want="$(digest "$req")"
   if [[ -x "$dst/bin/python" && "$(cat "$dst/.installed" 2>/dev/null)" == "$want" ]]; then
     say "$name up to date"
@@ -73,34 +71,28 @@ install_py() {  # $1 = py-0.11.6 | py-0.25.0 | py-motia
   rm -rf "$dst"
   "$PYTHON" -m venv "$dst" || die "venv failed (Debian: apt-get install python3.11-venv)"
   "$dst/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-  "$dst/bin/python" - "$sdk" <<'PY' || die "$name: iii-sdk import/version check failed"
-import sys, importlib.metadata as md
-import iii  # noqa: F401
-assert md.version("iii-sdk") == sys.argv[1], md.version("iii-sdk")
-PY
+  "$dst/bin/python" -c "$4" || die "$name: $5"
   echo "$want" > "$dst/.installed"
   say "$name installed"
 }
 
+install_py() {  # $1 = py-0.11.6 | py-0.25.0 | py-motia
+  local name="$1" ver="${1#py-}" req sdk
+  sdk="$ver"
+  [[ "$ver" == motia ]] && sdk=0.11.3  # Motia 1.0.4rc1 is built on iii-sdk 0.11.3
+  req="$SRC/python/requirements-$ver.txt"
+  [[ -f "$req" ]] || die "missing $req"
+  install_venv "$name" "$DEST/$1" "$req" \
+    "import importlib.metadata as md, iii; v = md.version('iii-sdk'); assert v == '$sdk', v" \
+    "iii-sdk import/version check failed"
+}
+
 install_arq() {  # the queue benchmark's baseline (arq needs redis-py < 6, so not in the project venv)
-  local dst="$DEST/bench-arq" req="$ROOT/benchmarks/requirements-arq.txt" want
-  want="$(digest "$req")"
-  if [[ -x "$dst/bin/python" && "$(cat "$dst/.installed" 2>/dev/null)" == "$want" ]]; then
-    say "bench-arq up to date"
-    return
-  fi
-  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
-  say "bench-arq: creating venv with $PYTHON"
-  rm -rf "$dst"
-  "$PYTHON" -m venv "$dst" || die "venv failed (Debian: apt-get install python3.11-venv)"
-  "$dst/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-  "$dst/bin/python" -c "import arq" || die "bench-arq: arq does not import"
-  echo "$want" > "$dst/.installed"
-  say "bench-arq installed"
+  install_venv bench-arq "$DEST/bench-arq" "$ROOT/benchmarks/requirements-arq.txt" "import arq" \
+    "arq does not import"
 }
 
 install_browser() {  # Debian's chromium + Playwright for Python in their own venv (browser tests)
-  local dst="$DEST/browser" req="$SRC/browser/requirements.txt" want
   if [[ ! -x /usr/bin/chromium ]]; then
     say "browser: installing Debian's chromium (apt-get)"
     # Try the package lists as they are first; on a fresh machine they may be empty.
@@ -109,19 +101,8 @@ install_browser() {  # Debian's chromium + Playwright for Python in their own ve
              --no-install-recommends chromium >/dev/null; }; } \
       || die "browser: apt-get install chromium failed (run it as root)"
   fi
-  want="$(digest "$req")"
-  if [[ -x "$dst/bin/python" && "$(cat "$dst/.installed" 2>/dev/null)" == "$want" ]]; then
-    say "browser up to date"
-    return
-  fi
-  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
-  say "browser: creating venv with $PYTHON"
-  rm -rf "$dst"
-  "$PYTHON" -m venv "$dst" || die "venv failed (Debian: apt-get install python3.11-venv)"
-  "$dst/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-  "$dst/bin/python" -c "import playwright.async_api" || die "browser: playwright does not import"
-  echo "$want" > "$dst/.installed"
-  say "browser installed"
+  install_venv browser "$DEST/browser" "$SRC/browser/requirements.txt" "import playwright.async_api" \
+    "playwright does not import"
 }
 targets=("$@")
 (( ${#targets[@]} )) || targets=("${ALL[@]}")

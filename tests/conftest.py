@@ -4,7 +4,7 @@
 read its console, kill it or restart it); ``engine`` runs a Server inside the
 test's event loop (cheaper, still real sockets). ``redis_url`` is a private
 redis-server shared by the session; ``private_redis`` is one a test may stop
-and restart.
+and restart. ``spawn`` starts official-SDK worker programs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from compat.compat_kit import Spawner
 from support.engine_process import EngineProcess
 from support.redis_server import RedisServer
 
@@ -23,6 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # The repository's iii-config.yaml serves the console on ${III_CONSOLE_PORT:3113}: engines
 # started by tests (and their subprocesses) take a free port instead, so they never collide.
 os.environ.setdefault("III_CONSOLE_PORT", "0")
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[Spawner]:
+    """Starts official-SDK worker programs; whatever is left is killed at teardown."""
+    spawner = Spawner()
+    yield spawner
+    await spawner.close()
 
 
 @pytest.fixture

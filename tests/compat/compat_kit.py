@@ -234,6 +234,16 @@ async def wait_output(engine: Any, text: str, timeout: float = 10.0) -> str:
         await asyncio.sleep(0.05)
 
 
+async def until(check: Callable[[], Any], timeout: float, what: str, proc: WorkerProc) -> None:
+    """Wait (without blocking the loop) until ``check()`` holds; else fail with the worker's output."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{proc.describe()}")
+        await asyncio.sleep(0.05)
+
+
 SEED_FILES = ("state-writer.ts", "state-reader.ts", "state-update.ts")
 
 

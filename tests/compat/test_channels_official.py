@@ -44,13 +44,6 @@ def _compat_installed() -> None:
 
 
 @pytest.fixture
-async def spawn() -> AsyncIterator[Spawner]:
-    spawner = Spawner()
-    yield spawner
-    await spawner.close()
-
-
-@pytest.fixture
 async def pyiii_server(engine_proc: Any) -> AsyncIterator[Worker]:
     """A pyiii worker serving pyiii::consume / pyiii::produce, the same contract as serve-channels."""
     worker = await connect(engine_proc.url, name="pyiii-channels")

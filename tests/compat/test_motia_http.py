@@ -30,13 +30,6 @@ CONFIG = "workers:\n  - name: iii-http\n    config: {port: 0}\n  - name: iii-sta
 
 
 @pytest.fixture
-async def spawn() -> AsyncIterator[Spawner]:
-    spawner = Spawner()
-    yield spawner
-    await spawner.close()
-
-
-@pytest.fixture
 async def server() -> AsyncIterator[Server]:
     server = Server(dataclasses.replace(parse_config(CONFIG, source="test"), port=0))
     await server.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +37,6 @@ workers:
         name: builtin
         config: {{store_method: file_based, file_path: {tmp_path / "queue"}}}
 """
-
-
-@pytest.fixture
-async def spawn() -> AsyncIterator[Spawner]:
-    spawner = Spawner()
-    yield spawner
-    await spawner.close()
 
 
 async def wait_for_state(w: Worker, scope: str, key: str, want: Any, proc: Any, timeout: float = 20) -> None:

@@ -46,13 +46,6 @@ def _compat_installed() -> None:
 
 
 @pytest.fixture
-async def spawn() -> AsyncIterator[Spawner]:
-    spawner = Spawner()
-    yield spawner
-    await spawner.close()
-
-
-@pytest.fixture
 async def pyiii_worker() -> AsyncIterator[MakePyiii]:
     """Factory for pyiii SDK workers in the test process (shut down afterwards)."""
     made: list[Worker] = []

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from compat_kit import VERSIONS, Spawner, prefix_of, require_compat
+from compat_kit import VERSIONS, Spawner, prefix_of, require_compat, until
 
 from pyiii import connect
 from support.queue_engines import QueueEngine, adapter_block, queue_config_yaml
@@ -27,24 +26,8 @@ pytestmark = pytest.mark.timeout(120)
 CURRENT = ("node-0.22", "py-0.25.0")
 
 
-@pytest.fixture
-async def spawn() -> AsyncIterator[Spawner]:
-    spawner = Spawner()
-    yield spawner
-    await spawner.close()
-
-
 def messages(proc: Any) -> list[Any]:
     return [m["message"] for m in proc.messages if "message" in m]
-
-
-async def until(check: Any, timeout: float, what: str, proc: Any) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{proc.describe()}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -14,6 +14,7 @@ from pyiii import connect
 from pyiii.config import parse_config
 from pyiii.engine.channels import Channel, ChannelSettings
 from pyiii.engine.server import Server
+from support.ws_upgrade import upgrade_request
 
 
 @pytest.fixture
@@ -39,10 +40,7 @@ async def _open(srv: Server, ref: dict[str, str]) -> ClientConnection:
 async def _raw_upgrade(port: int, target: str) -> bytes:
     """The engine's whole answer to a WebSocket upgrade of ``target``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
+    writer.write(upgrade_request(f"127.0.0.1:{port}", target))
     answer = await asyncio.wait_for(reader.read(), 5)  # the engine closes after a refusal
     writer.close()
     return answer

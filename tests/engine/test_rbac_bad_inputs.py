@@ -7,9 +7,7 @@ forged channel keys, and a client that keeps calling hidden functions.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from pyiii.errors import IIIError
 from pyiii.sdk import connect
 from support.engine_process import EngineProcess
 from support.engines import free_port
+from support.ws_upgrade import upgrade_request
 
 REFUSED_IN_A_ROW = 3000
 PARALLEL = 8
@@ -34,12 +33,7 @@ def _rss_kib(pid: int) -> int:
 
 async def _upgrade(port: int, headers: dict[str, str], path: str = "/") -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
-    )
+    writer.write(upgrade_request("x", path, headers))
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     finally:

@@ -8,9 +8,7 @@ every call and registration is checked).
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +19,7 @@ from pyiii.engine.server import Server
 from pyiii.errors import IIIError
 from pyiii.sdk import connect
 from reliability.relkit import RawWS
+from support.ws_upgrade import upgrade_request
 
 CONFIG = """\
 workers:
@@ -162,17 +161,7 @@ async def upgrade_status(
 ) -> tuple[int, bytes]:
     """Send a WebSocket upgrade by hand; the HTTP status and the rest of the answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-        *(f"{k}: {v}" for k, v in (headers or {}).items()),
-    ]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    writer.write(upgrade_request(f"127.0.0.1:{port}", path, headers))
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     status = int(head.split(b" ", 2)[1])
     rest = b""

@@ -9,7 +9,6 @@ or the official SDK worker programs of tests/compat.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support.ws_upgrade import upgrade_request
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPAT = Path(os.environ.get("III_COMPAT_DIR") or ROOT / ".compat")
@@ -75,17 +76,7 @@ class RawWS:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (m.group(1), int(m.group(2))))
         reader, writer = await asyncio.open_connection(sock=sock, limit=read_limit)
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            f"GET {path} HTTP/1.1",
-            f"Host: {m.group(1)}:{m.group(2)}",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-            *(f"{k}: {v}" for k, v in (headers or {}).items()),
-        ]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        writer.write(upgrade_request(f"{m.group(1)}:{m.group(2)}", path, headers))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status:

@@ -122,11 +122,24 @@ async def connect(args: argparse.Namespace) -> Engine:
 
 
 def client_command(
-    name: str, body: Callable[[Engine, argparse.Namespace], Awaitable[int]]
+    name: str,
+    body: Callable[[Engine, argparse.Namespace], Awaitable[int]],
+    *,
+    check: Callable[[argparse.Namespace], None] | None = None,
 ) -> Callable[[argparse.Namespace], int]:
-    """A command's entry: connect, run ``body``, print a ``CliError`` as one line, close."""
+    """A command's entry: connect, run ``body``, print a ``CliError`` as one line, close.
+
+    ``check`` runs first, before connecting (a typo needs no engine): a
+    ``CliError`` it raises is printed and nothing is sent.
+    """
 
     def run(args: argparse.Namespace) -> int:
+        if check is not None:
+            try:
+                check(args)
+            except CliError as exc:
+                return fail(name, exc)
+
         async def main() -> int:
             try:
                 engine = await connect(args)

@@ -145,15 +145,8 @@ async def _delete(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_set(args: argparse.Namespace) -> int:
-    """Parse the value before connecting: a typo needs no engine."""
-    from pyiii.cli.common import fail
-
-    try:
-        args.parsed = _value_arg(args.value)
-    except CliError as exc:
-        return fail("state set", exc)
-    return client_command("state set", _set)(args)
+def _parse_value(args: argparse.Namespace) -> None:
+    args.parsed = _value_arg(args.value)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -203,7 +196,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--if-version", type=int, default=None, help="only if the key has this version")
     p.add_argument("--if-absent", action="store_true", help="only if the key does not exist yet")
     add_engine_options(p)
-    p.set_defaults(run=_check_set)
+    p.set_defaults(run=client_command("state set", _set, check=_parse_value))
 
     p = cmds.add_parser("delete", help="delete a key", epilog=ENV_EPILOG)
     p.add_argument("scope")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pyiii.cli.common import ENV_EPILOG, CliError, Engine, add_engine_options, client_command, parse_json
+from pyiii.cli.common import ENV_EPILOG, Engine, add_engine_options, client_command, parse_json
 from pyiii.errors import IIIError
 
 
@@ -21,15 +21,9 @@ async def _trigger(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_then_run(args: argparse.Namespace) -> int:
+def _check_payload(args: argparse.Namespace) -> None:
     if args.payload is not None:
-        try:
-            parse_json(args.payload, "the payload")
-        except CliError as exc:  # before connecting: a typo needs no engine
-            from pyiii.cli.common import fail
-
-            return fail("trigger", exc)
-    return client_command("trigger", _trigger)(args)
+        parse_json(args.payload, "the payload")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,4 +36,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     trig.add_argument("function_id", help="e.g. engine::functions::list or state::get")
     trig.add_argument("payload", nargs="?", default=None, help="JSON payload, e.g. '{\"a\": 1}'")
     add_engine_options(trig, json_flag=False)
-    trig.set_defaults(run=_check_then_run)
+    trig.set_defaults(run=client_command("trigger", _trigger, check=_check_payload))

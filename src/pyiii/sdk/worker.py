@@ -98,6 +98,27 @@ def _opt_raw(value: Any) -> Raw | UnsetType:
     return UNSET if value is None else Raw(_json_encode(value))
 
 
+def _register_frame(
+    id: str,
+    description: str | None,
+    metadata: Any,
+    request_format: Any,
+    response_format: Any,
+    invocation: Raw | UnsetType = UNSET,
+) -> bytes:
+    """The ``registerfunction`` frame of a worker-served (no ``invocation``) or HTTP-served function."""
+    return p.encode(
+        p.RegisterFunction(
+            id=id,
+            description=UNSET if description is None else description,
+            request_format=_opt_raw(request_format),
+            response_format=_opt_raw(response_format),
+            metadata=_opt_raw(metadata),
+            invocation=invocation,
+        )
+    )
+
+
 _workers: list[Worker] = []  # live workers, most recent last
 
 
@@ -328,15 +349,7 @@ class Worker(EventsMixin):
             raise TypeError(f"handler for {id!r} must be callable")
         if id in self._functions:
             raise ValueError(f"function {id!r} is already registered")
-        frame = p.encode(
-            p.RegisterFunction(
-                id=id,
-                description=UNSET if description is None else description,
-                request_format=_opt_raw(request_format),
-                response_format=_opt_raw(response_format),
-                metadata=_opt_raw(metadata),
-            )
-        )
+        frame = _register_frame(id, description, metadata, request_format, response_format)
         self._functions[id] = _Function(id, handler, frame, _is_async(handler), _arity(handler), inline)
         self._soon(self._send_live, frame)
         return FunctionRef(self, id)
@@ -375,15 +388,8 @@ class Worker(EventsMixin):
             invocation["headers"] = dict(headers)
         if auth is not None:
             invocation["auth"] = dict(auth)
-        frame = p.encode(
-            p.RegisterFunction(
-                id=id,
-                description=UNSET if description is None else description,
-                request_format=_opt_raw(request_format),
-                response_format=_opt_raw(response_format),
-                metadata=_opt_raw(metadata),
-                invocation=Raw(_json_encode(invocation)),
-            )
+        frame = _register_frame(
+            id, description, metadata, request_format, response_format, Raw(_json_encode(invocation))
         )
 
         def not_here() -> None:

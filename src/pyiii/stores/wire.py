@@ -17,7 +17,21 @@ from pyiii import errors
 from pyiii.errors import IIIError
 from pyiii.stores import ops
 
-__all__ = ["bad_input", "check_numbers", "decode", "parse_ops"]
+__all__ = ["AnyObject", "PairOutput", "bad_input", "check_numbers", "decode", "pair_output", "parse_ops"]
+
+
+class AnyObject(msgspec.Struct):
+    """Any JSON object: the input of functions that take no fields."""
+
+
+class PairOutput(msgspec.Struct):
+    """A write's result as far as the engine reads it: the value before and after."""
+
+    old_value: Raw = Raw(b"null")
+    new_value: Raw = Raw(b"null")
+
+
+pair_output = msgspec.json.Decoder(PairOutput)
 
 
 def decode(decoder: msgspec.json.Decoder[Any], data: Raw, function_id: str) -> Any:

@@ -10,6 +10,7 @@ the README shows, ``docs/console.png``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -65,6 +66,24 @@ def _playwright() -> Any:
     return async_playwright
 
 
+@contextlib.asynccontextmanager
+async def _page(pw: Any, *, console_errors: bool = True) -> AsyncIterator[tuple[Any, list[str]]]:
+    """A page of a fresh headless Chromium; the list collects its uncaught errors (and console errors)."""
+    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+    try:
+        page = await browser.new_page(viewport={"width": 1400, "height": 860})
+        js_errors: list[str] = []
+        page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
+        if console_errors:
+            page.on(
+                "console",
+                lambda msg: js_errors.append(f"console: {msg.text}") if msg.type == "error" else None,
+            )
+        yield page, js_errors
+    finally:
+        await browser.close()
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Server, Worker, str]]:
     async with running_server(CONFIG) as server, sdk_worker(url_of(server), "shop") as worker:
@@ -95,27 +114,16 @@ async def test_console_in_chromium(
     # The log page shows what the engine logs; `pyiii serve` logs INFO by default, pytest does not.
     caplog.set_level(logging.INFO, logger="pyiii")
     server, worker, base = served
-    async with _playwright()() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 860})
-            js_errors: list[str] = []
-            page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
-            page.on(
-                "console",
-                lambda msg: js_errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-            )
-            await _every_page(page, base)
-            await _workers_live(page, server)
-            await _state(page, base, worker)
-            await _functions(page)
-            await _logs(page)
-            await _expiry_kept(page, worker)
-            await _xss(page)
-            assert js_errors == []
-            assert await page.evaluate("window.__pwned") is None
-        finally:
-            await browser.close()
+    async with _playwright()() as pw, _page(pw) as (page, js_errors):
+        await _every_page(page, base)
+        await _workers_live(page, server)
+        await _state(page, base, worker)
+        await _functions(page)
+        await _logs(page)
+        await _expiry_kept(page, worker)
+        await _xss(page)
+        assert js_errors == []
+        assert await page.evaluate("window.__pwned") is None
 
 
 async def _every_page(page: Any, base: str) -> None:
@@ -324,66 +332,60 @@ async def _ops_pages(server: Server, worker: Worker) -> None:
     assert isinstance(module, ConsoleModule)
     base = f"http://127.0.0.1:{module.port}"
 
-    async with _playwright()() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 860})
-            js_errors: list[str] = []
-            page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
-            await page.goto(base + "/#queues")
-            # The engine has a token: nothing is shown until it is given.
-            await page.locator("#login").wait_for(state="visible")
-            assert await page.locator("#page-queues").is_hidden()
-            await page.fill("#token-input", "wrong")
-            await page.click("#token-form button")
-            await page.locator("#health", has_text="auth token needed").wait_for()
-            await page.fill("#token-input", TOKEN)
-            await page.click("#token-form button")
-            row = page.locator("#queues-table tbody tr", has_text="jobs")
-            await row.wait_for()
-            assert (await row.locator("td").all_inner_texts())[2:5] == [
-                "0",
-                "1",
-                "2",
-            ]  # depth, consumers, dead
-            await row.locator("button", has_text="Dead letters").click()
-            letters = page.locator("#dlq-table tbody tr")
-            await letters.nth(1).wait_for()
-            assert "card_declined" in await letters.nth(0).inner_text()
-            await letters.nth(0).locator("button", has_text="Discard").click()
-            await page.locator("#dlq-message", has_text='"discarded":1').wait_for()
-            await page.locator("#queues-table tbody tr td:nth-child(5)", has_text="1").wait_for()
-            assert (await worker.trigger("engine::queue::topic_stats", {"queue": "jobs"}))["dlq_depth"] == 1
+    # Only uncaught errors count here: the refused wrong token makes the browser log failed requests.
+    async with _playwright()() as pw, _page(pw, console_errors=False) as (page, js_errors):
+        await page.goto(base + "/#queues")
+        # The engine has a token: nothing is shown until it is given.
+        await page.locator("#login").wait_for(state="visible")
+        assert await page.locator("#page-queues").is_hidden()
+        await page.fill("#token-input", "wrong")
+        await page.click("#token-form button")
+        await page.locator("#health", has_text="auth token needed").wait_for()
+        await page.fill("#token-input", TOKEN)
+        await page.click("#token-form button")
+        row = page.locator("#queues-table tbody tr", has_text="jobs")
+        await row.wait_for()
+        assert (await row.locator("td").all_inner_texts())[2:5] == [
+            "0",
+            "1",
+            "2",
+        ]  # depth, consumers, dead
+        await row.locator("button", has_text="Dead letters").click()
+        letters = page.locator("#dlq-table tbody tr")
+        await letters.nth(1).wait_for()
+        assert "card_declined" in await letters.nth(0).inner_text()
+        await letters.nth(0).locator("button", has_text="Discard").click()
+        await page.locator("#dlq-message", has_text='"discarded":1').wait_for()
+        await page.locator("#queues-table tbody tr td:nth-child(5)", has_text="1").wait_for()
+        assert (await worker.trigger("engine::queue::topic_stats", {"queue": "jobs"}))["dlq_depth"] == 1
 
-            await page.click("nav a[data-page=triggers]")
-            cron = page.locator("#triggers-table tbody tr", has_text="ops::nightly")
-            await cron.locator("button", has_text="Run now").click()
-            await page.locator("#cron-status", has_text="ran ops::nightly").wait_for()
-            assert '"swept": 3' in await page.locator("#cron-output").inner_text()
-            assert nightly_runs and nightly_runs[0]["manual"] is True
-            http = page.locator("#triggers-table tbody tr", has_text="ops::hello")
-            await http.locator("button", has_text="Test").click()
-            assert await page.input_value("#http-path") == "/hello/:who"
-            await page.fill("#http-path", "/hello/ada")
-            await page.click("#http-send")
-            await page.locator("#http-status", has_text="200").wait_for()
-            assert '"hi": "ada"' in await page.locator("#http-output").inner_text()
+        await page.click("nav a[data-page=triggers]")
+        cron = page.locator("#triggers-table tbody tr", has_text="ops::nightly")
+        await cron.locator("button", has_text="Run now").click()
+        await page.locator("#cron-status", has_text="ran ops::nightly").wait_for()
+        assert '"swept": 3' in await page.locator("#cron-output").inner_text()
+        assert nightly_runs and nightly_runs[0]["manual"] is True
+        http = page.locator("#triggers-table tbody tr", has_text="ops::hello")
+        await http.locator("button", has_text="Test").click()
+        assert await page.input_value("#http-path") == "/hello/:who"
+        await page.fill("#http-path", "/hello/ada")
+        await page.click("#http-send")
+        await page.locator("#http-status", has_text="200").wait_for()
+        assert '"hi": "ada"' in await page.locator("#http-output").inner_text()
 
-            # The live stream of a group is behind the token too (the page sends it).
-            await worker.trigger(
-                "stream::set", {"stream_name": "ops", "group_id": "runs", "item_id": "r1", "data": 1}
-            )
-            await page.click("nav a[data-page=streams]")
-            await page.locator("#streams-table tbody tr", has_text="ops").click()
-            await page.locator("#groups-table tbody tr", has_text="runs").locator("button").click()
-            await page.locator("#stream-live", has_text="1 item · live").wait_for()
-            await worker.trigger(
-                "stream::set", {"stream_name": "ops", "group_id": "runs", "item_id": "r2", "data": 2}
-            )
-            await page.locator('#stream-items tbody tr[data-id="r2"]').wait_for(timeout=2_000)
-            assert js_errors == []
-        finally:
-            await browser.close()
+        # The live stream of a group is behind the token too (the page sends it).
+        await worker.trigger(
+            "stream::set", {"stream_name": "ops", "group_id": "runs", "item_id": "r1", "data": 1}
+        )
+        await page.click("nav a[data-page=streams]")
+        await page.locator("#streams-table tbody tr", has_text="ops").click()
+        await page.locator("#groups-table tbody tr", has_text="runs").locator("button").click()
+        await page.locator("#stream-live", has_text="1 item · live").wait_for()
+        await worker.trigger(
+            "stream::set", {"stream_name": "ops", "group_id": "runs", "item_id": "r2", "data": 2}
+        )
+        await page.locator('#stream-items tbody tr[data-id="r2"]').wait_for(timeout=2_000)
+        assert js_errors == []
 
 
 STREAM_CONFIG = """\
@@ -410,22 +412,11 @@ async def test_streams_page_watches_a_group_live() -> None:
         module = server.module("iii-console")
         assert isinstance(module, ConsoleModule)
         stream = server.module("iii-stream")
-        async with _playwright()() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-            try:
-                page = await browser.new_page(viewport={"width": 1400, "height": 860})
-                js_errors: list[str] = []
-                page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
-                page.on(
-                    "console",
-                    lambda msg: js_errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-                )
-                await page.goto(f"http://127.0.0.1:{module.port}/#streams")
-                await _watch_board(page, worker, stream)
-                assert js_errors == []
-                assert await page.evaluate("window.__pwned") is None
-            finally:
-                await browser.close()
+        async with _playwright()() as pw, _page(pw) as (page, js_errors):
+            await page.goto(f"http://127.0.0.1:{module.port}/#streams")
+            await _watch_board(page, worker, stream)
+            assert js_errors == []
+            assert await page.evaluate("window.__pwned") is None
 
 
 async def _watch_board(page: Any, worker: Worker, stream: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import struct
@@ -16,6 +15,7 @@ import websockets
 
 from support.engines import running_server, sdk_worker, url_of
 from support.stream_engines import StreamEngine, stream_config, wait_until
+from support.ws_upgrade import upgrade_request
 
 MEMORY = "{name: kv, config: {store_method: in_memory}}"
 
@@ -93,13 +93,7 @@ class _SilentClient:
         import socket
 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        writer.write(upgrade_request(f"127.0.0.1:{self.port}"))
         head = await reader.readuntil(b"\r\n\r\n")
         assert b" 101 " in head
         payload = json.dumps(join).encode()

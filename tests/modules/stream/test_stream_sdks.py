@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from compat.compat_kit import COMPAT, VERSIONS, Spawner, prefix_of, require_compat
+from compat.compat_kit import COMPAT, VERSIONS, Spawner, prefix_of, require_compat, until
 from support.engines import running_server, sdk_worker, url_of
 from support.stream_engines import StreamEngine, stream_config
 
@@ -32,15 +32,6 @@ async def engine() -> AsyncIterator[StreamEngine]:
 
 def events(proc: Any) -> list[Any]:
     return [m["event"] for m in proc.messages if "event" in m]
-
-
-async def until(check: Any, timeout: float, what: str, proc: Any) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{proc.describe()}")
-        await asyncio.sleep(0.05)
 
 
 def at(group: str, item: str, **extra: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import contextlib
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -222,15 +223,8 @@ class ConsoleApi:
             await send(b"event: hello\ndata: {}\n\n")
             while True:
                 getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, gone, closing}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter not in done:
-                    getter.cancel()
-                    if gone in done or closing in done:
-                        return
-                    await send(b": keep-alive\n\n")
-                    continue
+                if not await _wait_or_keepalive(getter, gone, closing, send):
+                    return
                 item = getter.result()
                 kind = item.get("_event")
                 if kind is not None:
@@ -283,21 +277,37 @@ class ConsoleApi:
                     await send(b"".join(_sse(b"stream", f) for f in batch))
                     continue
                 wake.clear()
-                waiter = asyncio.ensure_future(wake.wait())
-                done, _ = await asyncio.wait(
-                    {waiter, gone, closing}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
-                )
-                if waiter not in done:
-                    waiter.cancel()
-                    if gone in done or closing in done:
-                        return
-                    await send(b": keep-alive\n\n")
+                if not await _wait_or_keepalive(asyncio.ensure_future(wake.wait()), gone, closing, send):
+                    return
         except Exception:  # the browser went away mid-send
             return
         finally:
             stop()
             gone.cancel()
             closing.cancel()
+
+
+async def _wait_or_keepalive(
+    ready: asyncio.Future[Any],
+    gone: asyncio.Future[Any],
+    closing: asyncio.Future[Any],
+    send: Callable[[bytes], Awaitable[None]],
+) -> bool:
+    """Wait for ``ready``, sending an SSE keep-alive comment every ``KEEPALIVE_S`` meanwhile.
+
+    True once it is done; False (and ``ready`` cancelled) when the browser
+    left or the console is closing.
+    """
+    while True:
+        done, _ = await asyncio.wait(
+            {ready, gone, closing}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready in done:
+            return True
+        if gone in done or closing in done:
+            ready.cancel()
+            return False
+        await send(b": keep-alive\n\n")
 
 
 def _sse(event: bytes, data: bytes) -> bytes:

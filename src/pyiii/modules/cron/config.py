@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pyiii.config.values import REDIS_SCHEMES, Block, found
+from pyiii.config.adapters import DEFAULT_REDIS_URL, STORE_METHODS, read_adapter
+from pyiii.config.values import REDIS_SCHEMES, Block
 
 AdapterName = Literal["kv", "redis"]
 
@@ -14,10 +15,9 @@ ADAPTER_CLASSES: dict[str, AdapterName] = {
     "modules::cron::KvCronAdapter": "kv",
     "modules::cron::RedisCronAdapter": "redis",
 }
-STORE_METHODS = {"in_memory": "in_memory", "file_based": "file_based"}
 
-DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_LOCK_TTL_MS = 30_000
+_EXAMPLE = "{name: redis, config: {redis_url: ...}}"  # shown when adapter: is not a mapping
 _ADAPTER_KEYS: dict[AdapterName, tuple[str, ...]] = {
     "kv": ("lock_ttl_ms", "lock_index", "store_method", "file_path", "save_interval_ms"),
     "redis": ("redis_url", "lock_ttl_ms"),
@@ -44,27 +44,10 @@ class CronConfig:
 def parse(block: Block) -> CronConfig:
     """Validate a Cron ``config:`` block."""
     block.keys(("adapter",))
-    if "adapter" not in block:
+    chosen = read_adapter(block, "Cron", ADAPTER_NAMES, ADAPTER_CLASSES, _ADAPTER_KEYS, example=_EXAMPLE)
+    if chosen is None:
         return CronConfig()
-    if not isinstance(block.get("adapter"), dict):
-        block.fail(
-            f"expected a mapping like {{name: redis, config: {{redis_url: ...}}}}, found "
-            f"{found(block.get('adapter'))}; valid adapter names: kv, redis",
-            "adapter",
-        )
-    spec = block.block("adapter")
-    spec.keys(("name", "class", "config"))
-    if "name" in spec and "class" in spec:
-        spec.fail("has both 'name' and 'class'; use one")
-    adapter: AdapterName
-    if "class" in spec:
-        adapter = spec.choice("class", "kv", ADAPTER_CLASSES, kind="Cron adapter class")
-    elif "name" in spec:
-        adapter = spec.choice("name", "kv", ADAPTER_NAMES, kind="Cron adapter")
-    else:
-        spec.fail("adapter has no 'name'; valid: {name: kv|redis, config: {...}}")
-    cfg = spec.block("config")
-    cfg.keys(_ADAPTER_KEYS[adapter])
+    adapter, cfg = chosen
     values: dict[str, object] = {
         "adapter": adapter,
         # At least a second: a shorter lock could expire while a run is being

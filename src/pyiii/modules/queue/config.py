@@ -17,22 +17,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pyiii.config.adapters import DEFAULT_REDIS_URL, STORE_METHODS, StoreMethod, read_adapter
 from pyiii.config.values import REDIS_SCHEMES, Block, found
 
 AdapterName = Literal["builtin", "redis"]
-StoreMethod = Literal["in_memory", "file_based"]
 Synchronous = Literal["full", "normal"]
 QueueType = Literal["standard", "fifo"]
 
 DEFAULT_QUEUE = "default"
-DEFAULT_REDIS_URL = "redis://localhost:6379"
 
 ADAPTER_NAMES: dict[str, AdapterName] = {"builtin": "builtin", "redis": "redis"}
 ADAPTER_CLASSES: dict[str, AdapterName] = {
     "modules::queue::BuiltinQueueAdapter": "builtin",
     "modules::queue::RedisAdapter": "redis",
 }
-STORE_METHODS: dict[str, StoreMethod] = {"in_memory": "in_memory", "file_based": "file_based"}
 SYNCHRONOUS: dict[str, Synchronous] = {"full": "full", "normal": "normal"}
 QUEUE_TYPES: dict[str, QueueType] = {"standard": "standard", "fifo": "fifo"}
 
@@ -136,15 +134,9 @@ def parse(block: Block) -> QueueConfig:
             qblock.fail(f"expected a mapping of queue settings, found {found(raw)}", name)
         queues[name] = _queue(qblock.block(name), name)
     values["queues"] = queues
-    if "adapter" in block:
-        raw = block.get("adapter")
-        if not isinstance(raw, dict):
-            block.fail(
-                f"expected a mapping like {{name: builtin, config: {{...}}}}, found {found(raw)};"
-                " valid adapter names: builtin, redis",
-                "adapter",
-            )
-        values.update(_adapter(block.block("adapter")))
+    chosen = read_adapter(block, "Queue", ADAPTER_NAMES, ADAPTER_CLASSES, _ADAPTER_KEYS)
+    if chosen is not None:
+        values.update(_adapter(*chosen))
     return QueueConfig(**values)
 
 
@@ -168,19 +160,7 @@ def _queue(q: Block, name: str) -> QueueSettings:
     )
 
 
-def _adapter(spec: Block) -> dict[str, object]:
-    spec.keys(("name", "class", "config"))
-    if "name" in spec and "class" in spec:
-        spec.fail("has both 'name' and 'class'; use one")
-    adapter: AdapterName
-    if "class" in spec:
-        adapter = spec.choice("class", "builtin", ADAPTER_CLASSES, kind="Queue adapter class")
-    elif "name" in spec:
-        adapter = spec.choice("name", "builtin", ADAPTER_NAMES, kind="Queue adapter")
-    else:
-        spec.fail("adapter has no 'name'; valid: {name: builtin|redis, config: {...}}")
-    cfg = spec.block("config")
-    cfg.keys(_ADAPTER_KEYS[adapter])
+def _adapter(adapter: AdapterName, cfg: Block) -> dict[str, object]:
     values: dict[str, object] = {"adapter": adapter}
     if adapter == "builtin":
         values["store_method"] = cfg.choice("store_method", "in_memory", STORE_METHODS)

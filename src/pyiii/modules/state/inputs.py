@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
 
-from pyiii.stores.wire import decode
+from pyiii.stores.wire import AnyObject, PairOutput, decode
 
 TtlMs = Annotated[int, Meta(gt=0)]
 Limit = Annotated[int, Meta(ge=1)]
@@ -103,24 +103,12 @@ class TransactionInput(msgspec.Struct):
     ops: list[_TxOp]
 
 
-class AnyObject(msgspec.Struct):
-    pass
-
-
-class _PairOutput(msgspec.Struct):
-    """A remote set/update result, as far as local triggers need it."""
-
-    old_value: Raw = Raw(b"null")
-    new_value: Raw = Raw(b"null")
-
-
 class _ResultsOutput(msgspec.Struct):
     """A remote set_many/transaction result, as far as local triggers need it."""
 
-    results: list[_PairOutput]
+    results: list[PairOutput]
 
 
-pair_output = msgspec.json.Decoder(_PairOutput)
 results_output = msgspec.json.Decoder(_ResultsOutput)
 
 

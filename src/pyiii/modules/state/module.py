@@ -44,7 +44,6 @@ from pyiii.errors import IIIError
 from pyiii.modules.state.admin import StateAdmin
 from pyiii.modules.state.cursors import decode_cursor, encode_cursor
 from pyiii.modules.state.inputs import (
-    AnyObject,
     CountInput,
     DeleteInput,
     GetInput,
@@ -55,7 +54,6 @@ from pyiii.modules.state.inputs import (
     TransactionInput,
     UpdateInput,
     decode_input,
-    pair_output,
     results_output,
 )
 from pyiii.modules.state.triggers import CREATED, DELETED, EXPIRED, UPDATED, StateTriggers
@@ -82,7 +80,7 @@ from pyiii.stores.mutations import (
     precondition,
     set_fn,
 )
-from pyiii.stores.wire import bad_input, check_numbers, parse_ops
+from pyiii.stores.wire import AnyObject, bad_input, check_numbers, pair_output, parse_ops
 
 if TYPE_CHECKING:
     from pyiii.engine.engine import Engine

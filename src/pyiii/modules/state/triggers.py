@@ -1,25 +1,21 @@
 """The ``state`` trigger type: calls functions when a key changes.
 
-Delivery runs in the background after the write is durable, so a slow or
-failing handler never delays a writer. Each binding has its own ordered
-queue per key: events of one key reach one binding in write order, and a
-slow binding only delays itself.
+Delivery (in the background, one ordered queue per binding and key) is
+:class:`~pyiii.stores.change_triggers.ChangeTriggers`'.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
 
 from pyiii import errors
-from pyiii.engine.module import TriggerProvider
 from pyiii.engine.registry import Trigger
 from pyiii.errors import IIIError
+from pyiii.stores.change_triggers import ChangeTriggers
 from pyiii.stores.events import CREATED, DELETED, EXPIRED, UPDATED
 
 if TYPE_CHECKING:
@@ -28,8 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyiii.state")
 
 __all__ = ["CREATED", "DELETED", "EXPIRED", "UPDATED", "StateTriggers", "encode_event"]
-
-HANDLER_TIMEOUT_S = 60.0
 
 
 class StateTriggerConfig(msgspec.Struct):
@@ -64,16 +58,12 @@ def encode_event(event_type: bytes, scope: str, key: str, old: bytes | None, new
     )
 
 
-class StateTriggers(TriggerProvider):
+class StateTriggers(ChangeTriggers):
     """Bindings of the ``state`` trigger type and their delivery queues."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        super().__init__(engine, "state", log)
         self.enabled = True
-        self.bindings: dict[str, Trigger] = {}
-        # Keyed by the binding object, not its id: re-registering an id makes a
-        # new binding that must not inherit the old one's queue.
-        self._queues: dict[tuple[int, str, str], deque[Raw]] = {}
 
     def register(self, trigger: Trigger) -> None:
         try:
@@ -87,9 +77,6 @@ class StateTriggers(TriggerProvider):
         trigger.parsed = config
         self.bindings[trigger.id] = trigger
 
-    def unregister(self, trigger_id: str) -> None:
-        self.bindings.pop(trigger_id, None)
-
     def publish(self, event_type: bytes, scope: str, key: str, old: bytes | None, new: bytes | None) -> None:
         """Queue the event for every matching binding. Never blocks."""
         if not self.enabled or not self.bindings:
@@ -101,56 +88,4 @@ class StateTriggers(TriggerProvider):
                 continue
             if event is None:
                 event = encode_event(event_type, scope, key, old, new)
-            qkey = (id(trig), scope, key)
-            queue = self._queues.get(qkey)
-            if queue is None:
-                queue = self._queues[qkey] = deque()
-                queue.append(event)
-                self.engine.spawn(self._drain(trig, qkey, queue))
-            else:
-                queue.append(event)
-
-    async def _drain(self, trig: Trigger, qkey: tuple[int, str, str], queue: deque[Raw]) -> None:
-        try:
-            while queue:
-                await self._deliver(trig, queue[0])
-                queue.popleft()
-        finally:
-            self._queues.pop(qkey, None)
-
-    async def _deliver(self, trig: Trigger, event: Raw) -> None:
-        if self.bindings.get(trig.id) is not trig:
-            return  # unregistered or replaced since the event was queued
-        cfg: StateTriggerConfig = trig.parsed
-        try:
-            if cfg.condition_function_id is not None:
-                verdict = await asyncio.wait_for(
-                    self.engine.call(
-                        cfg.condition_function_id, event, namespace=trig.namespace, metadata=trig.metadata
-                    ),
-                    HANDLER_TIMEOUT_S,
-                )
-                if verdict is not None and bytes(verdict).strip() == b"false":
-                    return
-            await asyncio.wait_for(
-                self.engine.call(trig.function_id, event, namespace=trig.namespace, metadata=trig.metadata),
-                HANDLER_TIMEOUT_S,
-            )
-        except IIIError as err:
-            log.warning("state trigger %s -> %s failed: %s", trig.id, trig.function_id, err)
-        except TimeoutError:
-            log.warning(
-                "state trigger %s -> %s gave no answer in %.0f s; moving on",
-                trig.id,
-                trig.function_id,
-                HANDLER_TIMEOUT_S,
-            )
-        except Exception:
-            log.exception("state trigger %s -> %s failed", trig.id, trig.function_id)
-
-    def pending(self) -> int:
-        """Events queued and not yet delivered (for tests and stats)."""
-        return sum(len(q) for q in self._queues.values())
-
-    def describe(self) -> dict[str, Any]:
-        return {"bindings": len(self.bindings), "queued": self.pending()}
+            self.enqueue(trig, (scope, key), event)

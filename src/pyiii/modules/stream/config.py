@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pyiii.config.values import REDIS_SCHEMES, WS_SCHEMES, Block, found
+from pyiii.config.adapters import (
+    DEFAULT_BRIDGE_URL,
+    DEFAULT_REDIS_URL,
+    StoreMethod,
+    read_adapter,
+    store_adapter,
+)
+from pyiii.config.values import Block
 
 AdapterName = Literal["kv", "redis", "bridge"]
-StoreMethod = Literal["in_memory", "file_based"]
 
 ADAPTER_NAMES: dict[str, AdapterName] = {"kv": "kv", "redis": "redis", "bridge": "bridge"}
 ADAPTER_CLASSES: dict[str, AdapterName] = {
@@ -16,12 +22,9 @@ ADAPTER_CLASSES: dict[str, AdapterName] = {
     "modules::stream::adapters::RedisAdapter": "redis",
     "modules::stream::adapters::BridgeAdapter": "bridge",
 }
-STORE_METHODS: dict[str, StoreMethod] = {"in_memory": "in_memory", "file_based": "file_based"}
 
 DEFAULT_PORT = 3112
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_REDIS_URL = "redis://localhost:6379"
-DEFAULT_BRIDGE_URL = "ws://localhost:49134"
 DEFAULT_FILE_PATH = "./data/stream_store.db"
 # Unsent bytes a client may leave on its socket before it is dropped.
 DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
@@ -68,53 +71,17 @@ def parse(block: Block) -> StreamConfig:
             "max_send_buffer_bytes", DEFAULT_MAX_SEND_BUFFER_BYTES, minimum=1024
         ),
     }
-    if "adapter" in block:
-        raw = block.get("adapter")
-        if not isinstance(raw, dict):
-            block.fail(
-                f"expected a mapping like {{name: kv, config: {{...}}}}, found {found(raw)}; "
-                "valid adapter names: kv, redis, bridge",
-                "adapter",
-            )
-        values.update(_adapter(block.block("adapter")))
+    chosen = read_adapter(block, "Stream", ADAPTER_NAMES, ADAPTER_CLASSES, _ADAPTER_KEYS)
+    if chosen is not None:
+        values.update(_adapter(*chosen))
     return StreamConfig(**values)  # type: ignore[arg-type]
 
 
-def _adapter(spec: Block) -> dict[str, object]:
-    spec.keys(("name", "class", "config"))
-    if "name" in spec and "class" in spec:
-        spec.fail("has both 'name' and 'class'; use one")
-    adapter: AdapterName
-    if "class" in spec:
-        adapter = spec.choice("class", "kv", ADAPTER_CLASSES, kind="Stream adapter class")
-    elif "name" in spec:
-        adapter = spec.choice("name", "kv", ADAPTER_NAMES, kind="Stream adapter")
-    else:
-        spec.fail("adapter has no 'name'; valid: {name: kv|redis|bridge, config: {...}}")
-    cfg = spec.block("config")
-    cfg.keys(_ADAPTER_KEYS[adapter])
-    values: dict[str, object] = {"adapter": adapter}
+def _adapter(adapter: AdapterName, cfg: Block) -> dict[str, object]:
+    values = store_adapter(adapter, cfg, DEFAULT_FILE_PATH)
     if adapter == "kv":
-        values["store_method"] = cfg.choice("store_method", "in_memory", STORE_METHODS)
-        if "file_path" in cfg:
-            values["file_path"] = cfg.opt_str("file_path")
-        elif values["store_method"] == "file_based":
-            cfg.warn(
-                f"store_method file_based without file_path: the store is {DEFAULT_FILE_PATH} "
-                "(relative to the directory the engine starts in); set file_path to choose",
-                "file_path",
-            )
+        # Accepted for the reference's configs; checked, without effect here.
         for key in ("save_interval_ms", "channel_size"):
             if key in cfg:
                 cfg.opt_int(key, minimum=1)
-    elif adapter == "redis":
-        values["redis_url"] = cfg.url("redis_url", DEFAULT_REDIS_URL, REDIS_SCHEMES)
-    else:
-        urls = {key: cfg.url(key, "", WS_SCHEMES) for key in ("bridge_url", "url") if key in cfg}
-        if len(set(urls.values())) > 1:
-            cfg.fail(
-                f"'url' and 'bridge_url' disagree ({urls['bridge_url']!r} vs {urls['url']!r}); give only one"
-            )
-        if urls:
-            values["bridge_url"] = next(iter(urls.values()))
     return values

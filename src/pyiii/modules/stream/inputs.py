@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from msgspec import Raw
 
-from pyiii.stores.wire import decode
+from pyiii.stores.wire import AnyObject, decode
 
 
 def scope_of(stream_name: str, group_id: str) -> str:
@@ -73,17 +73,6 @@ class SendInput(msgspec.Struct, rename={"event_type": "type"}):
     id: str | None = None
 
 
-class AnyObject(msgspec.Struct):
-    pass
-
-
-class PairOutput(msgspec.Struct):
-    """What a function serving ``stream::set(<name>)`` / ``update`` must return."""
-
-    new_value: Raw = Raw(b"null")
-    old_value: Raw = Raw(b"null")
-
-
 class OldOutput(msgspec.Struct):
     """What a function serving ``stream::delete(<name>)`` must return."""
 
@@ -94,7 +83,6 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {
     t: msgspec.json.Decoder(t)
     for t in (ItemInput, SetInput, UpdateInput, GroupInput, StreamInput, SendInput, AnyObject)
 }
-pair_output = msgspec.json.Decoder(PairOutput)
 old_output = msgspec.json.Decoder(OldOutput)
 
 

@@ -34,7 +34,6 @@ from pyiii.errors import ConfigError, IIIError
 from pyiii.modules.stream import clients
 from pyiii.modules.stream.bridge import StreamBridge
 from pyiii.modules.stream.inputs import (
-    AnyObject,
     GroupInput,
     ItemInput,
     SendInput,
@@ -43,7 +42,6 @@ from pyiii.modules.stream.inputs import (
     UpdateInput,
     decode_input,
     old_output,
-    pair_output,
     scope_of,
     split_scope,
     stream_prefix,
@@ -52,7 +50,7 @@ from pyiii.modules.stream.triggers import JoinLeaveTriggers, StreamTriggers
 from pyiii.stores.base import AdapterError, Entry, StateAdapter
 from pyiii.stores.events import CREATED, DELETED, EXPIRED, UPDATED
 from pyiii.stores.mutations import UpdateRun, delete_fn, pair, set_fn
-from pyiii.stores.wire import bad_input, check_numbers, parse_ops
+from pyiii.stores.wire import AnyObject, bad_input, check_numbers, pair_output, parse_ops
 
 if TYPE_CHECKING:
     from picows import WSTransport

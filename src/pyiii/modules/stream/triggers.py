@@ -2,9 +2,8 @@
 
 ``stream`` bindings hear every change of a stream (optionally of one group
 or one item) with the payload clients get. Delivery runs in the background
-after the write is durable, with one ordered queue per binding and item, so
-events of one item reach a binding in write order and a slow binding only
-delays itself (as State's triggers do).
+after the write is durable, with one ordered queue per binding and item
+(:class:`~pyiii.stores.change_triggers.ChangeTriggers`, as State's triggers).
 
 ``stream:join`` / ``stream:leave`` bindings are called when a client joins
 or leaves; a join handler that answers ``{"unauthorized": true}`` refuses it.
@@ -14,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
@@ -24,13 +22,12 @@ from pyiii import errors
 from pyiii.engine.module import TriggerProvider
 from pyiii.engine.registry import Trigger
 from pyiii.errors import IIIError
+from pyiii.stores.change_triggers import HANDLER_TIMEOUT_S, ChangeTriggers
 
 if TYPE_CHECKING:
     from pyiii.engine.engine import Engine
 
 log = logging.getLogger("pyiii.stream")
-
-HANDLER_TIMEOUT_S = 60.0
 
 
 class StreamTriggerConfig(msgspec.Struct):
@@ -50,13 +47,11 @@ class _JoinResult(msgspec.Struct):
 _join_result = msgspec.json.Decoder(_JoinResult)
 
 
-class StreamTriggers(TriggerProvider):
+class StreamTriggers(ChangeTriggers):
     """Bindings of the ``stream`` trigger type and their delivery queues."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.bindings: dict[str, Trigger] = {}
-        self._queues: dict[tuple[int, str, str, str | None], deque[Raw]] = {}
+        super().__init__(engine, "stream", log)
 
     def register(self, trigger: Trigger) -> None:
         try:
@@ -71,9 +66,6 @@ class StreamTriggers(TriggerProvider):
         trigger.parsed = config
         self.bindings[trigger.id] = trigger
 
-    def unregister(self, trigger_id: str) -> None:
-        self.bindings.pop(trigger_id, None)
-
     def publish(self, stream_name: str, group_id: str, item_id: str | None, payload: Raw) -> None:
         """Queue ``payload`` for every matching binding. Never blocks."""
         for trig in self.bindings.values():
@@ -84,58 +76,7 @@ class StreamTriggers(TriggerProvider):
                 or (cfg.item_id is not None and cfg.item_id != item_id)
             ):
                 continue
-            qkey = (id(trig), stream_name, group_id, item_id)
-            queue = self._queues.get(qkey)
-            if queue is None:
-                queue = self._queues[qkey] = deque((payload,))
-                self.engine.spawn(self._drain(trig, qkey, queue))
-            else:
-                queue.append(payload)
-
-    async def _drain(self, trig: Trigger, qkey: tuple[int, str, str, str | None], queue: deque[Raw]) -> None:
-        try:
-            while queue:
-                await self._deliver(trig, queue[0])
-                queue.popleft()
-        finally:
-            self._queues.pop(qkey, None)
-
-    async def _deliver(self, trig: Trigger, payload: Raw) -> None:
-        if self.bindings.get(trig.id) is not trig:
-            return  # unregistered or replaced since the event was queued
-        cfg: StreamTriggerConfig = trig.parsed
-        call = self.engine.call
-        try:
-            if cfg.condition_function_id is not None:
-                verdict = await asyncio.wait_for(
-                    call(
-                        cfg.condition_function_id, payload, namespace=trig.namespace, metadata=trig.metadata
-                    ),
-                    HANDLER_TIMEOUT_S,
-                )
-                if verdict is not None and bytes(verdict).strip() == b"false":
-                    return
-            await asyncio.wait_for(
-                call(trig.function_id, payload, namespace=trig.namespace, metadata=trig.metadata),
-                HANDLER_TIMEOUT_S,
-            )
-        except IIIError as err:
-            log.warning("stream trigger %s -> %s failed: %s", trig.id, trig.function_id, err)
-        except TimeoutError:
-            log.warning(
-                "stream trigger %s -> %s gave no answer in %.0f s",
-                trig.id,
-                trig.function_id,
-                HANDLER_TIMEOUT_S,
-            )
-        except Exception:
-            log.exception("stream trigger %s -> %s failed", trig.id, trig.function_id)
-
-    def pending(self) -> int:
-        return sum(len(q) for q in self._queues.values())
-
-    def describe(self) -> dict[str, Any]:
-        return {"bindings": len(self.bindings), "queued": self.pending()}
+            self.enqueue(trig, (stream_name, group_id, item_id), payload)
 
 
 class JoinLeaveTriggers(TriggerProvider):
