@@ -52,7 +52,13 @@ async def test_a_client_on_b_hears_every_change_made_through_a_in_order(private_
             )
             await a.call("stream::delete", at("x"))
             for client in (c, d):  # each change once, in commit order, on both engines
-                got = [await client.recv() for _ in range(n + 3)]
+                got = []
+                while len(got) < n + 3:
+                    frame = await client.recv()
+                    # The create of "first" may reach B's feed after the join's sync already
+                    # held it; a change arriving during a join may come once more (decisions.md).
+                    if frame.get("id") != "first":
+                        got.append(frame)
                 assert [g["event"]["data"]["i"] for g in got[:n]] == list(range(n))
                 assert [g["event"]["type"] for g in got[:2]] == ["create", "update"]
                 assert got[n]["event"] == {"type": "update", "data": {"i": n}}
