@@ -171,6 +171,8 @@ class QueueModule(Module):
         self._reconciling: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The last store write (subscribe / unsubscribe) of each subscription, by lane key.
+        self._lane_writes: dict[str, asyncio.Task[Any]] = {}
         self._warned_lanes: set[str] = set()
         self._stopped = False
 
@@ -223,10 +225,30 @@ class QueueModule(Module):
             await asyncio.wait(list(self._tasks), timeout=DRAIN_S)
         await self.store.close()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _in_order(self, lane_key: str, coro: Any) -> None:
+        """Run a subscription's store writes one after another: a subscribe still on its way
+        must not land after the unsubscribe that followed it (the subscription would stay)."""
+        previous = self._lane_writes.get(lane_key)
+
+        async def after_previous() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await coro
+
+        task = self._spawn(after_previous())
+        self._lane_writes[lane_key] = task
+
+        def forget(done: asyncio.Task[Any]) -> None:
+            if self._lane_writes.get(lane_key) is done:
+                del self._lane_writes[lane_key]
+
+        task.add_done_callback(forget)
 
     def _engine(self) -> Engine:
         assert self.engine is not None
@@ -444,7 +466,7 @@ class QueueModule(Module):
             )
             sub = self.subscriptions[lane.key] = _Subscription(cfg.topic, lane, delivery, consumer)
             consumer.start()
-            self._spawn(self._persist_subscription(sub))
+            self._in_order(lane.key, self._persist_subscription(sub))
         sub.triggers.add(trigger.id)
         self.bindings[trigger.id] = (lane.key, trigger)
 
@@ -476,7 +498,7 @@ class QueueModule(Module):
         # A worker that disconnected keeps its durable subscription (messages
         # wait for it); an explicit unregister ends it.
         if trigger.owner is None or trigger.owner.open:
-            self._spawn(self._end_subscription(sub))
+            self._in_order(sub.lane.key, self._end_subscription(sub))
 
     async def _end_subscription(self, sub: _Subscription) -> None:
         try:
