@@ -24,6 +24,9 @@ StoreMethod = Literal["in_memory", "file_based"]
 STORE_METHODS: dict[str, StoreMethod] = {"in_memory": "in_memory", "file_based": "file_based"}
 DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_BRIDGE_URL = "ws://localhost:49134"
+# The adapters of a store of State or Streams (each module names its own old-shape classes).
+StoreAdapterName = Literal["kv", "redis", "bridge"]
+STORE_ADAPTER_NAMES: dict[str, StoreAdapterName] = {"kv": "kv", "redis": "redis", "bridge": "bridge"}
 
 
 def read_adapter(

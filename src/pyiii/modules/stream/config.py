@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from pyiii.config.adapters import (
     DEFAULT_BRIDGE_URL,
@@ -12,11 +11,12 @@ from pyiii.config.adapters import (
     read_adapter,
     store_adapter,
 )
+from pyiii.config.adapters import (
+    STORE_ADAPTER_NAMES as ADAPTER_NAMES,
+)
+from pyiii.config.adapters import StoreAdapterName as AdapterName
 from pyiii.config.values import Block
 
-AdapterName = Literal["kv", "redis", "bridge"]
-
-ADAPTER_NAMES: dict[str, AdapterName] = {"kv": "kv", "redis": "redis", "bridge": "bridge"}
 ADAPTER_CLASSES: dict[str, AdapterName] = {
     "modules::stream::adapters::KvStore": "kv",
     "modules::stream::adapters::RedisAdapter": "redis",
