@@ -52,6 +52,9 @@ SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # How long opening waits for another process that holds the database lock.
 LOCK_TIMEOUT_S = 2.0
+# One-item commits in a row, with the thread idle, before the loop commits
+# itself (``SqliteWriter(inline_after=...)``).
+INLINE_AFTER = 4
 
 
 class Item(Protocol):
@@ -87,8 +90,20 @@ class _Control:
         self.name = name
 
 
+class _DropFrom(_Control):
+    """A commit on the event loop failed: drop what follows, up to ``_RESUME``."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("drop")
+        self.reason = reason
+
+
 _STOP = _Control("stop")  # commit what is queued, close, end the thread
 _RESUME = _Control("resume")  # end of the items to drop after a failed commit
+# What went wrong with a commit: the reason, the reloaded data, the items' error.
+_Failure = tuple[str, Any, BaseException]
 
 
 class SqliteWriter(Generic[W, L]):
@@ -116,6 +131,7 @@ class SqliteWriter(Generic[W, L]):
         synchronous: str = "FULL",
         reload_on_failure: bool = True,
         thread_name: str = "pyiii-sqlite",
+        inline_after: int | None = None,
     ) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -138,6 +154,21 @@ class SqliteWriter(Generic[W, L]):
         self._pending: list[W] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._conn: sqlite3.Connection | None = None
+        # Inline commits; all of this is loop-side state. ``_outstanding``
+        # counts the queue entries whose round the thread has not reported
+        # yet (the report runs on the loop): at 0 the thread is parked in
+        # ``get()`` and touches the connection only after the loop's next put,
+        # and every earlier commit's futures are settled, so the loop may use
+        # the connection itself. ``_thread_dropping`` is the thread's drop
+        # state as of its last report (or set by a failed inline commit, or a
+        # crash: then nothing is committed inline again).
+        self.inline_after = inline_after
+        self._idle_singles = 0  # consecutive one-item flushes that found the thread idle
+        self._outstanding = 0
+        self._thread_dropping: str | None = None
+        self._stopping = False
+        self.inline_commits = 0  # of ``commits``, those run on the event loop
 
     # -- event-loop side -------------------------------------------------------
 
@@ -152,7 +183,8 @@ class SqliteWriter(Generic[W, L]):
         try:
             return await opened
         except BaseException:
-            self._queue.put(_STOP)  # if cancelled after the thread opened the file
+            self._stopping = True
+            self._put(_STOP)  # if cancelled after the thread opened the file
             raise
 
     def submit(self, item: W) -> None:
@@ -167,22 +199,49 @@ class SqliteWriter(Generic[W, L]):
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._queue.put(batch)
+    def _flush(self, to_thread: bool = False) -> None:
+        batch = self._pending
+        if not batch:
+            return
+        self._pending = []
+        if (
+            len(batch) == 1
+            and self._outstanding == 0
+            and self._thread_dropping is None
+            and self.inline_after is not None
+            and not to_thread
+            and not self._stopping
+        ):
+            # Light load: this one item is all there is to commit. After a
+            # few such flushes in a row, commit on the loop: no hand-over to
+            # the thread and back, one wake-up less. A commit that keeps the
+            # loop waiting lets requests pile up, so the next flush holds
+            # several items and goes to the thread, which keeps the loop free
+            # during the fsync while the next group forms.
+            if self._idle_singles >= self.inline_after:
+                self._commit_inline(batch)
+                return
+            self._idle_singles += 1
+        else:
+            self._idle_singles = 0
+        self._put(batch)
+
+    def _put(self, entry: list[W] | _Control) -> None:
+        self._outstanding += 1
+        self._queue.put(entry)
 
     def resume(self) -> None:
         """Accept items again after a failed commit (see ``on_failed``)."""
         # Items still buffered were computed before the failure: they go
         # ahead of the mark, so the thread drops them with the others.
-        self._flush()
-        self._queue.put(_RESUME)
+        self._flush(to_thread=True)
+        self._put(_RESUME)
 
     def stop(self) -> None:
         """Commit what is queued, then close the file and end the thread."""
-        self._flush()
-        self._queue.put(_STOP)
+        self._stopping = True  # the thread closes the connection after _STOP
+        self._flush(to_thread=True)
+        self._put(_STOP)
 
     async def wait_stopped(self) -> None:
         if self._stopped is not None:
@@ -220,6 +279,53 @@ class SqliteWriter(Generic[W, L]):
         self.fail(batch, error)
         self._on_failed(batch, reason, reloaded)
 
+    def _finished(
+        self,
+        taken: int,
+        dropping: str | None,
+        dropped: list[W],
+        drop_error: BaseException | None,
+        batch: list[W],
+        failure: _Failure | None,
+    ) -> None:
+        """The thread's report of one round (``taken`` queue entries), run on the loop."""
+        self._outstanding -= taken
+        self._thread_dropping = dropping
+        if dropped:
+            assert drop_error is not None
+            self.fail(dropped, drop_error)
+        if batch:
+            if failure is None:
+                self._committed(batch)
+            else:
+                self._commit_failed(batch, *failure)
+
+    def _crashed(self, reason: str) -> None:
+        self._thread_dropping = reason  # and never commit inline again
+        self._commit_failed([], reason, None, self._error(reason))
+
+    def _commit_inline(self, batch: list[W]) -> None:
+        """Commit ``batch`` on the loop (the thread is idle: see ``_flush``)."""
+        assert self._conn is not None
+        self.inline_commits += 1
+        try:
+            failure = self._commit(self._conn, batch)
+        except BaseException:  # KeyboardInterrupt and the like: nobody waits forever
+            self._thread_dropping = "interrupted"
+            self.fail(batch, self._error(f"{self.schema.what} commit interrupted"))
+            raise
+        if failure is None:
+            self._committed(batch)
+            return
+        self.inline_commits -= 1
+        # As after a failure in the thread: what is submitted from here on was
+        # computed from the failed state, so the thread drops it until
+        # resume() (this mark goes ahead of anything on_failed queues).
+        self._idle_singles = 0
+        self._thread_dropping = failure[0]
+        self._put(_DropFrom(failure[0]))
+        self._commit_failed(batch, *failure)
+
     # -- writer thread ---------------------------------------------------------
 
     def _run(self, opened: asyncio.Future[L]) -> None:
@@ -231,12 +337,13 @@ class SqliteWriter(Generic[W, L]):
             except BaseException as exc:
                 self._call_soon(self._settle, opened, exc)
                 return
+            self._conn = conn
             self._call_soon(self._settle, opened, data)
             self._serve(conn)
         except BaseException as exc:  # a bug: make it visible instead of hanging callers
             log.exception("%s writer thread crashed", self.schema.what)
             reason = f"writer thread crashed: {exc!r}"
-            self._call_soon(self._commit_failed, [], reason, None, self._error(reason))
+            self._call_soon(self._crashed, reason)
             waiting: list[W] = []
             with contextlib.suppress(queue.Empty):
                 while True:
@@ -273,18 +380,31 @@ class SqliteWriter(Generic[W, L]):
                     dropping = None
                 elif item is _STOP:
                     stop = True
-                elif not isinstance(item, _Control):
-                    (batch if dropping is None else dropped).extend(item)
+                elif isinstance(item, _DropFrom):
+                    dropping = item.reason
+                elif isinstance(item, _Control):
+                    pass
+                elif dropping is None:
+                    batch.extend(item)
+                else:
+                    drop_reason = drop_reason or dropping
+                    dropped.extend(item)
+            drop_error = None
             if dropped:
-                error = self._error(f"not written: an earlier write to it failed ({drop_reason})")
-                self._call_soon(self.fail, dropped, error)
-            if batch:
-                dropping = self._commit(conn, batch)
+                drop_error = self._error(f"not written: an earlier write to it failed ({drop_reason})")
+            failure = self._commit(conn, batch) if batch else None
+            if failure is not None:
+                dropping = failure[0]
+            # One report per round, sent once the connection is left alone:
+            # the loop commits inline only when every round is reported.
+            self._call_soon(self._finished, len(items), dropping, dropped, drop_error, batch, failure)
             if stop:
                 return
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[W]) -> str | None:
-        """Write ``batch`` in one transaction; return the reason if it failed."""
+    def _commit(self, conn: sqlite3.Connection, batch: list[W]) -> _Failure | None:
+        """Write ``batch`` in one transaction; what went wrong if it failed (rolled back).
+
+        Runs in the writer thread, or on the loop for an inline commit."""
         try:
             # One statement outside BEGIN is a transaction of its own: one
             # SQLite step, so the thread retakes the GIL once per commit
@@ -307,10 +427,8 @@ class SqliteWriter(Generic[W, L]):
                     reloaded = self._load(conn)
                 except Exception:
                     log.exception("%s: reloading %s after a failed commit", what, self.path)
-            self._call_soon(self._commit_failed, batch, reason, reloaded, self._error(reason))
-            return reason
+            return reason, reloaded, self._error(reason)
         self.commits += 1
-        self._call_soon(self._committed, batch)
         return None
 
     # -- opening (writer thread) -----------------------------------------------
@@ -326,7 +444,10 @@ class SqliteWriter(Generic[W, L]):
             ) from exc
         existed = self._verify_existing(path)
         try:
-            conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+            # The loop commits on it too, never while the thread does (see _flush).
+            conn = sqlite3.connect(
+                path, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise open_error(what, path, exc) from exc
         try:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from pyiii.errors import ConfigError
-from pyiii.sqlite_writer import SYNCHRONOUS_MODES, Schema, SqliteWriter
+from pyiii.sqlite_writer import INLINE_AFTER, SYNCHRONOUS_MODES, Schema, SqliteWriter
 from pyiii.stores.base import (
     AdapterError,
     Entry,
@@ -123,6 +123,8 @@ def _run(conn: sqlite3.Connection, sql: Callable[[int], str], params: list[Any],
         conn.execute(sql(n), params[start : start + n * width])
         start += n * width
         rows -= n
+
+
 # Persisted so a key deleted at the highest version cannot get a smaller
 # version after a restart.
 _SET_LAST_VERSION = "UPDATE meta SET value = ? WHERE name = 'last_version'"
@@ -185,6 +187,7 @@ class SqliteAdapter(StateAdapter):
             error=AdapterError,
             synchronous=synchronous,
             thread_name="pyiii-state-sqlite",
+            inline_after=INLINE_AFTER,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> opening -> open -> closed

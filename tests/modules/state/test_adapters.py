@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pyiii.errors import ConfigError
+from pyiii.sqlite_writer import INLINE_AFTER
 from pyiii.stores.base import KEEP, AdapterError, Entry, Mutation, Put, StateAdapter
 from pyiii.stores.memory import MemoryAdapter
 from pyiii.stores.redis import RedisAdapter
@@ -430,6 +431,9 @@ async def test_sqlite_commit_failure_fails_callers_and_restores_disk_state(
 ) -> None:
     a = SqliteAdapter(tmp_path / "db")
     await a.open()
+    # The failing commit blocks until more writes queue behind it: the
+    # writer thread's path (an inline commit would block the loop itself).
+    a._writer.inline_after = None
     await a.mutate("s", "a", put(1))
     await a.mutate("s", "n", increment)
     await a.mutate("s", "gone", put("x"))
@@ -492,6 +496,52 @@ async def test_sqlite_commit_failure_fails_callers_and_restores_disk_state(
     b = SqliteAdapter(tmp_path / "db")
     await b.open()
     assert await values(b, "s") == [1, 2, "x", 4]
+    await b.close()
+
+
+@pytest.mark.parametrize("path", ["transaction", "one statement"])
+async def test_sqlite_failed_inline_commit_restores_disk_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """One write at a time commits on the event loop; a failure there is handled
+    as in the thread: rolled back, the mirror reloaded, the writer resumed."""
+    a = SqliteAdapter(tmp_path / "db")
+    await a.open()
+    for i in range(INLINE_AFTER + 2):
+        await a.mutate("s", "a", put(i))
+    await a.mutate("s", "gone", put("x"))
+    assert a._writer.inline_commits >= 2
+    threads: list[threading.Thread] = []
+    failures = 1
+    name = "_write_rows" if path == "transaction" else "_write_upserts"
+    original = getattr(a, name)
+    if path == "transaction":
+        monkeypatch.setattr(a, "_write_upserts", lambda conn, batch: False)
+
+    def failing(conn: sqlite3.Connection, batch: list[object]) -> object:
+        nonlocal failures
+        threads.append(threading.current_thread())
+        # Inside BEGIN the rows are written first (the rollback must undo
+        # them); the autocommit statement fails as a whole.
+        result = original(conn, batch) if path == "transaction" or not failures else None
+        if failures:
+            failures -= 1
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        return result
+
+    monkeypatch.setattr(a, name, failing)
+    with pytest.raises(AdapterError, match="injected"):
+        await a.mutate("s", "gone", put("y"))
+    assert threads == [threading.main_thread()]
+    # Rolled back: the mirror holds the disk state again, and the store goes on.
+    assert await values(a, "s") == [INLINE_AFTER + 1, "x"]
+    for i in range(INLINE_AFTER + 2):
+        await a.mutate("s", "n", put(i))
+    assert threads[-1] is threading.main_thread()
+    await a.close()
+    b = SqliteAdapter(tmp_path / "db")
+    await b.open()
+    assert await values(b, "s") == [INLINE_AFTER + 1, "x", INLINE_AFTER + 1]
     await b.close()
 
 
