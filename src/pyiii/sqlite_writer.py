@@ -21,6 +21,20 @@ What the writer guarantees, whatever the store:
   exactly what is committed.
 * ``close()`` commits everything queued, then closes the file.
 
+Inline commits (``inline_after``, off unless the store asks; the State store
+does): when one item is all there is to commit and the thread has reported
+every round it was given, the commit after ``inline_after`` such items in a
+row runs on the event loop itself, saving the two thread hand-overs and a
+wake-up at one write in flight. Never two threads on the connection at once:
+the loop uses it only while the thread is parked waiting for the loop's next
+put, so commits stay in submission order. Load switches it off by itself: a
+commit that keeps the loop waiting lets requests pile up, the next flush holds
+several items and goes to the thread, which keeps the loop free during the
+fsync. A failed inline commit is handled exactly as one in the thread
+(rollback, reload, fail, drop until ``resume()``); the futures still resolve
+only once the commit has returned. The queue store leaves it off: its items
+are whole event-loop steps, so their count says nothing about the load.
+
 The store supplies its schema (``Schema``), ``load(conn)`` (read everything
 at open) and ``write(conn, items)`` (the statements of one transaction), and
 optionally ``write_alone(conn, items)``: write the batch as one statement in
