@@ -90,6 +90,13 @@ def on_disk(path: Path) -> list[int]:
         conn.close()
 
 
+async def closed_contents(log: Log) -> list[int]:
+    """Stop the writer (it commits what is queued) and read back what is on disk."""
+    log.writer.stop()
+    await log.writer.wait_stopped()
+    return on_disk(log.path)
+
+
 async def opened(log: Log) -> Log:
     assert await log.writer.open() == []
     return log
@@ -110,9 +117,7 @@ async def test_single_items_switch_to_inline_and_a_group_goes_back_to_the_thread
     assert log.writes[5] == ("pyiii-sqlite", [5, 6, 7, 8])
     assert log.writer.inline_commits == 5
     assert log.writer.commits == 10
-    log.writer.stop()
-    await log.writer.wait_stopped()
-    assert on_disk(log.path) == list(range(13))
+    assert await closed_contents(log) == list(range(13))
 
 
 async def test_concurrent_writers_keep_group_commits_in_the_thread(tmp_path: Path) -> None:
@@ -129,9 +134,8 @@ async def test_concurrent_writers_keep_group_commits_in_the_thread(tmp_path: Pat
     await asyncio.gather(*(writer(w) for w in range(16)))
     assert log.writer.inline_commits == inline_before
     assert all(len(numbers) > 1 for _, numbers in log.writes[3:]), log.writes[3:]
-    log.writer.stop()
-    await log.writer.wait_stopped()
-    assert sorted(on_disk(log.path)[3:]) == sorted(1000 * w + i for w in range(16) for i in range(10))
+    written = sorted(1000 * w + i for w in range(16) for i in range(10))
+    assert sorted((await closed_contents(log))[3:]) == written
 
 
 async def test_no_inline_commit_while_the_thread_holds_a_batch(tmp_path: Path) -> None:
@@ -152,9 +156,7 @@ async def test_no_inline_commit_while_the_thread_holds_a_batch(tmp_path: Path) -
     # Once the thread's report is in, single items are committed inline again.
     await log.submit(4)
     assert log.paths()[-1] == "inline"
-    log.writer.stop()
-    await log.writer.wait_stopped()
-    assert on_disk(log.path) == [0, 1, 2, 3, 4]
+    assert await closed_contents(log) == [0, 1, 2, 3, 4]
 
 
 async def test_failed_inline_commit_rolls_back_reloads_and_drops_until_resume(tmp_path: Path) -> None:
@@ -181,9 +183,7 @@ async def test_failed_inline_commit_rolls_back_reloads_and_drops_until_resume(tm
     await log.submit(4)
     await log.submit(5)  # by now the thread has reported the resume
     assert log.paths()[-1] == "inline"
-    log.writer.stop()
-    await log.writer.wait_stopped()
-    assert on_disk(log.path) == [0, 4, 5]
+    assert await closed_contents(log) == [0, 4, 5]
 
 
 async def test_failed_inline_commit_with_resume_in_on_failed(tmp_path: Path) -> None:
@@ -196,9 +196,7 @@ async def test_failed_inline_commit_with_resume_in_on_failed(tmp_path: Path) -> 
     await log.submit(3)
     assert log.paths()[:2] == ["inline", "inline"]
     assert log.paths()[-1] == "inline"
-    log.writer.stop()
-    await log.writer.wait_stopped()
-    assert on_disk(log.path) == [0, 2, 3]
+    assert await closed_contents(log) == [0, 2, 3]
 
 
 async def test_failed_thread_commit_then_inline_again(tmp_path: Path) -> None:
@@ -213,9 +211,7 @@ async def test_failed_thread_commit_then_inline_again(tmp_path: Path) -> None:
     assert log.paths()[0] == "thread"
     assert log.paths()[-1] == "inline"
     assert [batch for batch, _, _ in log.failures] == [[0]]
-    log.writer.stop()
-    await log.writer.wait_stopped()
-    assert on_disk(log.path) == [1, 2, 3]
+    assert await closed_contents(log) == [1, 2, 3]
 
 
 async def test_inline_off_keeps_every_commit_in_the_thread(tmp_path: Path) -> None:
@@ -224,6 +220,4 @@ async def test_inline_off_keeps_every_commit_in_the_thread(tmp_path: Path) -> No
         await log.submit(n)
     assert set(log.paths()) == {"thread"}
     assert log.writer.inline_commits == 0
-    log.writer.stop()
-    await log.writer.wait_stopped()
-    assert on_disk(log.path) == list(range(10))
+    assert await closed_contents(log) == list(range(10))
