@@ -255,6 +255,18 @@ class Client:
         """Calls sent and not answered yet."""
         return len(self._pending)
 
+    async def in_flight_soon(self, tries: int = 1000) -> int:
+        """``in_flight`` once other tasks have had a turn to send.
+
+        Answers to concurrent callers often arrive in one read, so just after
+        one of them is answered nothing may be in flight until the others
+        send again. Yields until something is, or ``tries`` turns pass."""
+        for _ in range(tries):
+            if self._pending:
+                break
+            await asyncio.sleep(0)
+        return len(self._pending)
+
     async def send_text(self, text: str) -> None:
         await self.ws.send(text)
 

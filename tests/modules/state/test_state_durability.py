@@ -115,7 +115,7 @@ async def call_until_signalled(
             return
         acked.add(i)
         if len(acked) == signal_after:
-            in_flight_at_signal = client.in_flight
+            in_flight_at_signal = await client.in_flight_soon()
             send_signal()
 
     try:

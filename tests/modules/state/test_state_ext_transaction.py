@@ -227,7 +227,7 @@ async def test_kill_9_mid_transaction_is_all_or_nothing(make_engine_proc: Any, c
             acked[g] = n
             total_acked += 1
             if total_acked == 150 and not killed.is_set():
-                in_flight_at_kill = client.in_flight
+                in_flight_at_kill = await client.in_flight_soon()
                 assert eng.proc is not None
                 eng.proc.send_signal(signal.SIGKILL)
                 killed.set()
