@@ -292,12 +292,8 @@ def json_frames(draw: st.DrawFn) -> Frame:
     ]
     text = "{" + ",".join(parts) + "}"
     expect, limit = judge(msg_type, fields, has_type)
-    writes = (
-        expect == "quiet"
-        and name == "invokefunction"
-        and "function_id" in fields
-        and json.loads(fields["function_id"].text) in STATE_WRITES
-    )
+    fid = json.loads(fields["function_id"].text) if "function_id" in fields else None
+    writes = expect == "quiet" and name == "invokefunction" and isinstance(fid, str) and fid in STATE_WRITES
     payload = text.encode()
     if len(payload) > MAX_FRAME:
         return Frame(
