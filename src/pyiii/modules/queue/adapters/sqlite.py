@@ -206,7 +206,8 @@ class SqliteQueueStore(MemoryQueueStore):
             return
         rows, future = tick
         future.add_done_callback(_log_failure)
-        self._writer.submit(_Batch(rows, future))
+        # The step is over: hand its one item to the thread now, not a turn later.
+        self._writer.submit(_Batch(rows, future), now=True)
 
     def _commit_failed(self, batch: list[_Batch], reason: str, reloaded: _Loaded | None) -> None:
         # Nothing to undo in memory: an uncommitted publish was never
