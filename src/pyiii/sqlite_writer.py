@@ -201,15 +201,19 @@ class SqliteWriter(Generic[W, L]):
             self._put(_STOP)  # if cancelled after the thread opened the file
             raise
 
-    def submit(self, item: W) -> None:
+    def submit(self, item: W, *, now: bool = False) -> None:
         """Queue ``item`` for the next commit; its future resolves once it is on disk.
 
         Items submitted in one event-loop iteration reach the thread together,
-        at the end of that iteration, in submission order.
+        at the end of that iteration, in submission order. ``now`` hands it
+        over at once (with anything queued before it), for a store whose item
+        already holds a whole event-loop step: no callback, no turn of waiting.
         """
         pending = self._pending
         pending.append(item)
-        if len(pending) == 1:
+        if now:
+            self._flush()
+        elif len(pending) == 1:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 

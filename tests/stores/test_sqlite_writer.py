@@ -221,3 +221,20 @@ async def test_inline_off_keeps_every_commit_in_the_thread(tmp_path: Path) -> No
     assert set(log.paths()) == {"thread"}
     assert log.writer.inline_commits == 0
     assert await closed_contents(log) == list(range(10))
+
+
+async def test_submit_now_reaches_the_thread_without_a_turn_of_the_loop(tmp_path: Path) -> None:
+    log = await opened(Log(tmp_path / "db", inline_after=None))
+    log.block = threading.Event()
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[None] = loop.create_future()
+    log.writer.submit(Row(0, first), now=True)
+    # Blocking the loop here: only a hand-over made inside submit() can reach the thread.
+    assert log.entered.wait(10)
+    second = log.submit(1)  # waits for the end of the loop's turn ...
+    third: asyncio.Future[None] = loop.create_future()
+    log.writer.submit(Row(2, third), now=True)  # ... unless an item submitted now takes it along
+    log.block.set()
+    await asyncio.gather(first, second, third)
+    assert log.writes == [("pyiii-sqlite", [0]), ("pyiii-sqlite", [1, 2])]
+    assert await closed_contents(log) == [0, 1, 2]

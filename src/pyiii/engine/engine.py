@@ -738,7 +738,7 @@ class Engine:
                 return None
             return out if isinstance(out, Raw) else Raw(protocol.encode(out))
         assert fn.owner is not None
-        inv_id = str(uuid.uuid4())
+        inv_id = random_uuid()
         future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
         self.pending[inv_id] = Pending(
             target=fn.owner, function_id=function_id, future=future, started=started

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from pyiii.errors import ConfigError
 from pyiii.modules.queue.adapters.base import StoreError
 from pyiii.modules.queue.adapters.memory import Change, MemoryQueueStore
 from pyiii.modules.queue.book import LaneBook
-from pyiii.modules.queue.jobs import Lane, decode_dead, decode_job, now_ms
+from pyiii.modules.queue.jobs import Job, Lane, decode_dead, decode_job, now_ms
 from pyiii.sqlite_writer import Schema, SqliteWriter
 
 log = logging.getLogger("pyiii.queue")
@@ -116,7 +116,7 @@ class SqliteQueueStore(MemoryQueueStore):
         self._open = False
         self._seqs: dict[str, int] = {}  # job id -> its row
         self._next_seq = 1
-        self._tick: tuple[list[Change], asyncio.Future[None]] | None = None
+        self._tick: tuple[_Rows, asyncio.Future[None]] | None = None
 
     persists = True
 
@@ -142,38 +142,27 @@ class SqliteQueueStore(MemoryQueueStore):
             self._writer.stop()
         await self._writer.wait_stopped()
 
-    def _record(self, changes: list[Change]) -> Awaitable[None] | None:
+    # The changes of an event-loop step become rows as they are recorded (in
+    # order: that is when a job gets its row number), into the step's one item.
+
+    def _rows(self) -> tuple[_Rows, asyncio.Future[None]]:
+        """This event-loop step's rows and the future its publishers await."""
         if not self._open:
             raise StoreError(f"{WHAT} {self.db_path} is closed")
         tick = self._tick
         if tick is None:
             assert self._loop is not None
-            tick = self._tick = ([], self._loop.create_future())
+            tick = self._tick = (_Rows([], [], [], []), self._loop.create_future())
             self._loop.call_soon(self._flush)
-        tick[0].extend(changes)
-        return tick[1]
+        return tick
 
-    def _flush(self) -> None:
-        tick, self._tick = self._tick, None
-        if tick is None:
-            return
-        changes, future = tick
-        future.add_done_callback(_log_failure)
-        self._writer.submit(_Batch(self._rows(changes), future))
-
-    def _rows(self, changes: list[Change]) -> _Rows:
-        """Turn changes into statements, keeping every job's row number (runs in order)."""
-        rows = _Rows([], [], [], [])
+    def _record(self, changes: list[Change]) -> Awaitable[None] | None:
+        rows, future = self._rows()
         seqs = self._seqs
         for change in changes:
             kind = change.kind
             if kind == "insert" or kind == "revive":
-                old = seqs.get(change.ref)
-                if old is not None:
-                    rows.deletes.append((old,))
-                seq = seqs[change.ref] = self._next_seq
-                self._next_seq += 1
-                rows.inserts.append((seq, change.lane, change.body))
+                self._insert(rows, change.ref, change.lane, change.body)
             elif kind == "update":
                 seq_or_none = seqs.get(change.ref)
                 if seq_or_none is not None:
@@ -186,7 +175,39 @@ class SqliteQueueStore(MemoryQueueStore):
                 rows.subs.append((_SUB, (change.lane, change.body)))
             else:
                 rows.subs.append((_UNSUB, (change.lane,)))
-        return rows
+        return future
+
+    def _record_push(self, items: Sequence[tuple[Lane, Job]]) -> Awaitable[None] | None:
+        rows, future = self._rows()
+        encode = msgspec.json.encode
+        for lane, job in items:
+            self._insert(rows, job.id, lane.key, encode(job))
+        return future
+
+    def _record_done(self, job_id: str) -> None:
+        if not self._open:
+            raise StoreError(f"{WHAT} {self.db_path} is closed")
+        seq = self._seqs.pop(job_id, None)
+        if seq is not None:
+            self._rows()[0].deletes.append((seq,))
+
+    def _insert(self, rows: _Rows, job_id: str, lane_key: str, body: bytes) -> None:
+        seqs = self._seqs
+        old = seqs.get(job_id)
+        if old is not None:  # a redriven job moves to a new row
+            rows.deletes.append((old,))
+        seq = seqs[job_id] = self._next_seq
+        self._next_seq = seq + 1
+        rows.inserts.append((seq, lane_key, body))
+
+    def _flush(self) -> None:
+        tick, self._tick = self._tick, None
+        if tick is None:
+            return
+        rows, future = tick
+        future.add_done_callback(_log_failure)
+        # The step is over: hand its one item to the thread now, not a turn later.
+        self._writer.submit(_Batch(rows, future), now=True)
 
     def _commit_failed(self, batch: list[_Batch], reason: str, reloaded: _Loaded | None) -> None:
         # Nothing to undo in memory: an uncommitted publish was never
