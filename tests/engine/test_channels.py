@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pyiii import errors
-from pyiii.engine.channels import Channel, ChannelClosed, ChannelManager, ChannelSettings
+from pyiii.engine.channels import READ, WRITE, Channel, ChannelClosed, ChannelManager, ChannelSettings
 from pyiii.engine.connection import Connection
 from pyiii.errors import IIIError
 
@@ -232,6 +232,21 @@ async def test_expiry_runs_by_itself() -> None:
     assert manager._sweep is None  # no timer left once nothing is open
 
 
+async def test_sweep_timer_stops_after_the_last_channel() -> None:
+    # Not cancelled on every close (two per HTTP request): the next tick finds
+    # nothing open and does not come back.
+    manager = ChannelManager(ChannelSettings(ttl_s=0.2))  # a tick every 0.05 s
+    for _ in range(3):
+        manager.create().abort("done")
+    assert len(manager) == 0
+    assert manager._sweep is not None
+    await asyncio.sleep(0.15)
+    assert manager._sweep is None
+    channel = manager.create()  # and a new channel arms it again
+    assert manager._sweep is not None
+    channel.abort("done")
+
+
 async def _put_until_closed(channel: Channel) -> None:
     while True:  # fills the buffer, then waits in put() until the sweeper aborts it
         await channel.put("more")
@@ -255,6 +270,23 @@ def test_get_checks_id_key_and_direction() -> None:
     assert manager.get("no-such-id", wkey, "write") is None
     channel.abort("x")
     assert manager.get(channel.id, wkey, "write") is None
+
+
+def test_a_side_the_engine_keeps_has_no_key() -> None:
+    manager = ChannelManager()
+    body = manager.create(sides=READ)  # the engine writes, a socket may only read
+    rkey = body.reader_ref["access_key"]
+    assert manager.get(body.id, rkey, "read") is body
+    assert body.key_for("write") is None
+    assert manager.get(body.id, rkey, "write") is None
+    assert manager.get(body.id, "", "write") is None
+    with pytest.raises(ValueError, match="kept by the engine"):
+        body.writer_ref  # noqa: B018
+    response = manager.create(sides=WRITE)
+    assert manager.get(response.id, response.writer_ref["access_key"], "write") is response
+    assert response.key_for("read") is None
+    with pytest.raises(ValueError, match="kept by the engine"):
+        response.reader_ref  # noqa: B018
 
 
 def test_key_check_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:

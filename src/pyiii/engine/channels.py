@@ -46,6 +46,7 @@ log = logging.getLogger("pyiii.channels")
 Message = str | bytes
 READ = "read"
 WRITE = "write"
+BOTH = "both"  # ``sides`` of a channel both of whose ends may be opened over a socket
 
 class ChannelClosed(Exception):
     """The channel was aborted (or the writer already ended); ``reason`` says why."""
@@ -100,10 +101,8 @@ class Channel:
         "max_bytes",
         "max_messages",
         "owner",
-        "reader_ref",
         "reader_used",
         "stalls",
-        "writer_ref",
         "writer_used",
     )
 
@@ -116,13 +115,13 @@ class Channel:
         owner: Connection | None = None,
         manager: ChannelManager | None = None,
         created_at: float = 0.0,
+        sides: str = BOTH,
     ) -> None:
-        channel_id = channel_id or random_uuid()
-        self.id = channel_id
-        self._write_key = random_key()
-        self._read_key = random_key()
-        self.writer_ref = {"channel_id": channel_id, "access_key": self._write_key, "direction": WRITE}
-        self.reader_ref = {"channel_id": channel_id, "access_key": self._read_key, "direction": READ}
+        self.id = channel_id or random_uuid()
+        # A side the engine keeps for itself (``sides`` names the other one) has
+        # no key: no socket can open it, and no key is drawn for nothing.
+        self._write_key = random_key() if sides != READ else None
+        self._read_key = random_key() if sides != WRITE else None
         self.max_messages = max(1, max_messages)
         self.max_bytes = max(1, max_bytes)
         self.owner = owner
@@ -141,6 +140,23 @@ class Channel:
         self._readers: deque[asyncio.Future[None]] = deque()  # waiting for a message or the end
         self._writers: deque[asyncio.Future[None]] = deque()  # waiting for room
         self._abort_callbacks: list[Callable[[str], None]] = []
+
+    # --- refs ------------------------------------------------------------
+
+    @property
+    def writer_ref(self) -> dict[str, str]:
+        """What a worker needs to open the write side over a socket."""
+        return self._ref(WRITE, self._write_key)
+
+    @property
+    def reader_ref(self) -> dict[str, str]:
+        """What a worker needs to open the read side over a socket."""
+        return self._ref(READ, self._read_key)
+
+    def _ref(self, direction: str, key: str | None) -> dict[str, str]:
+        if key is None:
+            raise ValueError(f"the {direction} side of channel {self.id} is kept by the engine")
+        return {"channel_id": self.id, "access_key": key, "direction": direction}
 
     # --- state -----------------------------------------------------------
 
@@ -408,8 +424,13 @@ class ChannelManager:
         """Bytes held in all channel buffers right now."""
         return sum(ch.buffered[1] for ch in self.channels.values())
 
-    def create(self, *, buffer_size: int | None = None, owner: Connection | None = None) -> Channel:
+    def create(
+        self, *, buffer_size: int | None = None, owner: Connection | None = None, sides: str = BOTH
+    ) -> Channel:
         """A new channel; ``buffer_size`` messages (default and ceiling from the settings).
+
+        ``sides``: which end a socket may open (READ, WRITE or BOTH); the other is
+        the engine's own (the HTTP module writes a request body and reads a response).
 
         Raises IIIError(LIMIT_EXCEEDED) when ``max_channels`` are open, and
         IIIError(INVALID_ARGUMENTS) for a buffer size below 1.
@@ -433,6 +454,7 @@ class ChannelManager:
             owner=owner,
             manager=self,
             created_at=self.clock(),
+            sides=sides,
         )
         self.channels[channel.id] = channel
         if owner is not None:
@@ -497,11 +519,11 @@ class ChannelManager:
                 ids.discard(channel.id)
                 if not ids:
                     del self._by_owner[channel.owner]
-        if not self.channels:
-            self._disarm()
 
     def _arm_sweep(self) -> None:
-        # A timer only while channels exist: an idle engine runs no sweeper.
+        # A timer only while channels exist: an idle engine runs no sweeper. It
+        # is not cancelled when the last channel closes (the HTTP module opens and
+        # closes two per request); the next tick finds nothing and stops it.
         if self._sweep is not None:
             return
         try:
