@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("pyiii.http")
@@ -71,16 +71,27 @@ class Exchange:
         read; a chunked body fails at the first chunk that crosses it, and
         nothing more is read.
         """
+        return await self.start_body(limit)
+
+    def start_body(self, limit: int) -> Coroutine[Any, Any, bytes]:
+        """``read_body`` in two steps: the read starts now, the awaitable gives the body.
+
+        A body of declared length is asked of granian at once, which fetches
+        it on its own threads, so the caller can do other work meanwhile. A
+        declared length over ``limit`` raises BodyTooLarge here; a chunked body
+        is read (and checked) when awaited.
+        """
         declared = self.header("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(limit, int(declared))
-        if declared == "0":
-            return b""
         if declared is not None and declared.isdigit():
-            body: bytes = await self._proto()
-            if len(body) > limit:  # a client that sent more than it declared
-                raise BodyTooLarge(limit)
-            return body
+            size = int(declared)
+            if size > limit:
+                raise BodyTooLarge(limit, size)
+            if size == 0:
+                return _no_body()
+            return _sized(self._proto(), limit)
+        return self._chunked(limit)
+
+    async def _chunked(self, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         async for chunk in self._proto:
@@ -112,6 +123,17 @@ class Exchange:
         transport = self._proto.response_stream(status, headers)
         send: Callable[[bytes], Awaitable[None]] = transport.send_bytes
         return send
+
+
+async def _no_body() -> bytes:
+    return b""
+
+
+async def _sized(reading: Awaitable[bytes], limit: int) -> bytes:
+    body = await reading
+    if len(body) > limit:  # a client that sent more than it declared
+        raise BodyTooLarge(limit)
+    return body
 
 
 Handler = Callable[[Exchange], Awaitable[None]]

@@ -117,14 +117,18 @@ class _Call:
 
     __slots__ = ("channels", "deadline", "exchange", "gone", "loop", "watch_at")
 
-    def __init__(self, exchange: Exchange, timeout_s: float) -> None:
+    def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
         self.loop = asyncio.get_running_loop()
+        self.deadline = self.watch_at = 0.0  # set by ``start``
+        self.gone: asyncio.Future[None] | None = None
+        self.channels: list[Any] = []  # aborted by ``close``, once the response is sent
+
+    def start(self, timeout_s: float) -> None:
+        """The clock starts (once the body is in)."""
         now = self.loop.time()
         self.deadline = now + timeout_s
         self.watch_at = now + WATCH_AFTER_S
-        self.gone: asyncio.Future[None] | None = None
-        self.channels: list[Any] = []  # aborted by ``close``, once the response is sent
 
     def watch(self) -> asyncio.Future[None]:
         if self.gone is None:
@@ -311,18 +315,24 @@ class HttpModule(Module, TriggerProvider):
         route, path_params = found
         spec = route.spec
         try:
-            body = await ex.read_body(self.config.max_body_bytes)
+            reading = ex.start_body(self.config.max_body_bytes)
         except BodyTooLarge as exc:
-            size = f" ({exc.declared} bytes declared)" if exc.declared is not None else ""
-            return rs.error_reply(
-                413,
-                "PAYLOAD_TOO_LARGE",
-                f"request body over {exc.limit} bytes{size}; the limit is iii-http max_body_bytes",
-            )
+            return self._too_large(exc)
+        # While granian's threads fetch the body: what does not need it.
         headers = rq.header_map(ex.headers())
         query = rq.query_params(ex.query_string)
-        call = _Call(ex, self._timeout_s)
+        call = _Call(ex)
         held.append(call)
+        try:
+            request_body, response = self._open_channels(call.channels)
+        except BaseException:
+            reading.close()
+            raise
+        try:
+            body = await reading
+        except BodyTooLarge as exc:
+            return self._too_large(exc)
+        call.start(self._timeout_s)
         try:
             context: dict[str, Any] = {}
             for mw in self.config.middleware:
@@ -335,7 +345,10 @@ class HttpModule(Module, TriggerProvider):
                 await self._condition(call, spec, payload)
             for mw_id in spec.middleware_function_ids:
                 await self._middleware(call, spec, mw_id, path_params, query, headers, ex.method, context)
-            response = self._open_channels(payload, body, call.channels)
+            if request_body is not None:
+                self._fill(request_body, body)
+                payload["request_body"] = request_body.reader_ref
+                payload["response"] = response.writer_ref
             return await self._invoke(call, ex, spec, payload, response)
         except _Answered as answered:
             return answered.reply
@@ -433,19 +446,26 @@ class HttpModule(Module, TriggerProvider):
                 )
             )
 
-    def _open_channels(self, payload: dict[str, Any], body: bytes, channels: list[Any]) -> Any:
-        """Add ``request_body`` (holding the raw body) and ``response`` refs; the response channel.
+    def _open_channels(self, channels: list[Any]) -> tuple[Any, Any]:
+        """The ``request_body`` and ``response`` channels (None, None without channels)."""
+        hub = getattr(self.engine, "channels", None)
+        if hub is None:
+            return None, None
+        request_body = hub.create(sides=READ)  # the engine writes it
+        channels.append(request_body)
+        response = hub.create(sides=WRITE)  # the engine reads it
+        channels.append(response)
+        return request_body, response
+
+    @staticmethod
+    def _fill(request_body: Any, body: bytes) -> None:
+        """Put the raw body on ``request_body``, then end it.
 
         A body up to BODY_CHUNK bytes is buffered at once; a larger one is fed in
         BODY_CHUNK pieces as the function reads them, since the channel holds at
         most its byte bound and clients cap the frames they take (Python's
         ``websockets``: 1 MiB).
         """
-        hub = getattr(self.engine, "channels", None)
-        if hub is None:
-            return None
-        request_body = hub.create(sides=READ)  # the engine writes it
-        channels.append(request_body)
         if len(body) <= BODY_CHUNK:
             if body:
                 request_body.offer(body)  # an empty channel always has room for one message
@@ -453,11 +473,15 @@ class HttpModule(Module, TriggerProvider):
         else:
             feeding = asyncio.ensure_future(_feed(request_body, body))
             request_body.add_abort_callback(lambda _reason: feeding.cancel())
-        response = hub.create(sides=WRITE)  # the engine reads it
-        channels.append(response)
-        payload["request_body"] = request_body.reader_ref
-        payload["response"] = response.writer_ref
-        return response
+
+    @staticmethod
+    def _too_large(exc: BodyTooLarge) -> rs.Reply:
+        size = f" ({exc.declared} bytes declared)" if exc.declared is not None else ""
+        return rs.error_reply(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"request body over {exc.limit} bytes{size}; the limit is iii-http max_body_bytes",
+        )
 
     async def _invoke(
         self, call: _Call, ex: Exchange, spec: RouteSpec, payload: dict[str, Any], response: Any
