@@ -289,6 +289,47 @@ def test_a_side_the_engine_keeps_has_no_key() -> None:
         response.reader_ref  # noqa: B018
 
 
+def test_a_reserved_channel_is_made_when_its_side_is_opened() -> None:
+    manager = ChannelManager()
+    made: list[Channel] = []
+    ref = manager.reserve(READ, made.append)
+    assert ref["direction"] == "read" and len(ref["access_key"]) == 43
+    assert len(manager) == 0  # nothing made yet
+    cid, key = ref["channel_id"], ref["access_key"]
+    assert manager.get(cid, key, "write") is None  # the other side is the engine's
+    assert manager.get(cid, key[:-1] + ("A" if key[-1] != "A" else "B"), "read") is None
+    assert made == [] and len(manager) == 0
+    channel = manager.get(cid, key, "read")
+    assert channel is not None and made == [channel]
+    assert channel.id == cid and channel.reader_ref == ref and channel.key_for("write") is None
+    assert manager.get(cid, key, "read") is channel  # made once; then an ordinary channel
+    channel.abort("done")
+    assert manager.get(cid, key, "read") is None
+    assert len(manager) == 0
+
+
+def test_a_released_reservation_opens_nothing() -> None:
+    manager = ChannelManager()
+    made: list[Channel] = []
+    ref = manager.reserve(WRITE, made.append)
+    manager.release(ref["channel_id"])
+    assert manager.get(ref["channel_id"], ref["access_key"], "write") is None
+    assert made == []
+    manager.release(ref["channel_id"])  # twice is harmless
+    other = manager.reserve(WRITE, made.append)
+    manager.abort_all("shutdown")  # an engine stopping withdraws them too
+    assert manager.get(other["channel_id"], other["access_key"], "write") is None
+
+
+def test_a_reserved_channel_counts_against_max_channels_when_made() -> None:
+    manager = ChannelManager(ChannelSettings(max_channels=1))
+    made: list[Channel] = []
+    ref = manager.reserve(READ, made.append)
+    manager.create()  # the one channel allowed
+    assert manager.get(ref["channel_id"], ref["access_key"], "read") is None
+    assert made == []
+
+
 def test_key_check_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every lookup, hit or miss, known id or not, goes through hmac.compare_digest.
     calls: list[tuple[bytes, bytes]] = []

@@ -3,8 +3,9 @@
 Per request: CORS preflight (answered here) -> a slot under
 ``concurrency_request_limit`` (requests beyond it wait) -> route match (404)
 -> body, bounded by ``max_body_bytes`` (413) -> global middleware -> the
-``request_body`` / ``response`` channels -> condition (422 when it answers
-``false``) -> the route's middleware -> the function. Everything from the
+``request_body`` / ``response`` channel refs (reserved: a channel is made only
+if the function opens it) -> condition (422 when it answers ``false``) -> the
+route's middleware -> the function. Everything from the
 route match to the first byte of the response is bounded by
 ``default_timeout`` (504); a client that goes away cancels the invocation and
 its channels. The function answers with a returned value or on its
@@ -23,7 +24,7 @@ import msgspec
 from msgspec import Raw
 
 from pyiii import errors
-from pyiii.engine.channels import READ, WRITE, ChannelClosed
+from pyiii.engine.channels import READ, WRITE, Channel, ChannelClosed, ChannelManager
 from pyiii.engine.module import Module, TriggerProvider
 from pyiii.errors import ConfigError, IIIError
 from pyiii.httpserver import BodyTooLarge, Exchange, HttpServer
@@ -115,14 +116,31 @@ class _Call:
     request. A client that leaves is still noticed within that much.
     """
 
-    __slots__ = ("channels", "deadline", "exchange", "gone", "loop", "watch_at")
+    __slots__ = (
+        "body",
+        "channels",
+        "deadline",
+        "exchange",
+        "gone",
+        "hub",
+        "loop",
+        "opened",
+        "spots",
+        "watch_at",
+    )
 
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
         self.loop = asyncio.get_running_loop()
         self.deadline = self.watch_at = 0.0  # set by ``start``
         self.gone: asyncio.Future[None] | None = None
-        self.channels: list[Any] = []  # aborted by ``close``, once the response is sent
+        # The request_body and response channels are reserved refs (``spots``),
+        # made only if the function opens them; then they land in ``channels``.
+        self.hub: ChannelManager | None = None
+        self.spots: tuple[str, ...] = ()
+        self.channels: list[Channel] = []  # aborted by ``close``, once the response is sent
+        self.body = b""  # what request_body holds
+        self.opened: asyncio.Future[Channel] | None = None  # the response channel, once made
 
     def start(self, timeout_s: float) -> None:
         """The clock starts (once the body is in)."""
@@ -186,11 +204,55 @@ class _Call:
             raise
         return task.result()
 
+    def reserve_channels(self, hub: ChannelManager) -> tuple[dict[str, str], dict[str, str]]:
+        """Refs of ``request_body`` (the function reads it) and ``response`` (it writes it)."""
+        self.hub = hub
+        self.opened = self.loop.create_future()
+        body = hub.reserve(READ, self._body_opened)
+        response = hub.reserve(WRITE, self._response_opened)
+        self.spots = (body["channel_id"], response["channel_id"])
+        return body, response
+
+    def _body_opened(self, channel: Channel) -> None:
+        self.channels.append(channel)
+        _fill(channel, self.body)
+
+    def _response_opened(self, channel: Channel) -> None:
+        self.channels.append(channel)
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_result(channel)
+
     def close(self) -> None:
         if self.gone is not None:
             self.gone.cancel()
+        if self.hub is not None:
+            for channel_id in self.spots:
+                self.hub.release(channel_id)
+        if self.opened is not None:
+            self.opened.cancel()
         for channel in self.channels:
             channel.abort("the HTTP request is over")
+
+
+def _fill(request_body: Channel, body: bytes) -> None:
+    """Put the raw body on ``request_body``, then end it.
+
+    A body up to BODY_CHUNK bytes is buffered at once; a larger one is fed in
+    BODY_CHUNK pieces as the function reads them, since the channel holds at
+    most its byte bound and clients cap the frames they take (Python's
+    ``websockets``: 1 MiB).
+    """
+    if len(body) <= BODY_CHUNK:
+        if body:
+            request_body.offer(body)  # an empty channel always has room for one message
+        request_body.end()
+    else:
+        feeding = asyncio.ensure_future(_feed(request_body, body))
+
+        def stop(_reason: str) -> None:
+            feeding.cancel()
+
+        request_body.add_abort_callback(stop)
 
 
 async def _feed(channel: Any, body: bytes) -> None:
@@ -323,8 +385,9 @@ class HttpModule(Module, TriggerProvider):
         query = rq.query_params(ex.query_string)
         call = _Call(ex)
         held.append(call)
+        hub = getattr(self.engine, "channels", None)
         try:
-            request_body, response = self._open_channels(call.channels)
+            refs = call.reserve_channels(hub) if hub is not None else None
         except BaseException:
             reading.close()
             raise
@@ -332,6 +395,7 @@ class HttpModule(Module, TriggerProvider):
             body = await reading
         except BodyTooLarge as exc:
             return self._too_large(exc)
+        call.body = body
         call.start(self._timeout_s)
         try:
             context: dict[str, Any] = {}
@@ -345,11 +409,9 @@ class HttpModule(Module, TriggerProvider):
                 await self._condition(call, spec, payload)
             for mw_id in spec.middleware_function_ids:
                 await self._middleware(call, spec, mw_id, path_params, query, headers, ex.method, context)
-            if request_body is not None:
-                self._fill(request_body, body)
-                payload["request_body"] = request_body.reader_ref
-                payload["response"] = response.writer_ref
-            return await self._invoke(call, ex, spec, payload, response)
+            if refs is not None:
+                payload["request_body"], payload["response"] = refs
+            return await self._invoke(call, ex, spec, payload)
         except _Answered as answered:
             return answered.reply
         except _Timeout:
@@ -446,34 +508,6 @@ class HttpModule(Module, TriggerProvider):
                 )
             )
 
-    def _open_channels(self, channels: list[Any]) -> tuple[Any, Any]:
-        """The ``request_body`` and ``response`` channels (None, None without channels)."""
-        hub = getattr(self.engine, "channels", None)
-        if hub is None:
-            return None, None
-        request_body = hub.create(sides=READ)  # the engine writes it
-        channels.append(request_body)
-        response = hub.create(sides=WRITE)  # the engine reads it
-        channels.append(response)
-        return request_body, response
-
-    @staticmethod
-    def _fill(request_body: Any, body: bytes) -> None:
-        """Put the raw body on ``request_body``, then end it.
-
-        A body up to BODY_CHUNK bytes is buffered at once; a larger one is fed in
-        BODY_CHUNK pieces as the function reads them, since the channel holds at
-        most its byte bound and clients cap the frames they take (Python's
-        ``websockets``: 1 MiB).
-        """
-        if len(body) <= BODY_CHUNK:
-            if body:
-                request_body.offer(body)  # an empty channel always has room for one message
-            request_body.end()
-        else:
-            feeding = asyncio.ensure_future(_feed(request_body, body))
-            request_body.add_abort_callback(lambda _reason: feeding.cancel())
-
     @staticmethod
     def _too_large(exc: BodyTooLarge) -> rs.Reply:
         size = f" ({exc.declared} bytes declared)" if exc.declared is not None else ""
@@ -484,9 +518,13 @@ class HttpModule(Module, TriggerProvider):
         )
 
     async def _invoke(
-        self, call: _Call, ex: Exchange, spec: RouteSpec, payload: dict[str, Any], response: Any
+        self, call: _Call, ex: Exchange, spec: RouteSpec, payload: dict[str, Any]
     ) -> rs.Reply | None:
-        """Call the function; answer with what it returns or what it writes, whichever comes first."""
+        """Call the function; answer with what it returns or what it writes, whichever comes first.
+
+        The response channel is waited on once the function has opened it
+        (``call.opened``); until then only its opening is.
+        """
         assert self.engine is not None
         try:
             task = self.engine.call_future(
@@ -495,22 +533,26 @@ class HttpModule(Module, TriggerProvider):
         except IIIError as err:
             self._failed(spec, "function", spec.function_id, err)
         head: rs.StreamHead | None = None  # from the response channel's text frames, once one came
+        opened = call.opened  # done once the function opened its response channel
+        response: Channel | None = None
         item: asyncio.Future[Any] | None = None  # the response channel has something for us
         returned_nothing = False
         try:
             while True:
+                if opened is not None and opened.done():
+                    response, opened = opened.result(), None
                 if item is None and response is not None:
                     item = response.readable()
+                side = item if item is not None else opened  # the response channel's next event
                 # Done futures stay in: ``first`` returns at once.
-                waiting = None if returned_nothing else task
-                if waiting is None:
-                    if item is None:
+                if returned_nothing:
+                    if side is None:
                         return self._bad(spec, "it returned no response and has no response channel")
-                    waiting, item_too = item, None
+                    waiting, side = side, None
                 else:
-                    item_too = item
+                    waiting = task
                 try:
-                    await call.first(waiting, item_too)
+                    await call.first(waiting, side)
                 except _Timeout:
                     if returned_nothing:
                         raise _Answered(
@@ -523,6 +565,7 @@ class HttpModule(Module, TriggerProvider):
                         ) from None
                     raise
                 if item is not None and item.done():
+                    assert response is not None
                     item = None
                     try:
                         ready, message = response.poll()
@@ -547,7 +590,7 @@ class HttpModule(Module, TriggerProvider):
                     except IIIError as err:
                         self._failed(spec, "function", spec.function_id, err)
                     value = None if raw is None else msgspec.json.decode(raw)
-                    if value is None and response is not None:
+                    if value is None and (response is not None or opened is not None):
                         returned_nothing = True  # it answers on the response channel
                         continue
                     try:
