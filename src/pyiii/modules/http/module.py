@@ -129,9 +129,9 @@ class _Call:
         "watch_at",
     )
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, loop: asyncio.AbstractEventLoop) -> None:
         self.exchange = exchange
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
         self.deadline = self.watch_at = 0.0  # set by ``start``
         self.gone: asyncio.Future[None] | None = None
         # The request_body and response channels are reserved refs (``spots``),
@@ -279,6 +279,9 @@ class HttpModule(Module, TriggerProvider):
         self._slots = _Slots(config.concurrency_request_limit)
         self._timeout_s = config.default_timeout / 1000
         self.in_flight = 0  # requests holding a slot (tests and stats read it)
+        # The loop requests run on, kept: get_running_loop checks the process
+        # id, a system call (~2 µs here) twice per request.
+        self._running: asyncio.AbstractEventLoop | None = None
 
     # --- Module -------------------------------------------------------------
 
@@ -334,6 +337,12 @@ class HttpModule(Module, TriggerProvider):
     def unregister(self, trigger_id: str) -> None:
         self.routes.remove(trigger_id)
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._running
+        if loop is None or loop.is_closed():
+            loop = self._running = asyncio.get_running_loop()
+        return loop
+
     # --- requests ---------------------------------------------------------------
 
     async def _serve(self, ex: Exchange) -> None:
@@ -383,7 +392,7 @@ class HttpModule(Module, TriggerProvider):
         # While granian's threads fetch the body: what does not need it.
         headers = rq.header_map(ex.headers())
         query = rq.query_params(ex.query_string)
-        call = _Call(ex)
+        call = _Call(ex, self._loop())
         held.append(call)
         hub = getattr(self.engine, "channels", None)
         try:
@@ -528,7 +537,7 @@ class HttpModule(Module, TriggerProvider):
         assert self.engine is not None
         try:
             task = self.engine.call_future(
-                spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata
+                spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata, loop=call.loop
             )
         except IIIError as err:
             self._failed(spec, "function", spec.function_id, err)
