@@ -42,7 +42,7 @@ class BodyTooLarge(Exception):
 class Exchange:
     """One HTTP request and the means to answer it (exactly once)."""
 
-    __slots__ = ("_proto", "_scope", "answered", "client", "method", "path", "query_string", "status")
+    __slots__ = ("_proto", "_scope", "answered", "method", "path", "query_string", "status")
 
     def __init__(self, scope: Any, proto: Any) -> None:
         self._scope = scope
@@ -50,9 +50,14 @@ class Exchange:
         self.method: str = scope.method
         self.path: str = scope.path
         self.query_string: str = scope.query_string
-        self.client: str = scope.client
         self.answered = False
         self.status = 0  # the status sent, once answered
+
+    @property
+    def client(self) -> str:
+        """The client's address (``host:port``)."""
+        client: str = self._scope.client
+        return client
 
     def headers(self) -> list[tuple[str, str]]:
         """Request headers in arrival order; names are lower-case."""
