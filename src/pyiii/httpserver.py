@@ -84,7 +84,8 @@ class Exchange:
         A body of declared length is asked of granian at once, which fetches
         it on its own threads, so the caller can do other work meanwhile. A
         declared length over ``limit`` raises BodyTooLarge here; a chunked body
-        is read (and checked) when awaited.
+        is read (and checked) when awaited; a request with neither (a GET) has
+        no body, and granian is not asked.
         """
         declared = self.header("content-length")
         if declared is not None and declared.isdigit():
@@ -94,6 +95,10 @@ class Exchange:
             if size == 0:
                 return _no_body()
             return _sized(self._proto(), limit)
+        if declared is None and self.header("transfer-encoding") is None:
+            # No length and not chunked: a request has no body (RFC 9112, 6.3),
+            # and asking granian would be a trip through its threads for nothing.
+            return _no_body()
         return self._chunked(limit)
 
     async def _chunked(self, limit: int) -> bytes:
