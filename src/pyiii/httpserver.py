@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("pyiii.http")
@@ -42,7 +42,7 @@ class BodyTooLarge(Exception):
 class Exchange:
     """One HTTP request and the means to answer it (exactly once)."""
 
-    __slots__ = ("_proto", "_scope", "answered", "client", "method", "path", "query_string", "status")
+    __slots__ = ("_proto", "_scope", "answered", "method", "path", "query_string", "status")
 
     def __init__(self, scope: Any, proto: Any) -> None:
         self._scope = scope
@@ -50,9 +50,14 @@ class Exchange:
         self.method: str = scope.method
         self.path: str = scope.path
         self.query_string: str = scope.query_string
-        self.client: str = scope.client
         self.answered = False
         self.status = 0  # the status sent, once answered
+
+    @property
+    def client(self) -> str:
+        """The client's address (``host:port``)."""
+        client: str = self._scope.client
+        return client
 
     def headers(self) -> list[tuple[str, str]]:
         """Request headers in arrival order; names are lower-case."""
@@ -71,16 +76,32 @@ class Exchange:
         read; a chunked body fails at the first chunk that crosses it, and
         nothing more is read.
         """
+        return await self.start_body(limit)
+
+    def start_body(self, limit: int) -> Coroutine[Any, Any, bytes]:
+        """``read_body`` in two steps: the read starts now, the awaitable gives the body.
+
+        A body of declared length is asked of granian at once, which fetches
+        it on its own threads, so the caller can do other work meanwhile. A
+        declared length over ``limit`` raises BodyTooLarge here; a chunked body
+        is read (and checked) when awaited; a request with neither (a GET) has
+        no body, and granian is not asked.
+        """
         declared = self.header("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(limit, int(declared))
-        if declared == "0":
-            return b""
         if declared is not None and declared.isdigit():
-            body: bytes = await self._proto()
-            if len(body) > limit:  # a client that sent more than it declared
-                raise BodyTooLarge(limit)
-            return body
+            size = int(declared)
+            if size > limit:
+                raise BodyTooLarge(limit, size)
+            if size == 0:
+                return _no_body()
+            return _sized(self._proto(), limit)
+        if declared is None and self.header("transfer-encoding") is None:
+            # No length and not chunked: a request has no body (RFC 9112, 6.3),
+            # and asking granian would be a trip through its threads for nothing.
+            return _no_body()
+        return self._chunked(limit)
+
+    async def _chunked(self, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         async for chunk in self._proto:
@@ -112,6 +133,17 @@ class Exchange:
         transport = self._proto.response_stream(status, headers)
         send: Callable[[bytes], Awaitable[None]] = transport.send_bytes
         return send
+
+
+async def _no_body() -> bytes:
+    return b""
+
+
+async def _sized(reading: Awaitable[bytes], limit: int) -> bytes:
+    body = await reading
+    if len(body) > limit:  # a client that sent more than it declared
+        raise BodyTooLarge(limit)
+    return body
 
 
 Handler = Callable[[Exchange], Awaitable[None]]

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pyiii import errors
-from pyiii.engine.channels import Channel, ChannelClosed, ChannelManager, ChannelSettings
+from pyiii.engine.channels import READ, WRITE, Channel, ChannelClosed, ChannelManager, ChannelSettings
 from pyiii.engine.connection import Connection
 from pyiii.errors import IIIError
 
@@ -232,6 +232,21 @@ async def test_expiry_runs_by_itself() -> None:
     assert manager._sweep is None  # no timer left once nothing is open
 
 
+async def test_sweep_timer_stops_after_the_last_channel() -> None:
+    # Not cancelled on every close (two per HTTP request): the next tick finds
+    # nothing open and does not come back.
+    manager = ChannelManager(ChannelSettings(ttl_s=0.2))  # a tick every 0.05 s
+    for _ in range(3):
+        manager.create().abort("done")
+    assert len(manager) == 0
+    assert manager._sweep is not None
+    await asyncio.sleep(0.15)
+    assert manager._sweep is None
+    channel = manager.create()  # and a new channel arms it again
+    assert manager._sweep is not None
+    channel.abort("done")
+
+
 async def _put_until_closed(channel: Channel) -> None:
     while True:  # fills the buffer, then waits in put() until the sweeper aborts it
         await channel.put("more")
@@ -255,6 +270,64 @@ def test_get_checks_id_key_and_direction() -> None:
     assert manager.get("no-such-id", wkey, "write") is None
     channel.abort("x")
     assert manager.get(channel.id, wkey, "write") is None
+
+
+def test_a_side_the_engine_keeps_has_no_key() -> None:
+    manager = ChannelManager()
+    body = manager.create(sides=READ)  # the engine writes, a socket may only read
+    rkey = body.reader_ref["access_key"]
+    assert manager.get(body.id, rkey, "read") is body
+    assert body.key_for("write") is None
+    assert manager.get(body.id, rkey, "write") is None
+    assert manager.get(body.id, "", "write") is None
+    with pytest.raises(ValueError, match="kept by the engine"):
+        body.writer_ref  # noqa: B018
+    response = manager.create(sides=WRITE)
+    assert manager.get(response.id, response.writer_ref["access_key"], "write") is response
+    assert response.key_for("read") is None
+    with pytest.raises(ValueError, match="kept by the engine"):
+        response.reader_ref  # noqa: B018
+
+
+def test_a_reserved_channel_is_made_when_its_side_is_opened() -> None:
+    manager = ChannelManager()
+    made: list[Channel] = []
+    ref = manager.reserve(READ, made.append)
+    assert ref["direction"] == "read" and len(ref["access_key"]) == 43
+    assert len(manager) == 0  # nothing made yet
+    cid, key = ref["channel_id"], ref["access_key"]
+    assert manager.get(cid, key, "write") is None  # the other side is the engine's
+    assert manager.get(cid, key[:-1] + ("A" if key[-1] != "A" else "B"), "read") is None
+    assert made == [] and len(manager) == 0
+    channel = manager.get(cid, key, "read")
+    assert channel is not None and made == [channel]
+    assert channel.id == cid and channel.reader_ref == ref and channel.key_for("write") is None
+    assert manager.get(cid, key, "read") is channel  # made once; then an ordinary channel
+    channel.abort("done")
+    assert manager.get(cid, key, "read") is None
+    assert len(manager) == 0
+
+
+def test_a_released_reservation_opens_nothing() -> None:
+    manager = ChannelManager()
+    made: list[Channel] = []
+    ref = manager.reserve(WRITE, made.append)
+    manager.release(ref["channel_id"])
+    assert manager.get(ref["channel_id"], ref["access_key"], "write") is None
+    assert made == []
+    manager.release(ref["channel_id"])  # twice is harmless
+    other = manager.reserve(WRITE, made.append)
+    manager.abort_all("shutdown")  # an engine stopping withdraws them too
+    assert manager.get(other["channel_id"], other["access_key"], "write") is None
+
+
+def test_a_reserved_channel_counts_against_max_channels_when_made() -> None:
+    manager = ChannelManager(ChannelSettings(max_channels=1))
+    made: list[Channel] = []
+    ref = manager.reserve(READ, made.append)
+    manager.create()  # the one channel allowed
+    assert manager.get(ref["channel_id"], ref["access_key"], "read") is None
+    assert made == []
 
 
 def test_key_check_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:

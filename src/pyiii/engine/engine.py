@@ -758,12 +758,15 @@ class Engine:
         *,
         namespace: str = DEFAULT_NS,
         metadata: Raw | UnsetType = UNSET,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> asyncio.Future[Raw | None]:
         """``call`` as a future, without a task when a worker serves the function.
 
         For the HTTP module, which waits on a call and other things at once on
         every request. Cancelling the future forgets the invocation. Raises
-        (not through the future) when the function is unknown.
+        (not through the future) when the function is unknown. ``loop``: the
+        running loop, if the caller has it (``get_running_loop`` checks the
+        process id, a system call each time).
         """
         fn = self.functions.get((namespace, function_id))
         if fn is None:
@@ -774,7 +777,7 @@ class Engine:
         raw = data if isinstance(data, Raw) else Raw(protocol.encode(data))
         owner = fn.owner
         inv_id = random_uuid()
-        future: asyncio.Future[Raw | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Raw | None] = (loop or asyncio.get_running_loop()).create_future()
         started = perf_counter() if self.metrics is not None else 0.0
         self.pending[inv_id] = Pending(target=owner, function_id=function_id, future=future, started=started)
         owner.serving.add(inv_id)

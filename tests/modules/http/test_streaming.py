@@ -101,3 +101,29 @@ async def test_client_leaving_a_stream_closes_the_writer(http_engine: HttpEngine
             await asyncio.sleep(0.02)
         assert len(engine.channels) == 0
         assert engine.stats()["pending"] == 0
+
+
+async def test_channels_are_made_only_when_the_function_opens_them(http_engine: HttpEngine) -> None:
+    engine = http_engine.server.engine
+    seen: list[dict[str, Any]] = []
+
+    async with sdk_worker(http_engine.url, "plain") as w:
+
+        @w.http("POST", "/plain")
+        async def plain(req: HttpRequest) -> Any:
+            # The refs are in the request, yet no channel exists while it runs.
+            refs = {k: req.raw[k] for k in ("request_body", "response")}
+            seen.append({"open": len(engine.channels), **refs})
+            return {"ok": True}
+
+        await http_engine.wait_route("POST", "/plain")
+        async with http_engine.client() as c:
+            r = await c.post("/plain", json={"a": 1})
+    assert r.json() == {"ok": True}
+    assert seen[0]["open"] == 0
+    body, response = seen[0]["request_body"], seen[0]["response"]
+    assert (body["direction"], response["direction"]) == ("read", "write")
+    # Once the request is over its refs open nothing, and nothing is left behind.
+    assert engine.channels.get(body["channel_id"], body["access_key"], "read") is None
+    assert engine.channels.get(response["channel_id"], response["access_key"], "write") is None
+    assert len(engine.channels) == 0 and not engine.channels._spots

@@ -3,8 +3,9 @@
 Per request: CORS preflight (answered here) -> a slot under
 ``concurrency_request_limit`` (requests beyond it wait) -> route match (404)
 -> body, bounded by ``max_body_bytes`` (413) -> global middleware -> the
-``request_body`` / ``response`` channels -> condition (422 when it answers
-``false``) -> the route's middleware -> the function. Everything from the
+``request_body`` / ``response`` channel refs (reserved: a channel is made only
+if the function opens it) -> condition (422 when it answers ``false``) -> the
+route's middleware -> the function. Everything from the
 route match to the first byte of the response is bounded by
 ``default_timeout`` (504); a client that goes away cancels the invocation and
 its channels. The function answers with a returned value or on its
@@ -14,14 +15,16 @@ its channels. The function answers with a returned value or on its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 from msgspec import Raw
 
 from pyiii import errors
-from pyiii.engine.channels import ChannelClosed
+from pyiii.engine.channels import READ, WRITE, Channel, ChannelClosed, ChannelManager
 from pyiii.engine.module import Module, TriggerProvider
 from pyiii.errors import ConfigError, IIIError
 from pyiii.httpserver import BodyTooLarge, Exchange, HttpServer
@@ -61,8 +64,51 @@ class _Answered(Exception):
         self.reply = reply
 
 
+class _Slots:
+    """At most ``size`` requests at once; the others wait in arrival order.
+
+    ``asyncio.Semaphore``'s ``async with`` is two coroutines per request; a
+    free slot here is a comparison.
+    """
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Wait for a slot (call when ``try_take`` said no)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot we will not use: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        """Hand the slot to the next waiter, or free it."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 class _Call:
-    """One request's waits: each is cut short by the deadline or the client leaving.
+    """One request's waits, each cut short by the deadline or the client leaving; its channels.
 
     The client is watched only once a request has taken WATCH_AFTER_S: most
     are answered sooner, and asking granian for the disconnect future (and
@@ -70,61 +116,84 @@ class _Call:
     request. A client that leaves is still noticed within that much.
     """
 
-    __slots__ = ("deadline", "exchange", "gone", "loop", "watch_at")
+    __slots__ = (
+        "body",
+        "channels",
+        "deadline",
+        "exchange",
+        "gone",
+        "hub",
+        "loop",
+        "opened",
+        "spots",
+        "watch_at",
+    )
 
-    def __init__(self, exchange: Exchange, timeout_s: float) -> None:
+    def __init__(self, exchange: Exchange, loop: asyncio.AbstractEventLoop) -> None:
         self.exchange = exchange
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.deadline = self.watch_at = 0.0  # set by ``start``
+        self.gone: asyncio.Future[None] | None = None
+        # The request_body and response channels are reserved refs (``spots``),
+        # made only if the function opens them; then they land in ``channels``.
+        self.hub: ChannelManager | None = None
+        self.spots: tuple[str, ...] = ()
+        self.channels: list[Channel] = []  # aborted by ``close``, once the response is sent
+        self.body = b""  # what request_body holds
+        self.opened: asyncio.Future[Channel] | None = None  # the response channel, once made
+
+    def start(self, timeout_s: float) -> None:
+        """The clock starts (once the body is in)."""
         now = self.loop.time()
         self.deadline = now + timeout_s
         self.watch_at = now + WATCH_AFTER_S
-        self.gone: asyncio.Future[None] | None = None
 
     def watch(self) -> asyncio.Future[None]:
         if self.gone is None:
             self.gone = asyncio.ensure_future(self.exchange.disconnected())
         return self.gone
 
-    async def first(self, *futures: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
-        """Wait for the first of ``futures``; _Gone / _Timeout if the client or the clock wins.
+    async def first(self, a: asyncio.Future[Any], b: asyncio.Future[Any] | None = None) -> None:
+        """Until ``a`` or ``b`` is done; _Gone / _Timeout if the client or the clock wins.
 
         One plain future woken by callbacks, not ``asyncio.wait``: this runs
         on every request, and ``wait`` costs a set and a task's worth of work.
         """
+        loop = self.loop
         while True:
             gone = self.gone
             if gone is not None and gone.done():
                 raise _Gone
-            done = {f for f in futures if f.done()}
-            if done:
-                return done
-            now = self.loop.time()
+            if a.done() or (b is not None and b.done()):
+                return
+            now = loop.time()
             if self.deadline <= now:
                 raise _Timeout
             if gone is None and now >= self.watch_at:
                 self.watch()
                 continue
             until = self.deadline if gone is not None else min(self.deadline, self.watch_at)
-            await self._sleep(futures, until)
+            waiter: asyncio.Future[None] = loop.create_future()
 
-    async def _sleep(self, futures: tuple[asyncio.Future[Any], ...], until: float) -> None:
-        """Until one of ``futures`` (or the client watch) is done, or the clock reaches ``until``."""
-        waiter: asyncio.Future[None] = self.loop.create_future()
+            def wake(_: Any = None, waiter: asyncio.Future[None] = waiter) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
 
-        def wake(_: Any = None) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        watched = (*futures, self.gone) if self.gone is not None else futures
-        for f in watched:
-            f.add_done_callback(wake)
-        timer = self.loop.call_at(until, wake)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            for f in watched:
-                f.remove_done_callback(wake)
+            a.add_done_callback(wake)
+            if b is not None:
+                b.add_done_callback(wake)
+            if gone is not None:
+                gone.add_done_callback(wake)
+            timer = loop.call_at(until, wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                a.remove_done_callback(wake)
+                if b is not None:
+                    b.remove_done_callback(wake)
+                if gone is not None:
+                    gone.remove_done_callback(wake)
 
     async def result(self, coro: Any) -> Any:
         task = asyncio.ensure_future(coro)
@@ -135,9 +204,55 @@ class _Call:
             raise
         return task.result()
 
+    def reserve_channels(self, hub: ChannelManager) -> tuple[dict[str, str], dict[str, str]]:
+        """Refs of ``request_body`` (the function reads it) and ``response`` (it writes it)."""
+        self.hub = hub
+        self.opened = self.loop.create_future()
+        body = hub.reserve(READ, self._body_opened)
+        response = hub.reserve(WRITE, self._response_opened)
+        self.spots = (body["channel_id"], response["channel_id"])
+        return body, response
+
+    def _body_opened(self, channel: Channel) -> None:
+        self.channels.append(channel)
+        _fill(channel, self.body)
+
+    def _response_opened(self, channel: Channel) -> None:
+        self.channels.append(channel)
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_result(channel)
+
     def close(self) -> None:
         if self.gone is not None:
             self.gone.cancel()
+        if self.hub is not None:
+            for channel_id in self.spots:
+                self.hub.release(channel_id)
+        if self.opened is not None:
+            self.opened.cancel()
+        for channel in self.channels:
+            channel.abort("the HTTP request is over")
+
+
+def _fill(request_body: Channel, body: bytes) -> None:
+    """Put the raw body on ``request_body``, then end it.
+
+    A body up to BODY_CHUNK bytes is buffered at once; a larger one is fed in
+    BODY_CHUNK pieces as the function reads them, since the channel holds at
+    most its byte bound and clients cap the frames they take (Python's
+    ``websockets``: 1 MiB).
+    """
+    if len(body) <= BODY_CHUNK:
+        if body:
+            request_body.offer(body)  # an empty channel always has room for one message
+        request_body.end()
+    else:
+        feeding = asyncio.ensure_future(_feed(request_body, body))
+
+        def stop(_reason: str) -> None:
+            feeding.cancel()
+
+        request_body.add_abort_callback(stop)
 
 
 async def _feed(channel: Any, body: bytes) -> None:
@@ -161,9 +276,12 @@ class HttpModule(Module, TriggerProvider):
         self.cors = CorsPolicy(config.cors)
         self.engine: Engine | None = None
         self.server: HttpServer | None = None
-        self._slots = asyncio.Semaphore(config.concurrency_request_limit)
+        self._slots = _Slots(config.concurrency_request_limit)
         self._timeout_s = config.default_timeout / 1000
         self.in_flight = 0  # requests holding a slot (tests and stats read it)
+        # The loop requests run on, kept: get_running_loop checks the process
+        # id, a system call (~2 µs here) twice per request.
+        self._running: asyncio.AbstractEventLoop | None = None
 
     # --- Module -------------------------------------------------------------
 
@@ -219,47 +337,75 @@ class HttpModule(Module, TriggerProvider):
     def unregister(self, trigger_id: str) -> None:
         self.routes.remove(trigger_id)
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._running
+        if loop is None or loop.is_closed():
+            loop = self._running = asyncio.get_running_loop()
+        return loop
+
     # --- requests ---------------------------------------------------------------
 
     async def _serve(self, ex: Exchange) -> None:
         origin = ex.header("origin")
-        if self.cors.is_preflight(ex.method, origin, ex.header("access-control-request-method")):
-            assert origin is not None
+        if origin is not None and self.cors.is_preflight(
+            ex.method, origin, ex.header("access-control-request-method")
+        ):
             ex.respond(200, self.cors.preflight(origin, ex.header("access-control-request-headers")), b"")
             return
-        async with self._slots:
-            self.in_flight += 1
-            try:
-                reply = await self._handle(ex)
-            finally:
-                self.in_flight -= 1
-        if reply is not None:
-            ex.respond(reply.status, reply.headers + self.cors.headers(origin), reply.body)
+        slots = self._slots
+        if not slots.try_take():
+            await slots.take()
+        self.in_flight += 1
+        held: list[_Call] = []
+        try:
+            reply = await self._handle(ex, held)
+            # Sent before the request's channels and slot are let go: the
+            # client's latency does not wait for the clean-up.
+            if reply is not None:
+                headers = reply.headers if origin is None else reply.headers + self.cors.headers(origin)
+                ex.respond(reply.status, headers, reply.body)
+        finally:
+            for call in held:
+                call.close()
+            self.in_flight -= 1
+            slots.give()
         metrics = self.engine.metrics if self.engine is not None else None
         if metrics is not None and ex.answered:
             found = self.routes.match(ex.method, ex.path)  # matched again only when metrics are on
             metrics.http_request(ex.method, found[0].spec.pattern if found else "(no route)", ex.status)
 
-    async def _handle(self, ex: Exchange) -> rs.Reply | None:
-        """The reply to send, or None when it was streamed or the client left."""
+    async def _handle(self, ex: Exchange, held: list[_Call]) -> rs.Reply | None:
+        """The reply to send, or None when it was streamed or the client left.
+
+        The request's ``_Call`` (its waits and channels) goes into ``held``;
+        the caller closes it once the reply is sent.
+        """
         found = self.routes.match(ex.method, ex.path)
         if found is None:
             return rs.error_reply(404, "NOT_FOUND", f"no route for {ex.method} {ex.path}")
         route, path_params = found
         spec = route.spec
         try:
-            body = await ex.read_body(self.config.max_body_bytes)
+            reading = ex.start_body(self.config.max_body_bytes)
         except BodyTooLarge as exc:
-            size = f" ({exc.declared} bytes declared)" if exc.declared is not None else ""
-            return rs.error_reply(
-                413,
-                "PAYLOAD_TOO_LARGE",
-                f"request body over {exc.limit} bytes{size}; the limit is iii-http max_body_bytes",
-            )
+            return self._too_large(exc)
+        # While granian's threads fetch the body: what does not need it.
         headers = rq.header_map(ex.headers())
         query = rq.query_params(ex.query_string)
-        call = _Call(ex, self._timeout_s)
-        channels: list[Any] = []
+        call = _Call(ex, self._loop())
+        held.append(call)
+        hub = getattr(self.engine, "channels", None)
+        try:
+            refs = call.reserve_channels(hub) if hub is not None else None
+        except BaseException:
+            reading.close()
+            raise
+        try:
+            body = await reading
+        except BodyTooLarge as exc:
+            return self._too_large(exc)
+        call.body = body
+        call.start(self._timeout_s)
         try:
             context: dict[str, Any] = {}
             for mw in self.config.middleware:
@@ -272,8 +418,9 @@ class HttpModule(Module, TriggerProvider):
                 await self._condition(call, spec, payload)
             for mw_id in spec.middleware_function_ids:
                 await self._middleware(call, spec, mw_id, path_params, query, headers, ex.method, context)
-            response = self._open_channels(payload, body, channels)
-            return await self._invoke(call, ex, spec, payload, response)
+            if refs is not None:
+                payload["request_body"], payload["response"] = refs
+            return await self._invoke(call, ex, spec, payload)
         except _Answered as answered:
             return answered.reply
         except _Timeout:
@@ -286,10 +433,6 @@ class HttpModule(Module, TriggerProvider):
         except _Gone:
             log.debug("client left during %s %s; invocation cancelled", ex.method, ex.path)
             return None
-        finally:
-            call.close()
-            for channel in channels:
-                channel.abort("the HTTP request is over")
 
     # --- steps -----------------------------------------------------------------------
 
@@ -374,56 +517,51 @@ class HttpModule(Module, TriggerProvider):
                 )
             )
 
-    def _open_channels(self, payload: dict[str, Any], body: bytes, channels: list[Any]) -> Any:
-        """Add ``request_body`` (holding the raw body) and ``response`` refs; the response channel.
-
-        A body up to BODY_CHUNK bytes is buffered at once; a larger one is fed in
-        BODY_CHUNK pieces as the function reads them, since the channel holds at
-        most its byte bound and clients cap the frames they take (Python's
-        ``websockets``: 1 MiB).
-        """
-        hub = getattr(self.engine, "channels", None)
-        if hub is None:
-            return None
-        request_body = hub.create()
-        channels.append(request_body)
-        if len(body) <= BODY_CHUNK:
-            if body:
-                request_body.offer(body)  # an empty channel always has room for one message
-            request_body.end()
-        else:
-            feeding = asyncio.ensure_future(_feed(request_body, body))
-            request_body.add_abort_callback(lambda _reason: feeding.cancel())
-        response = hub.create()
-        channels.append(response)
-        payload["request_body"] = request_body.reader_ref
-        payload["response"] = response.writer_ref
-        return response
+    @staticmethod
+    def _too_large(exc: BodyTooLarge) -> rs.Reply:
+        size = f" ({exc.declared} bytes declared)" if exc.declared is not None else ""
+        return rs.error_reply(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"request body over {exc.limit} bytes{size}; the limit is iii-http max_body_bytes",
+        )
 
     async def _invoke(
-        self, call: _Call, ex: Exchange, spec: RouteSpec, payload: dict[str, Any], response: Any
+        self, call: _Call, ex: Exchange, spec: RouteSpec, payload: dict[str, Any]
     ) -> rs.Reply | None:
-        """Call the function; answer with what it returns or what it writes, whichever comes first."""
+        """Call the function; answer with what it returns or what it writes, whichever comes first.
+
+        The response channel is waited on once the function has opened it
+        (``call.opened``); until then only its opening is.
+        """
         assert self.engine is not None
         try:
             task = self.engine.call_future(
-                spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata
+                spec.function_id, payload, namespace=spec.namespace, metadata=spec.metadata, loop=call.loop
             )
         except IIIError as err:
             self._failed(spec, "function", spec.function_id, err)
-        head = rs.StreamHead()
+        head: rs.StreamHead | None = None  # from the response channel's text frames, once one came
+        opened = call.opened  # done once the function opened its response channel
+        response: Channel | None = None
         item: asyncio.Future[Any] | None = None  # the response channel has something for us
         returned_nothing = False
         try:
             while True:
+                if opened is not None and opened.done():
+                    response, opened = opened.result(), None
                 if item is None and response is not None:
                     item = response.readable()
-                # Done futures stay in: ``first`` returns them at once.
-                waiting = [f for f in (item, None if returned_nothing else task) if f is not None]
-                if not waiting:
-                    return self._bad(spec, "it returned no response and has no response channel")
+                side = item if item is not None else opened  # the response channel's next event
+                # Done futures stay in: ``first`` returns at once.
+                if returned_nothing:
+                    if side is None:
+                        return self._bad(spec, "it returned no response and has no response channel")
+                    waiting, side = side, None
+                else:
+                    waiting = task
                 try:
-                    done = await call.first(*waiting)
+                    await call.first(waiting, side)
                 except _Timeout:
                     if returned_nothing:
                         raise _Answered(
@@ -435,7 +573,8 @@ class HttpModule(Module, TriggerProvider):
                             )
                         ) from None
                     raise
-                if item is not None and item in done:
+                if item is not None and item.done():
+                    assert response is not None
                     item = None
                     try:
                         ready, message = response.poll()
@@ -448,17 +587,19 @@ class HttpModule(Module, TriggerProvider):
                     if not ready:
                         continue
                     if isinstance(message, str):
+                        if head is None:
+                            head = rs.StreamHead()
                         head.apply(message)
                         continue
-                    await self._stream(ex, response, head, message)
+                    await self._stream(ex, response, head or rs.StreamHead(), message)
                     return None
-                if task in done and not returned_nothing:
+                if not returned_nothing and task.done():
                     try:
                         raw: Raw | None = task.result()
                     except IIIError as err:
                         self._failed(spec, "function", spec.function_id, err)
                     value = None if raw is None else msgspec.json.decode(raw)
-                    if value is None and response is not None:
+                    if value is None and (response is not None or opened is not None):
                         returned_nothing = True  # it answers on the response channel
                         continue
                     try:

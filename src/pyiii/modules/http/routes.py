@@ -37,6 +37,8 @@ class RouteSpec:
     condition_function_id: str | None = None
     middleware_function_ids: tuple[str, ...] = ()
     metadata: Raw | UnsetType = UNSET
+    # (position, name) of each parameter segment, for ``RouteTable.match``.
+    params: tuple[tuple[int, str], ...] = ()
 
     @property
     def pattern(self) -> str:
@@ -112,6 +114,7 @@ def parse_spec(
         condition_function_id=condition or None,
         middleware_function_ids=tuple(middleware),
         metadata=metadata,
+        params=tuple((i, seg[1:]) for i, seg in enumerate(segments) if seg.startswith(":")),
     )
 
 
@@ -214,14 +217,16 @@ class RouteTable:
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route serving ``method path`` (a raw URL path) and its decoded parameters."""
-        parts = [unquote(p) for p in path.split("/") if p]
+        if "%" in path:
+            parts = [unquote(p) for p in path.split("/") if p]
+        else:
+            parts = [p for p in path.split("/") if p]
         found = self._walk(self._root, parts, 0, method)
         if found is None and method == "HEAD":
             found = self._walk(self._root, parts, 0, "GET")
         if found is None:
             return None
-        params = {seg[1:]: parts[i] for i, seg in enumerate(found.spec.segments) if seg.startswith(":")}
-        return found, params
+        return found, {name: parts[i] for i, name in found.spec.params}
 
     def _walk(self, node: _Node, parts: list[str], i: int, method: str) -> Route | None:
         if i == len(parts):
