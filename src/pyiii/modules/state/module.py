@@ -359,7 +359,8 @@ class StateModule(Module):
 
     def _update_done(self, inp: UpdateInput, run: UpdateRun, old: Entry | None, new: Entry | None) -> Raw:
         self._publish(CREATED if old is None else UPDATED, inp.scope, inp.key, old, run.new_raw)
-        return pair(old, run.new_raw, run.extra() + (meta_fields(new) if inp.with_meta else b""))
+        extra = run.extra() if run.op_errors else b""
+        return pair(old, run.new_raw, extra + meta_fields(new) if inp.with_meta else extra)
 
     async def _update_remote(self, inp: UpdateInput, data: Raw) -> Raw:
         out = await self._forward("state::update", data, errors.UPDATE_ERROR, "Failed to update value")
