@@ -265,7 +265,9 @@ class StateModule(Module):
             raise bad_input(function_id, f"{where}missing field `value`")
         raw = bytes(chosen)  # type: ignore[arg-type]
         check_numbers(raw, function_id, f"{where}value")
-        self._check_size(raw, where)
+        limit = self.max_value_bytes
+        if limit is not None and len(raw) * 8 > limit:  # see _check_size
+            self._check_size(raw, where)
         return raw
 
     def _check_size(self, raw: bytes, where: str = "") -> None:
