@@ -220,7 +220,16 @@ class MemoryStore:
             new = None
         else:
             new, self.version = versioned(out, self.version)
-        self._store(scope, key, old, new)
+        if (
+            keys is not None
+            and old is not None
+            and new is not None
+            and old.expires_at is None
+            and new.expires_at is None
+        ):
+            keys[key] = new  # an overwrite with no expiry either side: all that _store would do
+        else:
+            self._store(scope, key, old, new)
         return old, new, True
 
     def apply_many(self, items: Sequence[MutationItem]) -> builtins.list[Applied]:

@@ -401,9 +401,11 @@ def _add(number: object, delta: int) -> object | None:
     return None
 
 
-def _apply_numeric(work: _Work, op: Op, delta: int) -> None:
-    """increment (delta = by) and decrement (delta = -by)."""
+def _apply_numeric(work: _Work, op: Op) -> None:
+    """increment (adds ``by``) and decrement (adds ``-by``)."""
     kind = op.kind
+    # -by is exact in Python (-i64::MIN = 2^63, as in the reference).
+    delta = op.by if kind == "increment" else -op.by
     if not op.path:
         if work.absent:
             work.root = delta
@@ -430,15 +432,6 @@ def _apply_numeric(work: _Work, op: Op, delta: int) -> None:
             f"Expected number at path '{op.path}', got {_type_name(current)}.",
         )
     work.root_dict()[op.path] = result
-
-
-def _apply_increment(work: _Work, op: Op) -> None:
-    _apply_numeric(work, op, op.by)
-
-
-def _apply_decrement(work: _Work, op: Op) -> None:
-    # -by is exact in Python (-i64::MIN = 2^63, as in the reference).
-    _apply_numeric(work, op, -op.by)
 
 
 def _first_append(work: _Work, value: Any) -> Any:
@@ -510,8 +503,8 @@ def _apply_remove(work: _Work, op: Op) -> None:
 _HANDLERS: Final[dict[str, Callable[[_Work, Op], None]]] = {
     "set": _apply_set,
     "merge": _apply_merge,
-    "increment": _apply_increment,
-    "decrement": _apply_decrement,
+    "increment": _apply_numeric,
+    "decrement": _apply_numeric,
     "append": _apply_append,
     "remove": _apply_remove,
 }
