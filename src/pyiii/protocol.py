@@ -199,14 +199,19 @@ class FrameError(Exception):
         self.code = code
 
 
-def decode(frame: bytes | memoryview, max_depth: int | None = None) -> Inbound | None:
+def decode(frame: bytes, max_depth: int | None = None) -> Inbound | None:
     """Decode one text frame. None for an empty frame; FrameError if unusable.
 
     ``max_depth`` bounds how deeply the payloads of the frame (``data``,
     ``result``, ``config``, ...) may nest arrays and objects; the frame's own
     envelope does not count.
     """
-    if max_depth is not None and nesting_exceeds(frame, max_depth + 1):
+    # nesting_exceeds' own first test, inlined: almost every frame passes it.
+    if (
+        max_depth is not None
+        and frame.count(b"[") + frame.count(b"{") > max_depth + 1
+        and nesting_exceeds(frame, max_depth + 1)
+    ):
         raise FrameError(
             f"JSON nested more than {max_depth} levels deep; the limit is "
             f"iii-worker-manager.config.limits.max_nesting_depth ({max_depth})",

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from time import perf_counter
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from pyiii.metrics import Recorder
 
 log = logging.getLogger("pyiii.engine")
+
+_Action = protocol.Action
 
 NO_QUEUE_PROVIDER = (
     "No queue provider is installed: the enqueue action needs the iii-queue module;"
@@ -414,13 +417,15 @@ class Engine:
 
     def _on_invoke(self, conn: Connection, msg: InvokeFunction, frame: bytes) -> None:
         inv_id = msg.invocation_id if isinstance(msg.invocation_id, str) else None
-        action = msg.action if isinstance(msg.action, protocol.Action) else None
+        action = msg.action if isinstance(msg.action, _Action) else None
         if not self.accepting:
             if inv_id is not None and (action is None or action.type != "void"):
                 self._reply_error(conn, inv_id, msg.function_id, self._shutting_down())
             return
-        ns = msg.namespace if isinstance(msg.namespace, str) else DEFAULT_NS
-        if not ns.strip():
+        ns = msg.namespace
+        if not isinstance(ns, str):
+            ns = DEFAULT_NS
+        elif not ns.strip():
             if inv_id is not None and (action is None or action.type != "void"):
                 self._reply_error(
                     conn,
@@ -431,12 +436,13 @@ class Engine:
             return
         if conn.serving and isinstance(msg.traceparent, str):
             self._note_trace(conn, msg.traceparent)
-        if action is not None and action.type == "enqueue":
-            queue = action.queue if isinstance(action.queue, str) else ""
-            self._enqueue(conn, inv_id, ns, queue, msg, protocol.with_caller(msg.data, conn.worker_id))
-            return
-        if action is not None and action.type == "void":
-            inv_id = None
+        if action is not None:
+            if action.type == "enqueue":
+                queue = action.queue if isinstance(action.queue, str) else ""
+                self._enqueue(conn, inv_id, ns, queue, msg, protocol.with_caller(msg.data, conn.worker_id))
+                return
+            if action.type == "void":
+                inv_id = None
         fn = self.functions.get((ns, msg.function_id))
         if fn is None:
             if inv_id is not None:
@@ -444,7 +450,8 @@ class Engine:
             return
         if fn.handler is not None:
             # A built-in knows its caller from ctx: no _caller_worker_id splice.
-            ctx = CallContext(caller=conn, function_id=msg.function_id, metadata=msg.metadata)
+            # (Positional: a Struct's keyword arguments cost more to match.)
+            ctx = CallContext(conn, msg.function_id, msg.metadata)
             if self.metrics is not None:
                 ctx.started = perf_counter()
             self._run_builtin(fn.handler, msg.data, ctx, conn, inv_id, fn.eager)
@@ -622,9 +629,7 @@ class Engine:
             result = value
         else:
             result = Raw(protocol.encode(value))
-        conn.send(
-            protocol.encode(InvocationResult(invocation_id=inv_id, function_id=function_id, result=result))
-        )
+        conn.send(protocol.encode(InvocationResult(inv_id, function_id, result)))
 
     # --- built-ins -----------------------------------------------------------
 
@@ -639,7 +644,7 @@ class Engine:
     ) -> None:
         try:
             out = handler(data, ctx)
-            if eager and inspect.iscoroutine(out):
+            if eager and type(out) is CoroutineType:
                 # Run it eagerly: most calls of such a built-in (a state::get from
                 # memory) finish without ever waiting, and then no Task is created.
                 try:
@@ -663,7 +668,8 @@ class Engine:
             if conn is not None and inv_id is not None:
                 self._reply_error(conn, inv_id, ctx.function_id, _internal(ctx.function_id, exc))
             return
-        if inspect.isawaitable(out):
+        # (A Raw, the usual answer, is never awaitable; isawaitable's ABC check costs more.)
+        if type(out) is not Raw and inspect.isawaitable(out):
             self.spawn(self._finish_builtin(out, ctx, conn, inv_id))
             return
         if ctx.started:

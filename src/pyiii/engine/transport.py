@@ -61,6 +61,11 @@ CLOSE_WAIT_S = 2.0
 # reach twice it) is dropped.
 SLOW_READER_GRACE_S = 5.0
 
+# Enum members looked up once: on Python 3.11 every ``WSMsgType.X`` costs a
+# class attribute lookup (~60 ns), and the frame path used six per call.
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+
 
 @dataclass(slots=True, frozen=True)
 class TransportOptions:
@@ -157,6 +162,17 @@ class _Base(WSListener):
         asyncio.get_running_loop().call_later(CLOSE_WAIT_S, self.transport.disconnect)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # The common frame first: a whole text message, no fragments pending,
+        # no reserved bits. It takes exactly the path the checks below would.
+        if (
+            frame.msg_type is _TEXT
+            and frame.fin
+            and self.assembly.type is None
+            and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
+            and not transport.is_close_frame_sent
+        ):
+            self.on_message(_TEXT, frame.get_payload_as_bytes())
+            return
         if frame.msg_type is WSMsgType.CLOSE:
             if not transport.is_close_frame_sent:
                 # Echo the peer's code, but a close without one (picows reports
@@ -190,7 +206,7 @@ class _Base(WSListener):
         bad = _is_utf8(payload)
         if bad is None:
             return True
-        kind = "text" if msg_type is WSMsgType.TEXT else "binary JSON"
+        kind = "text" if msg_type is _TEXT else "binary JSON"
         log.warning("closing a connection: invalid UTF-8 at byte %d of a %s frame", bad, kind)
         self._close(WSCloseCode.INVALID_TEXT, f"invalid UTF-8 at byte {bad} of a {kind} frame")
         return False
@@ -234,6 +250,8 @@ class _WorkerListener(_Base):
         # replies (at most what one socket read held; reading is paused meanwhile).
         self.held: deque[bytes] | None = None
         self.over_since: float | None = None  # since when unsent frames exceed max_send_buffer_bytes
+        self.send_limit = options.max_send_buffer_bytes
+        self.sock: Any = None  # the socket's asyncio transport, once connected
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         super().on_ws_connected(transport)
@@ -258,7 +276,7 @@ class _WorkerListener(_Base):
                 f"{limit} connections open (limits.max_connections)",
             )
             return
-        sock = transport.underlying_transport
+        sock = self.sock = transport.underlying_transport
         # Throttle well before the drop limit, so a worker that reads slowly is slowed down, not dropped.
         high = min(WRITE_HIGH_WATER, self.options.max_send_buffer_bytes // 4)
         sock.set_write_buffer_limits(high=high, low=min(WRITE_LOW_WATER, high // 4))
@@ -302,13 +320,14 @@ class _WorkerListener(_Base):
 
     def _send(self, data: bytes) -> None:
         transport = self.transport
-        queued = transport.underlying_transport.get_write_buffer_size()
-        transport.send(WSMsgType.TEXT, data)
+        queued = self.sock.get_write_buffer_size()
+        transport.send(_TEXT, data)
         # Judge what was queued *before* this frame: one reply larger than the
         # limit is fine; frames piling up behind unread ones are not.
-        limit = self.options.max_send_buffer_bytes
+        limit = self.send_limit
         if queued <= limit:
-            self.over_since = None
+            if self.over_since is not None:
+                self.over_since = None
             return
         now = time.monotonic()
         if self.over_since is None:
@@ -351,10 +370,10 @@ class _WorkerListener(_Base):
         conn = self.conn
         if conn is None:
             return
-        if msg_type is WSMsgType.BINARY and protocol.is_telemetry(payload):
+        if msg_type is _BINARY and protocol.is_telemetry(payload):
             _ingest(payload, self.engine)  # old SDKs use "/"
             return
-        if not self._check_utf8(msg_type, payload):
+        if not payload.isascii() and not self._check_utf8(msg_type, payload):
             return
         if self.held is not None:
             self.held.append(payload)

@@ -254,6 +254,22 @@ class StateAdapter(abc.ABC):
     # functions that only call these without a Task.
     eager_methods: frozenset[str] = frozenset()
 
+    # True when ``get_now`` (``mutate_now``) does what ``get`` (``mutate``)
+    # does without ever waiting (the entries are in memory): the State module
+    # then answers those calls without a coroutine, which at one call in
+    # flight is a noticeable share of the call. A subclass that overrides
+    # ``get`` or ``mutate`` must clear the flag.
+    sync_reads: bool = False
+    sync_writes: bool = False
+
+    def get_now(self, scope: str, key: str) -> Entry | None:
+        """``get``, synchronously; only for adapters with ``sync_reads``."""
+        raise TypeError(f"{type(self).__name__} has no synchronous get")
+
+    def mutate_now(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
+        """``mutate``, synchronously; only for adapters with ``sync_writes``."""
+        raise TypeError(f"{type(self).__name__} has no synchronous mutate")
+
     # A remote adapter (the bridge) forwards whole ``state::*`` calls to
     # another engine: a pure ``mutate`` function cannot travel over the
     # wire, so the State module calls ``call`` instead of the methods above.

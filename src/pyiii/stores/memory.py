@@ -129,7 +129,8 @@ class MemoryStore:
 
     def get(self, scope: str, key: str) -> Entry | None:
         """The current entry, or None."""
-        self.sweep()
+        if self._heap:
+            self.sweep()
         keys = self._scopes.get(scope)
         return None if keys is None else keys.get(key)
 
@@ -204,18 +205,31 @@ class MemoryStore:
         deleting an absent key: nothing was written and no version was used.
         If ``fn`` raises, the exception propagates and nothing changes.
         """
-        self.sweep()
+        if self._heap:
+            self.sweep()
         keys = self._scopes.get(scope)
         old = None if keys is None else keys.get(key)
         out = fn(old)
-        if isinstance(out, _Keep) or (out is None and old is None):
+        if type(out) is bytes:  # the common write: no expiry, the next version
+            self.version += 1
+            new: Entry | None = Entry(out, self.version)
+        elif isinstance(out, _Keep) or (out is None and old is None):
             return old, old, False
-        if out is None:
+        elif out is None:
             self.version += 1
             new = None
         else:
             new, self.version = versioned(out, self.version)
-        self._store(scope, key, old, new)
+        if (
+            keys is not None
+            and old is not None
+            and new is not None
+            and old.expires_at is None
+            and new.expires_at is None
+        ):
+            keys[key] = new  # an overwrite with no expiry either side: all that _store would do
+        else:
+            self._store(scope, key, old, new)
         return old, new, True
 
     def apply_many(self, items: Sequence[MutationItem]) -> builtins.list[Applied]:
@@ -381,13 +395,23 @@ class MemoryAdapter(StateAdapter):
     async def close(self) -> None:
         self._sweeper.close()
 
+    sync_reads = True
+    sync_writes = True
+
     async def get(self, scope: str, key: str) -> Entry | None:
+        return self._store.get(scope, key)
+
+    def get_now(self, scope: str, key: str) -> Entry | None:
         return self._store.get(scope, key)
 
     async def get_many(self, scope: str, keys: Sequence[str]) -> builtins.list[Entry | None]:
         return self._store.get_many(scope, keys)
 
     async def mutate(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
+        old, new, _ = self._store.apply(scope, key, fn)
+        return old, new
+
+    def mutate_now(self, scope: str, key: str, fn: Mutation) -> tuple[Entry | None, Entry | None]:
         old, new, _ = self._store.apply(scope, key, fn)
         return old, new
 

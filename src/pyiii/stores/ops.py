@@ -21,7 +21,7 @@ treat JSON values as immutable, which the State module does.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -311,20 +311,20 @@ def _type_name(value: object) -> str:
     return "object"
 
 
-class _Work:
-    """The working value plus copy-on-write bookkeeping for one apply_ops call."""
+class _Work(msgspec.Struct):
+    """The working value plus copy-on-write bookkeeping for one apply_ops call.
 
-    __slots__ = ("absent", "owned", "root")
+    A Struct: one is built per update, and its constructor runs in C.
+    """
 
-    def __init__(self, root: Any, absent: bool) -> None:
-        self.root = root
-        # While set, root-targeting increment/decrement/append treat the root
-        # as missing (§4.2 point 4).
-        self.absent = absent
-        # Containers created during this call, by id. Only these may be
-        # mutated in place; holding the objects keeps their ids from being
-        # reused while the call runs.
-        self.owned: dict[int, object] = {}
+    root: Any
+    # While set, root-targeting increment/decrement/append treat the root
+    # as missing (§4.2 point 4).
+    absent: bool
+    # Containers created during this call, by id. Only these may be mutated
+    # in place; holding the objects keeps their ids from being reused while
+    # the call runs. (msgspec gives every instance its own empty dict.)
+    owned: dict[int, object] = {}
 
     def adopt(self, container: Any) -> Any:
         """Register a container created during this call as mutable."""
@@ -339,8 +339,10 @@ class _Work:
 
     def root_dict(self) -> dict[str, Any]:
         """The root as a mutable dict; the caller checked it is an object."""
-        root: dict[str, Any] = self.writable(self.root)
-        self.root = root
+        root: dict[str, Any] = self.root
+        if id(root) not in self.owned:  # writable(), inlined: every op on a key's field comes here
+            root = self.root = root.copy()
+            self.owned[id(root)] = root
         return root
 
     def child_dict(self, parent: dict[str, Any], key: str) -> dict[str, Any]:
@@ -399,9 +401,11 @@ def _add(number: object, delta: int) -> object | None:
     return None
 
 
-def _apply_numeric(work: _Work, op: Op, delta: int) -> None:
-    """increment (delta = by) and decrement (delta = -by)."""
+def _apply_numeric(work: _Work, op: Op) -> None:
+    """increment (adds ``by``) and decrement (adds ``-by``)."""
     kind = op.kind
+    # -by is exact in Python (-i64::MIN = 2^63, as in the reference).
+    delta = op.by if kind == "increment" else -op.by
     if not op.path:
         if work.absent:
             work.root = delta
@@ -428,15 +432,6 @@ def _apply_numeric(work: _Work, op: Op, delta: int) -> None:
             f"Expected number at path '{op.path}', got {_type_name(current)}.",
         )
     work.root_dict()[op.path] = result
-
-
-def _apply_increment(work: _Work, op: Op) -> None:
-    _apply_numeric(work, op, op.by)
-
-
-def _apply_decrement(work: _Work, op: Op) -> None:
-    # -by is exact in Python (-i64::MIN = 2^63, as in the reference).
-    _apply_numeric(work, op, -op.by)
 
 
 def _first_append(work: _Work, value: Any) -> Any:
@@ -508,14 +503,14 @@ def _apply_remove(work: _Work, op: Op) -> None:
 _HANDLERS: Final[dict[str, Callable[[_Work, Op], None]]] = {
     "set": _apply_set,
     "merge": _apply_merge,
-    "increment": _apply_increment,
-    "decrement": _apply_decrement,
+    "increment": _apply_numeric,
+    "decrement": _apply_numeric,
     "append": _apply_append,
     "remove": _apply_remove,
 }
 
 
-def apply_ops(current: object, exists: bool, ops: list[Op]) -> tuple[object, list[dict[str, Any]]]:
+def apply_ops(current: object, exists: bool, ops: Sequence[Op]) -> tuple[object, list[dict[str, Any]]]:
     """Apply ``ops`` in order (§4.2) and return ``(new_value, errors)``.
 
     ``current`` is the stored value, ignored when ``exists`` is False (the
@@ -523,7 +518,7 @@ def apply_ops(current: object, exists: bool, ops: list[Op]) -> tuple[object, lis
     records one error and is skipped; the others still apply. Neither
     ``current`` nor the ops are mutated.
     """
-    work = _Work(current, absent=False) if exists else _Work(None, absent=True)
+    work = _Work(current, False) if exists else _Work(None, True)
     if not exists:
         work.root = work.adopt({})
     errors: list[dict[str, Any]] = []

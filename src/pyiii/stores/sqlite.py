@@ -228,7 +228,14 @@ class SqliteAdapter(StateAdapter):
             self._writer.stop()
         await self._writer.wait_stopped()
 
+    # Reads are served from the in-memory mirror; writes wait for their commit.
+    sync_reads = True
+
     async def get(self, scope: str, key: str) -> Entry | None:
+        self._check_usable()
+        return self._mem.get(scope, key)
+
+    def get_now(self, scope: str, key: str) -> Entry | None:
         self._check_usable()
         return self._mem.get(scope, key)
 

@@ -130,4 +130,8 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {
 
 
 def decode_input(cls: type, data: Raw, function_id: str) -> Any:
-    return decode(_decoders[cls], data, function_id)
+    """``data`` as a ``cls``; a ``DESERIALIZATION_ERROR`` naming the field if it does not fit."""
+    try:
+        return _decoders[cls].decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return decode(_decoders[cls], data, function_id)  # raises, with the message in one place

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -67,6 +67,7 @@ from pyiii.stores.base import (
 )
 from pyiii.stores.mutations import (
     Render,
+    SetFn,
     SetResult,
     UpdateRun,
     delete_fn,
@@ -212,21 +213,43 @@ class StateModule(Module):
 
     # --- functions ----------------------------------------------------------
 
-    async def set(self, data: Raw, ctx: CallContext) -> Raw:
+    # get, set, update and delete return their result at once when the adapter
+    # holds the entry in memory (``sync_reads``/``sync_writes``), and a
+    # coroutine only when they have to wait: the engine answers either.
+
+    def set(self, data: Raw, ctx: CallContext) -> Raw | Coroutine[Any, Any, Raw]:
         inp: SetInput = decode_input(SetInput, data, ctx.function_id)
         raw = self._set_value(inp.value, inp.data, ctx.function_id)
-        if self.adapter.remote:
-            out = await self._forward("state::set", data, errors.SET_ERROR, "Failed to set value")
-            return self._relay_pair(out, inp.scope, inp.key, errors.SET_ERROR)
-        fn = set_fn(raw, precondition(inp.scope, inp.key, inp), inp.ttl_ms)
+        adapter = self.adapter
+        if adapter.remote:
+            return self._set_remote(inp, data)
+        fn = SetFn(raw, precondition(inp.scope, inp.key, inp), inp.ttl_ms)
+        if not adapter.sync_writes:
+            return self._set_wait(inp, raw, fn)
+        try:
+            old, new = adapter.mutate_now(inp.scope, inp.key, fn)
+        except AdapterError as exc:
+            raise IIIError(errors.SET_ERROR, f"Failed to set value: {exc}") from None
+        except PreconditionFailed as exc:
+            raise mismatch(exc) from None
+        return self._set_done(inp, raw, old, new)
+
+    async def _set_wait(self, inp: SetInput, raw: bytes, fn: Mutation) -> Raw:
         try:
             old, new = await self.adapter.mutate(inp.scope, inp.key, fn)
         except AdapterError as exc:
             raise IIIError(errors.SET_ERROR, f"Failed to set value: {exc}") from None
         except PreconditionFailed as exc:
             raise mismatch(exc) from None
+        return self._set_done(inp, raw, old, new)
+
+    def _set_done(self, inp: SetInput, raw: bytes, old: Entry | None, new: Entry | None) -> Raw:
         self._publish(CREATED if old is None else UPDATED, inp.scope, inp.key, old, raw)
         return pair(old, raw, meta_fields(new) if inp.with_meta else b"")
+
+    async def _set_remote(self, inp: SetInput, data: Raw) -> Raw:
+        out = await self._forward("state::set", data, errors.SET_ERROR, "Failed to set value")
+        return self._relay_pair(out, inp.scope, inp.key, errors.SET_ERROR)
 
     def _set_value(
         self, value: Raw | UnsetType, alias: Raw | UnsetType, function_id: str, where: str = ""
@@ -242,7 +265,9 @@ class StateModule(Module):
             raise bad_input(function_id, f"{where}missing field `value`")
         raw = bytes(chosen)  # type: ignore[arg-type]
         check_numbers(raw, function_id, f"{where}value")
-        self._check_size(raw, where)
+        limit = self.max_value_bytes
+        if limit is not None and len(raw) * 8 > limit:  # see _check_size
+            self._check_size(raw, where)
         return raw
 
     def _check_size(self, raw: bytes, where: str = "") -> None:
@@ -260,8 +285,20 @@ class StateModule(Module):
                 f"{where}value of {size} bytes exceeds the configured max_value_bytes limit of {limit}",
             )
 
-    async def get(self, data: Raw, ctx: CallContext) -> Any:
+    def get(self, data: Raw, ctx: CallContext) -> Any:
         inp: GetInput = decode_input(GetInput, data, ctx.function_id)
+        adapter = self.adapter
+        if not adapter.sync_reads:
+            return self._get_wait(inp, data)
+        try:
+            entry = adapter.get_now(inp.scope, inp.key)
+        except AdapterError as exc:
+            raise IIIError(errors.GET_ERROR, f"Failed to get value: {exc}") from None
+        if inp.with_meta:
+            return Raw(meta(entry))
+        return NO_RESULT if entry is None else Raw(entry.raw)
+
+    async def _get_wait(self, inp: GetInput, data: Raw) -> Any:
         if self.adapter.remote:
             out = await self._forward("state::get", data, errors.GET_ERROR, "Failed to get value")
             return NO_RESULT if out is None else Raw(out)
@@ -296,21 +333,40 @@ class StateModule(Module):
         self._publish(DELETED, inp.scope, inp.key, old, None)
         return Raw(old.raw)
 
-    async def update(self, data: Raw, ctx: CallContext) -> Raw:
+    def update(self, data: Raw, ctx: CallContext) -> Raw | Coroutine[Any, Any, Raw]:
         inp: UpdateInput = decode_input(UpdateInput, data, ctx.function_id)
         parsed = parse_ops(inp.ops, ctx.function_id)
-        if self.adapter.remote:
-            out = await self._forward("state::update", data, errors.UPDATE_ERROR, "Failed to update value")
-            return self._relay_pair(out, inp.scope, inp.key, errors.UPDATE_ERROR)
+        adapter = self.adapter
+        if adapter.remote:
+            return self._update_remote(inp, data)
         run = UpdateRun(parsed, precondition(inp.scope, inp.key, inp), inp.ttl_ms, self.max_value_bytes)
+        if not adapter.sync_writes:
+            return self._update_wait(inp, run)
+        try:
+            old, new = adapter.mutate_now(inp.scope, inp.key, run)
+        except AdapterError as exc:
+            raise IIIError(errors.UPDATE_ERROR, f"Failed to update value: {exc}") from None
+        except PreconditionFailed as exc:
+            raise mismatch(exc) from None
+        return self._update_done(inp, run, old, new)
+
+    async def _update_wait(self, inp: UpdateInput, run: UpdateRun) -> Raw:
         try:
             old, new = await self.adapter.mutate(inp.scope, inp.key, run)
         except AdapterError as exc:
             raise IIIError(errors.UPDATE_ERROR, f"Failed to update value: {exc}") from None
         except PreconditionFailed as exc:
             raise mismatch(exc) from None
+        return self._update_done(inp, run, old, new)
+
+    def _update_done(self, inp: UpdateInput, run: UpdateRun, old: Entry | None, new: Entry | None) -> Raw:
         self._publish(CREATED if old is None else UPDATED, inp.scope, inp.key, old, run.new_raw)
-        return pair(old, run.new_raw, run.extra() + (meta_fields(new) if inp.with_meta else b""))
+        extra = run.extra() if run.op_errors else b""
+        return pair(old, run.new_raw, extra + meta_fields(new) if inp.with_meta else extra)
+
+    async def _update_remote(self, inp: UpdateInput, data: Raw) -> Raw:
+        out = await self._forward("state::update", data, errors.UPDATE_ERROR, "Failed to update value")
+        return self._relay_pair(out, inp.scope, inp.key, errors.UPDATE_ERROR)
 
     async def list(self, data: Raw, ctx: CallContext) -> Raw:
         inp: ListInput = decode_input(ListInput, data, ctx.function_id)
@@ -490,5 +546,7 @@ class StateModule(Module):
             self._publish(kind, scope, key, old, new)
 
     def _publish(self, event_type: bytes, scope: str, key: str, old: Entry | None, new: bytes | None) -> None:
-        if self.triggers is not None and self._local_events:
-            self.triggers.publish(event_type, scope, key, old.raw if old is not None else None, new)
+        triggers = self.triggers
+        # No binding, no event: skip the call (publish checks again, for other callers).
+        if triggers is not None and triggers.bindings and self._local_events:
+            triggers.publish(event_type, scope, key, old.raw if old is not None else None, new)
