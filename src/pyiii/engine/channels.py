@@ -396,18 +396,10 @@ class Channel:
                 self._manager._forget(self)
 
     def _wake_reader(self) -> None:
-        while self._readers:
-            waiter = self._readers.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        wake_first(self._readers)
 
     def _wake_writer(self) -> None:
-        while self._writers:
-            waiter = self._writers.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        wake_first(self._writers)
 
     def __repr__(self) -> str:
         state = "aborted" if self._reason else "closed" if self.closed else "ended" if self._ended else "open"
@@ -616,3 +608,13 @@ class ChannelManager:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+
+
+def wake_first(waiters: deque[asyncio.Future[None]]) -> bool:
+    """Resolve the first waiter still waiting (earlier, cancelled ones are dropped); whether one was."""
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return True
+    return False

@@ -24,7 +24,7 @@ import msgspec
 from msgspec import Raw
 
 from pyiii import errors
-from pyiii.engine.channels import READ, WRITE, Channel, ChannelClosed, ChannelManager
+from pyiii.engine.channels import READ, WRITE, Channel, ChannelClosed, ChannelManager, wake_first
 from pyiii.engine.module import Module, TriggerProvider
 from pyiii.errors import ConfigError, IIIError
 from pyiii.httpserver import BodyTooLarge, Exchange, HttpServer
@@ -99,12 +99,8 @@ class _Slots:
 
     def give(self) -> None:
         """Hand the slot to the next waiter, or free it."""
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.free += 1
+        if not wake_first(self.waiters):
+            self.free += 1
 
 
 class _Call:

@@ -213,6 +213,29 @@ class StateModule(Module):
 
     # --- functions ----------------------------------------------------------
 
+    # One key's write, with the adapter's failures as the function's errors: on
+    # the adapter's memory at once (``_mutate_now``) or waiting for it.
+
+    def _mutate_now(
+        self, scope: str, key: str, fn: Mutation, code: str, what: str
+    ) -> tuple[Entry | None, Entry | None]:
+        try:
+            return self.adapter.mutate_now(scope, key, fn)
+        except AdapterError as exc:
+            raise IIIError(code, f"{what}: {exc}") from None
+        except PreconditionFailed as exc:
+            raise mismatch(exc) from None
+
+    async def _mutate(
+        self, scope: str, key: str, fn: Mutation, code: str, what: str
+    ) -> tuple[Entry | None, Entry | None]:
+        try:
+            return await self.adapter.mutate(scope, key, fn)
+        except AdapterError as exc:
+            raise IIIError(code, f"{what}: {exc}") from None
+        except PreconditionFailed as exc:
+            raise mismatch(exc) from None
+
     # get, set, update and delete return their result at once when the adapter
     # holds the entry in memory (``sync_reads``/``sync_writes``), and a
     # coroutine only when they have to wait: the engine answers either.
@@ -226,21 +249,11 @@ class StateModule(Module):
         fn = SetFn(raw, precondition(inp.scope, inp.key, inp), inp.ttl_ms)
         if not adapter.sync_writes:
             return self._set_wait(inp, raw, fn)
-        try:
-            old, new = adapter.mutate_now(inp.scope, inp.key, fn)
-        except AdapterError as exc:
-            raise IIIError(errors.SET_ERROR, f"Failed to set value: {exc}") from None
-        except PreconditionFailed as exc:
-            raise mismatch(exc) from None
+        old, new = self._mutate_now(inp.scope, inp.key, fn, errors.SET_ERROR, "Failed to set value")
         return self._set_done(inp, raw, old, new)
 
     async def _set_wait(self, inp: SetInput, raw: bytes, fn: Mutation) -> Raw:
-        try:
-            old, new = await self.adapter.mutate(inp.scope, inp.key, fn)
-        except AdapterError as exc:
-            raise IIIError(errors.SET_ERROR, f"Failed to set value: {exc}") from None
-        except PreconditionFailed as exc:
-            raise mismatch(exc) from None
+        old, new = await self._mutate(inp.scope, inp.key, fn, errors.SET_ERROR, "Failed to set value")
         return self._set_done(inp, raw, old, new)
 
     def _set_done(self, inp: SetInput, raw: bytes, old: Entry | None, new: Entry | None) -> Raw:
@@ -318,14 +331,8 @@ class StateModule(Module):
                 return NO_RESULT
             self._publish(DELETED, inp.scope, inp.key, Entry(out, 0), None)
             return Raw(out)
-        try:
-            old, _ = await self.adapter.mutate(
-                inp.scope, inp.key, delete_fn(precondition(inp.scope, inp.key, inp))
-            )
-        except AdapterError as exc:
-            raise IIIError(errors.DELETE_ERROR, f"Failed to delete value: {exc}") from None
-        except PreconditionFailed as exc:
-            raise mismatch(exc) from None
+        fn = delete_fn(precondition(inp.scope, inp.key, inp))
+        old, _ = await self._mutate(inp.scope, inp.key, fn, errors.DELETE_ERROR, "Failed to delete value")
         if old is None:
             # Nothing changed, so nothing fires (the reference fires anyway;
             # see docs/decisions.md).
@@ -342,21 +349,11 @@ class StateModule(Module):
         run = UpdateRun(parsed, precondition(inp.scope, inp.key, inp), inp.ttl_ms, self.max_value_bytes)
         if not adapter.sync_writes:
             return self._update_wait(inp, run)
-        try:
-            old, new = adapter.mutate_now(inp.scope, inp.key, run)
-        except AdapterError as exc:
-            raise IIIError(errors.UPDATE_ERROR, f"Failed to update value: {exc}") from None
-        except PreconditionFailed as exc:
-            raise mismatch(exc) from None
+        old, new = self._mutate_now(inp.scope, inp.key, run, errors.UPDATE_ERROR, "Failed to update value")
         return self._update_done(inp, run, old, new)
 
     async def _update_wait(self, inp: UpdateInput, run: UpdateRun) -> Raw:
-        try:
-            old, new = await self.adapter.mutate(inp.scope, inp.key, run)
-        except AdapterError as exc:
-            raise IIIError(errors.UPDATE_ERROR, f"Failed to update value: {exc}") from None
-        except PreconditionFailed as exc:
-            raise mismatch(exc) from None
+        old, new = await self._mutate(inp.scope, inp.key, run, errors.UPDATE_ERROR, "Failed to update value")
         return self._update_done(inp, run, old, new)
 
     def _update_done(self, inp: UpdateInput, run: UpdateRun, old: Entry | None, new: Entry | None) -> Raw:
