@@ -307,9 +307,7 @@ class StateModule(Module):
             entry = adapter.get_now(inp.scope, inp.key)
         except AdapterError as exc:
             raise IIIError(errors.GET_ERROR, f"Failed to get value: {exc}") from None
-        if inp.with_meta:
-            return Raw(meta(entry))
-        return NO_RESULT if entry is None else Raw(entry.raw)
+        return _got(inp, entry)
 
     async def _get_wait(self, inp: GetInput, data: Raw) -> Any:
         if self.adapter.remote:
@@ -319,9 +317,7 @@ class StateModule(Module):
             entry = await self.adapter.get(inp.scope, inp.key)
         except AdapterError as exc:
             raise IIIError(errors.GET_ERROR, f"Failed to get value: {exc}") from None
-        if inp.with_meta:
-            return Raw(meta(entry))
-        return NO_RESULT if entry is None else Raw(entry.raw)
+        return _got(inp, entry)
 
     async def delete(self, data: Raw, ctx: CallContext) -> Any:
         inp: DeleteInput = decode_input(DeleteInput, data, ctx.function_id)
@@ -547,3 +543,10 @@ class StateModule(Module):
         # No binding, no event: skip the call (publish checks again, for other callers).
         if triggers is not None and triggers.bindings and self._local_events:
             triggers.publish(event_type, scope, key, old.raw if old is not None else None, new)
+
+
+def _got(inp: GetInput, entry: Entry | None) -> Any:
+    """What ``state::get`` answers for ``entry``: the value, its metadata too, or nothing."""
+    if inp.with_meta:
+        return Raw(meta(entry))
+    return NO_RESULT if entry is None else Raw(entry.raw)
