@@ -25,12 +25,14 @@ Inline commits (``inline_after``, off unless the store asks; the State store
 does): when one item is all there is to commit and the thread has reported
 every round it was given, the commit after ``inline_after`` such items in a
 row runs on the event loop itself, saving the two thread hand-overs and a
-wake-up at one write in flight. Never two threads on the connection at once:
-the loop uses it only while the thread is parked waiting for the loop's next
-put, so commits stay in submission order. Load switches it off by itself: a
-commit that keeps the loop waiting lets requests pile up, the next flush holds
-several items and goes to the thread, which keeps the loop free during the
-fsync. A failed inline commit is handled exactly as one in the thread
+wake-up at one write in flight. Once that is so, the first item of a turn is
+committed inside ``submit`` (its future is done when ``submit`` returns); the
+rest of that turn's items wait for the end of the turn as usual. Never two
+threads on the connection at once: the loop uses it only while the thread is
+parked waiting for the loop's next put, so commits stay in submission order.
+Load switches it off by itself: a commit that keeps the loop waiting lets
+requests pile up, the next flush holds several items and goes to the thread,
+which keeps the loop free during the fsync. A failed inline commit is handled exactly as one in the thread
 (rollback, reload, fail, drop until ``resume()``); the futures still resolve
 only once the commit has returned. The queue store leaves it off: its items
 are whole event-loop steps, so their count says nothing about the load.
@@ -182,6 +184,7 @@ class SqliteWriter(Generic[W, L]):
         self._outstanding = 0
         self._thread_dropping: str | None = None
         self._stopping = False
+        self._turn_used = False  # an item of this turn was committed in submit()
         self.inline_commits = 0  # of ``commits``, those run on the event loop
 
     # -- event-loop side -------------------------------------------------------
@@ -205,17 +208,40 @@ class SqliteWriter(Generic[W, L]):
         """Queue ``item`` for the next commit; its future resolves once it is on disk.
 
         Items submitted in one event-loop iteration reach the thread together,
-        at the end of that iteration, in submission order. ``now`` hands it
-        over at once (with anything queued before it), for a store whose item
-        already holds a whole event-loop step: no callback, no turn of waiting.
+        at the end of that iteration, in submission order (with inline commits
+        on, the iteration's first item may be committed before this returns).
+        ``now`` hands it over at once (with anything queued before it), for a
+        store whose item already holds a whole event-loop step: no callback, no
+        turn of waiting.
         """
         pending = self._pending
+        if (
+            not pending
+            and not self._turn_used
+            and self.inline_after is not None
+            and self._idle_singles >= self.inline_after
+            and self._outstanding == 0
+            and self._thread_dropping is None
+            and not self._stopping
+        ):
+            # Inline commits are on and this is the turn's first item: commit
+            # it now. Its caller then finds the future done instead of waiting
+            # for the end of the turn and a turn more to be woken. Later items
+            # of this turn queue up as usual, so a burst still forms a group.
+            self._turn_used = True
+            assert self._loop is not None
+            self._loop.call_soon(self._next_turn)
+            self._commit_inline([item])
+            return
         pending.append(item)
         if now:
             self._flush()
         elif len(pending) == 1:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
+
+    def _next_turn(self) -> None:
+        self._turn_used = False
 
     def _flush(self, to_thread: bool = False) -> None:
         batch = self._pending
