@@ -32,10 +32,11 @@ threads on the connection at once: the loop uses it only while the thread is
 parked waiting for the loop's next put, so commits stay in submission order.
 Load switches it off by itself: a commit that keeps the loop waiting lets
 requests pile up, the next flush holds several items and goes to the thread,
-which keeps the loop free during the fsync. A failed inline commit is handled exactly as one in the thread
-(rollback, reload, fail, drop until ``resume()``); the futures still resolve
-only once the commit has returned. The queue store leaves it off: its items
-are whole event-loop steps, so their count says nothing about the load.
+which keeps the loop free during the fsync. A failed inline commit is handled
+exactly as one in the thread (rollback, reload, fail, drop until
+``resume()``); the futures still resolve only once the commit has returned.
+The queue store leaves it off: its items are whole event-loop steps, so their
+count says nothing about the load.
 
 The store supplies its schema (``Schema``), ``load(conn)`` (read everything
 at open) and ``write(conn, items)`` (the statements of one transaction), and
@@ -215,15 +216,7 @@ class SqliteWriter(Generic[W, L]):
         turn of waiting.
         """
         pending = self._pending
-        if (
-            not pending
-            and not self._turn_used
-            and self.inline_after is not None
-            and self._idle_singles >= self.inline_after
-            and self._outstanding == 0
-            and self._thread_dropping is None
-            and not self._stopping
-        ):
+        if not pending and not self._turn_used and self._hot() and self._loop_may_commit():
             # Inline commits are on and this is the turn's first item: commit
             # it now. Its caller then finds the future done instead of waiting
             # for the end of the turn and a turn more to be woken. Later items
@@ -240,6 +233,19 @@ class SqliteWriter(Generic[W, L]):
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
+    def _loop_may_commit(self) -> bool:
+        """Inline commits are on and the thread is parked with every round reported."""
+        return (
+            self.inline_after is not None
+            and self._outstanding == 0
+            and self._thread_dropping is None
+            and not self._stopping
+        )
+
+    def _hot(self) -> bool:
+        """The last ``inline_after`` flushes were single items the loop could commit."""
+        return self.inline_after is not None and self._idle_singles >= self.inline_after
+
     def _next_turn(self) -> None:
         self._turn_used = False
 
@@ -248,21 +254,14 @@ class SqliteWriter(Generic[W, L]):
         if not batch:
             return
         self._pending = []
-        if (
-            len(batch) == 1
-            and self._outstanding == 0
-            and self._thread_dropping is None
-            and self.inline_after is not None
-            and not to_thread
-            and not self._stopping
-        ):
+        if len(batch) == 1 and not to_thread and self._loop_may_commit():
             # Light load: this one item is all there is to commit. After a
             # few such flushes in a row, commit on the loop: no hand-over to
             # the thread and back, one wake-up less. A commit that keeps the
             # loop waiting lets requests pile up, so the next flush holds
             # several items and goes to the thread, which keeps the loop free
             # during the fsync while the next group forms.
-            if self._idle_singles >= self.inline_after:
+            if self._hot():
                 self._commit_inline(batch)
                 return
             self._idle_singles += 1
