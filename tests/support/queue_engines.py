@@ -24,9 +24,12 @@ def adapter_block(adapter: str, workdir: Path, redis_url: str | None, prefix: st
     }
 
 
-def queue_config_yaml(queue_configs: dict[str, Any], adapter: dict[str, Any]) -> str:
+def queue_config_yaml(
+    queue_configs: dict[str, Any], adapter: dict[str, Any], others: tuple[dict[str, Any], ...] = ()
+) -> str:
+    """The config of an engine with ``iii-queue`` and the module blocks ``others``."""
     config = {"queue_configs": queue_configs, "adapter": adapter}
-    block = {"workers": [{"name": "iii-queue", "config": config}]}
+    block = {"workers": [{"name": "iii-queue", "config": config}, *others]}
     return yaml.safe_dump(block)
 
 

@@ -1,11 +1,12 @@
 """Engines with the Queue module for the queue tests, once per store.
 
-``queue_engine`` is a factory: ``await queue_engine(queue_configs)`` starts an
-in-process engine (real sockets) whose ``iii-queue`` uses the store of the
-test's ``adapter`` parameter and returns a ``QueueEngine`` (its ``url``, the
-``server``, ``restart()``). Tests that use it run against every store in
-``ADAPTERS``: ``in_memory``, ``file_based`` (a SQLite file in the test's tmp
-dir) and ``redis`` (the session's redis-server, a key prefix of its own).
+``queue_engine`` is a factory: ``await queue_engine(queue_configs, others)``
+starts an in-process engine (real sockets) whose ``iii-queue`` uses the store
+of the test's ``adapter`` parameter, with the module blocks ``others`` beside
+it, and returns a ``QueueEngine`` (its ``url``, the ``server``, ``restart()``).
+Tests that use it run against every store in ``ADAPTERS``: ``in_memory``,
+``file_based`` (a SQLite file in the test's tmp dir) and ``redis`` (the
+session's redis-server, a key prefix of its own).
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ async def queue_engine(
     prefix = f"t{uuid.uuid4().hex[:10]}"
     started: list[QueueEngine] = []
 
-    async def make(queue_configs: dict[str, Any] | None = None) -> QueueEngine:
+    async def make(
+        queue_configs: dict[str, Any] | None = None, others: tuple[dict[str, Any], ...] = ()
+    ) -> QueueEngine:
         block = adapter_block(adapter, tmp_path, redis_url, prefix)
-        eng = await QueueEngine(queue_config_yaml(queue_configs or {}, block)).start()
+        eng = await QueueEngine(queue_config_yaml(queue_configs or {}, block, others)).start()
         started.append(eng)
         return eng
 

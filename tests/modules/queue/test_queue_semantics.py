@@ -239,6 +239,19 @@ async def test_enqueue_action_returns_a_receipt_and_runs_the_target(queue_engine
     await w.shutdown()
 
 
+async def test_enqueue_runs_a_function_of_the_engine_itself(queue_engine: Any) -> None:
+    kv = {"name": "kv", "config": {"store_method": "in_memory"}}
+    state = {"name": "iii-state", "config": {"adapter": kv}}
+    eng = await queue_engine({"writes": {"handler_timeout_ms": 2000}}, others=(state,))
+    w = await worker(eng.url)
+    item = {"scope": "orders", "key": "o1", "value": {"total": 5}}
+    await w.enqueue("state::set", item, queue="writes")
+    await until(lambda: w.trigger("state::get", {"scope": "orders", "key": "o1"}), timeout=5)
+    assert await w.trigger("state::get", {"scope": "orders", "key": "o1"}) == {"total": 5}
+    assert await w.trigger("engine::queue::dlq_messages", {"topic": "writes"}) == []
+    await w.shutdown()
+
+
 async def test_enqueue_to_an_unconfigured_queue_names_it_and_the_config_key(queue_engine: Any) -> None:
     eng = await queue_engine({"payments": {}})
     w = await worker(eng.url)
@@ -339,6 +352,12 @@ async def test_a_handler_that_times_out_is_retried_then_dead_lettered(queue_engi
     [letter] = await w.trigger("engine::queue::dlq_messages", {"topic": "slow"})
     assert "did not finish within 200 ms" in letter["error"] and letter["retries"] == 2
     assert len(rec.calls) == 2
+    # The engine forgot both timed-out invocations; the handler's late answers are dropped.
+    assert eng.server.engine.pending == {}
+    await until(lambda: rec.running == 0, timeout=5)
+    await settle(w)
+    assert eng.server.engine.pending == {} and len(rec.calls) == 2
+    assert len(await w.trigger("engine::queue::dlq_messages", {"topic": "slow"})) == 1
     await w.shutdown()
 
 
