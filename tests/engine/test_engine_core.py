@@ -511,6 +511,53 @@ async def test_caller_disconnect_drops_late_result(engine: Engine) -> None:
     assert a.id not in {w["id"] for w in workers}
 
 
+async def test_call_within_returns_the_answer_in_time(engine: Engine) -> None:
+    b = peer(engine)
+    b.register("echo")
+    call = asyncio.ensure_future(engine.call_within(1.0, "echo", {"n": 1}))
+    await asyncio.sleep(0)
+    invoke = b.take_one()
+    assert invoke["type"] == "invokefunction" and invoke["data"] == {"n": 1}
+    b.result(invoke["invocation_id"], "echo", result={"ok": 1})
+    assert json.loads(bytes(await call)) == {"ok": 1}
+    assert engine.pending == {}
+
+
+async def test_call_within_times_out_and_forgets_the_invocation(engine: Engine) -> None:
+    b = peer(engine)
+    b.register("slow")
+    with pytest.raises(TimeoutError):
+        await engine.call_within(0.05, "slow", {})
+    (invoke,) = b.take()
+    assert engine.pending == {} and not engine.connections[b.id].serving
+    b.result(invoke["invocation_id"], "slow", result={"late": True})  # dropped, nothing breaks
+    assert engine.pending == {} and b.take() == []
+
+
+async def test_call_within_cancelled_forgets_the_invocation(engine: Engine) -> None:
+    b = peer(engine)
+    b.register("slow")
+    call = asyncio.ensure_future(engine.call_within(5.0, "slow", {}))
+    await asyncio.sleep(0)
+    assert len(engine.pending) == 1
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert engine.pending == {}
+
+
+async def test_call_within_times_out_an_engine_handler_too(engine: Engine) -> None:
+    async def sleepy(data: Any, ctx: Any) -> Any:
+        await asyncio.sleep(5)
+
+    engine.register_builtin("test::sleepy", sleepy, worker_name="test")
+    with pytest.raises(TimeoutError):
+        await engine.call_within(0.05, "test::sleepy", {})
+    with pytest.raises(IIIError) as err:
+        await engine.call_within(1.0, "nobody::serves", {})
+    assert err.value.code == "function_not_found"
+
+
 async def test_disconnect_twice_is_harmless(engine: Engine) -> None:
     a, b = peer(engine), peer(engine)
     b.register("f")

@@ -10,7 +10,6 @@ order, and a slow binding only delays itself. A binding whose config names a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Hashable
@@ -70,18 +69,16 @@ class ChangeTriggers(TriggerProvider):
         if self.bindings.get(trig.id) is not trig:
             return  # unregistered or replaced since the event was queued
         condition: str | None = trig.parsed.condition_function_id
-        call = self.engine.call
+        call = self.engine.call_within
         try:
             if condition is not None:
-                verdict = await asyncio.wait_for(
-                    call(condition, event, namespace=trig.namespace, metadata=trig.metadata),
-                    HANDLER_TIMEOUT_S,
+                verdict = await call(
+                    HANDLER_TIMEOUT_S, condition, event, namespace=trig.namespace, metadata=trig.metadata
                 )
                 if verdict is not None and bytes(verdict).strip() == b"false":
                     return
-            await asyncio.wait_for(
-                call(trig.function_id, event, namespace=trig.namespace, metadata=trig.metadata),
-                HANDLER_TIMEOUT_S,
+            await call(
+                HANDLER_TIMEOUT_S, trig.function_id, event, namespace=trig.namespace, metadata=trig.metadata
             )
         except IIIError as err:
             self.log.warning("%s trigger %s -> %s failed: %s", self.kind, trig.id, trig.function_id, err)

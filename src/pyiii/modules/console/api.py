@@ -95,7 +95,7 @@ class ConsoleApi:
         """``{"result": ...}`` or ``{"error": {code, message, ...}}`` of one call."""
         timeout = self.module.config.invoke_timeout_ms / 1000
         try:
-            raw = await asyncio.wait_for(self.engine.call(function_id, data), timeout)
+            raw = await self.engine.call_within(timeout, function_id, data)
         except IIIError as err:
             return error_body(err)
         except TimeoutError:
@@ -162,8 +162,8 @@ class ConsoleApi:
         }
         timeout = self.module.config.invoke_timeout_ms / 1000
         try:
-            raw = await asyncio.wait_for(
-                self.engine.call(trigger.function_id, event, namespace=trigger.namespace), timeout
+            raw = await self.engine.call_within(
+                timeout, trigger.function_id, event, namespace=trigger.namespace
             )
         except IIIError as err:
             return error_body(err)

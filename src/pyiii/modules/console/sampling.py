@@ -7,7 +7,6 @@ when the last reading is older than ``sample_interval_ms`` and only for the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ SAMPLE_TIMEOUT_S = 2.0
 
 
 async def _call(engine: Engine, function_id: str, data: Any) -> Any:
-    raw = await asyncio.wait_for(engine.call(function_id, data), SAMPLE_TIMEOUT_S)
+    raw = await engine.call_within(SAMPLE_TIMEOUT_S, function_id, data)
     return None if raw is None else msgspec.json.decode(raw)
 
 

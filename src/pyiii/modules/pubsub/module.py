@@ -14,7 +14,6 @@ local subscriber is not called twice).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -172,11 +171,12 @@ class PubSubModule(Module, TriggerProvider):
 
     async def _call(self, engine: Engine, trigger: Trigger, data: Raw) -> None:
         try:
-            await asyncio.wait_for(
-                engine.call(
-                    trigger.function_id, data, namespace=trigger.namespace, metadata=trigger.metadata
-                ),
+            await engine.call_within(
                 HANDLER_TIMEOUT_S,
+                trigger.function_id,
+                data,
+                namespace=trigger.namespace,
+                metadata=trigger.metadata,
             )
         except IIIError as err:
             self._failed(trigger, str(err))

@@ -11,7 +11,6 @@ or leaves; a join handler that answers ``{"unauthorized": true}`` refuses it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -99,11 +98,12 @@ class JoinLeaveTriggers(TriggerProvider):
         payload = Raw(data)
         for trig in list(self.bindings.values()):
             try:
-                out = await asyncio.wait_for(
-                    self.engine.call(
-                        trig.function_id, payload, namespace=trig.namespace, metadata=trig.metadata
-                    ),
+                out = await self.engine.call_within(
                     HANDLER_TIMEOUT_S,
+                    trig.function_id,
+                    payload,
+                    namespace=trig.namespace,
+                    metadata=trig.metadata,
                 )
             except (IIIError, TimeoutError) as err:
                 # A failing join handler does not refuse (as in the reference): it says nothing.
